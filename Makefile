@@ -1,0 +1,33 @@
+# cellos: `make run` runs the line, `make test` runs every test, `make bench` every benchmark.
+SHELL := /bin/bash
+.ONESHELL:
+.SHELLFLAGS := -eo pipefail -c
+ENV := . tools/env.sh
+DURATION ?= 20
+CELLS ?= 4
+ROS_DOMAIN_ID ?= 42
+export ROS_DOMAIN_ID
+
+.PHONY: setup build run test test-unit test-system bench clean
+setup:
+	@tools/setup.sh
+
+build: setup
+	@$(ENV)
+	colcon --log-base log build --base-paths msg ros2_ws/src --event-handlers console_direct- summary- 2>&1 | grep -vE "^(Starting|Finished) >>>|^$$" || { echo "build failed: see log/latest_build"; exit 1; }
+
+run: build
+	@$(ENV)
+	cellos_line --cells $(CELLS) --duration $(DURATION) $(RUN_ARGS)
+
+test: build
+	@$(ENV)
+	colcon --log-base log test --base-paths msg ros2_ws/src --packages-select cellos --return-code-on-test-failure --event-handlers console_direct+ --pytest-args -q -p no:cacheprovider
+	python -m pytest -q -p no:cacheprovider tests $(PYTEST_ARGS)
+
+bench: build
+	@$(ENV)
+	python -m pytest -q -s -p no:cacheprovider tests/bench
+
+clean:
+	rm -rf build install log

@@ -1,0 +1,1 @@
+"""cellos: cell-level operating layer for AI-driven factory lines."""

