@@ -14,7 +14,7 @@ setup:
 
 build: setup
 	@$(ENV)
-	colcon --log-base log build --base-paths msg ros2_ws/src --event-handlers console_direct- summary- 2>&1 | grep -vE "^(Starting|Finished) >>>|^$$" || { echo "build failed: see log/latest_build"; exit 1; }
+	flock .build.lock colcon --log-base log build --symlink-install --base-paths msg ros2_ws/src --event-handlers console_direct- summary- 2>&1 | grep -vE "^(Starting|Finished) >>>|^$$" || { echo "build failed: see log/latest_build"; exit 1; }
 
 run: build
 	@$(ENV)

@@ -23,6 +23,7 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
 
+
 echo "[setup] preparing $venv ($mode)"
 if [ ! -x "$venv/bin/python" ]; then
   if [ "$mode" = wheels ]; then
@@ -56,5 +57,7 @@ for f in (venv / "share").glob("**/*.cmake"):
 print(f"[setup] CMake fix-up applied to {n} files")
 PY
 fi
+# an empty local_setup.sh marks the venv as an ament prefix for colcon
+touch "$venv/local_setup.sh"
 echo "$want" > "$stamp"
 echo "[setup] done"

@@ -1,0 +1,67 @@
+"""Every QoS profile of the graph, in one table. README "QoS" mirrors this file.
+
+| topic                               | reliability | durability      | depth | deadline        | liveliness          | why |
+|-------------------------------------|-------------|-----------------|-------|-----------------|---------------------|-----|
+| cell_i/timing/cycle                 | best effort | volatile        | 5     | 1.5 x period    | automatic, 1 s      | latest report matters, a late retransmit is worse than none; deadline tells the coordinator a cell is lost within 2 periods |
+| cell_i/timing/correction            | best effort | volatile        | 1     | none offered    | automatic, 1 s      | each correction carries the absolute schedule, so a lost one is replaced by the next |
+| line state, gate state, energy feed | reliable    | transient local | 1     | -               | -                   | state: late joiners (RViz, ros2 topic echo, a restarted cell) get the current value |
+| inference request / result          | reliable    | volatile        | 100   | -               | -                   | every request ends with exactly one result: nothing may be dropped by the transport |
+| executor / line status, markers     | reliable    | volatile        | 5     | -               | -                   | what RViz and `ros2 topic echo` subscribe with by default |
+| annotated image out                 | reliable    | volatile        | 1     | -               | -                   | reliable so RViz' default (reliable) subscription matches; depth 1 drops stale frames |
+| camera image in                     | best effort | volatile        | 1     | -               | -                   | sensor data: matches every camera driver, reliable or not |
+| /diagnostics                        | reliable    | volatile        | 10    | -               | -                   | diagnostic_updater's and diagnostic_aggregator's default |
+"""
+from rclpy.duration import Duration
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, LivelinessPolicy, QoSProfile,
+                       ReliabilityPolicy)
+
+
+def cycle_report(period_s: float) -> QoSProfile:
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST, depth=5,
+        reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE,
+        deadline=Duration(seconds=1.5 * period_s),
+        liveliness=LivelinessPolicy.AUTOMATIC, liveliness_lease_duration=Duration(seconds=1.0))
+
+
+def correction() -> QoSProfile:
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST, depth=1,
+        reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE,
+        liveliness=LivelinessPolicy.AUTOMATIC, liveliness_lease_duration=Duration(seconds=1.0))
+
+
+def latched_state() -> QoSProfile:
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST, depth=1,
+        reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def inference() -> QoSProfile:
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST, depth=100,
+        reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+
+
+def status() -> QoSProfile:
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST, depth=5,
+        reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+
+
+def image_out() -> QoSProfile:
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST, depth=1,
+        reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+
+
+def camera_in() -> QoSProfile:
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST, depth=1,
+        reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE)
+
+
+def diagnostics() -> QoSProfile:
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST, depth=10,
+        reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
