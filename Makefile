@@ -18,7 +18,7 @@ build: setup
 
 run: build
 	@$(ENV)
-	cellos_line --cells $(CELLS) --duration $(DURATION) $(RUN_ARGS)
+	python -m cellos.runner --cells $(CELLS) --duration $(DURATION) $(RUN_ARGS)
 
 test: build
 	@$(ENV)
