@@ -1,0 +1,90 @@
+"""Clock offset of a cell against the coordinator from NTP-style four-timestamp exchanges.
+
+t1: cell sends (cell clock), t2: coordinator receives, t3: coordinator answers (coordinator
+clock), t4: cell receives (cell clock). RFC 5905: offset = ((t2 - t1) + (t3 - t4)) / 2 is the
+coordinator clock minus the cell clock; delay = (t4 - t1) - (t3 - t2). The error of one sample
+is at most delay / 2, so, as NTP's clock filter does, the estimate follows the sample of least
+delay among the recent ones, and a linear fit over the filtered samples gives the rate (skew).
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SyncSample:
+    offset_ns: float   # cell clock minus coordinator clock
+    delay_ns: float
+    at_ns: int         # coordinator clock
+
+
+def sample(t1: int, t2: int, t3: int, t4: int) -> SyncSample | None:
+    """One exchange, or None when its stamps are incomplete or inconsistent."""
+    if not (t1 and t2 and t3 and t4) or t4 < t1 or t3 < t2:
+        return None
+    delay = (t4 - t1) - (t3 - t2)
+    if delay < 0:
+        return None
+    return SyncSample(offset_ns=-((t2 - t1) + (t3 - t4)) / 2.0, delay_ns=float(delay), at_ns=t3)
+
+
+class OffsetEstimator:
+    def __init__(self, window: int = 16, skew_window: int = 64, max_skew_ppm: float = 500.0,
+                 step_ns: float = 1e6):
+        self._step_ns = step_ns
+        self._outliers = 0
+        self._recent: deque[SyncSample] = deque(maxlen=window)
+        self._filtered: deque[SyncSample] = deque(maxlen=skew_window)
+        self._max_skew = max_skew_ppm * 1e-6
+        self.offset_ns: float | None = None
+        self.delay_ns: float | None = None
+        self.skew = 0.0
+
+    @property
+    def ready(self) -> bool:
+        return self.offset_ns is not None
+
+    def add(self, s: SyncSample | None) -> bool:
+        if s is None:
+            return False
+        if self.offset_ns is not None and abs(s.offset_ns - self.offset_ns) > max(4 * s.delay_ns, self._step_ns):
+            # a clock step (or a wild sample): two in a row means the clock really stepped
+            self._outliers += 1
+            if self._outliers < 2:
+                return False
+            self.reset()
+        self._outliers = 0
+        self._recent.append(s)
+        best = min(self._recent, key=lambda x: x.delay_ns)
+        if not self._filtered or best is not self._filtered[-1]:
+            self._filtered.append(best)
+        self.offset_ns, self.delay_ns = best.offset_ns, s.delay_ns
+        self.skew = self._fit_skew()
+        return True
+
+    def _fit_skew(self) -> float:
+        pts = list(self._filtered)
+        if len(pts) < 8:
+            return 0.0
+        t0 = pts[0].at_ns
+        xs = [p.at_ns - t0 for p in pts]
+        ys = [p.offset_ns for p in pts]
+        mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+        sxx = sum((x - mx) ** 2 for x in xs)
+        if sxx <= 0:
+            return 0.0
+        slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
+        return max(-self._max_skew, min(self._max_skew, slope))
+
+    def offset_at(self, t_ns: int) -> float:
+        """Offset extrapolated to coordinator time t (cell = coordinator + offset)."""
+        if self.offset_ns is None:
+            raise RuntimeError('no sync sample yet')
+        if not self._filtered:
+            return self.offset_ns
+        last = self._filtered[-1]
+        return last.offset_ns + self.skew * (t_ns - last.at_ns)
+
+    def reset(self) -> None:
+        self.__init__(self._recent.maxlen, self._filtered.maxlen, self._max_skew * 1e6, self._step_ns)

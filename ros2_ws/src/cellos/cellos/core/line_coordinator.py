@@ -1,0 +1,231 @@
+"""The line coordinator's logic: discover cells from their reports, hold the reference
+schedule, estimate each cell's clock offset, measure phase error, detect lost cells, and
+produce each cell's correction (its schedule on its own clock, plus hold / re-sync commands).
+Times: ``*_ns`` on the coordinator's clock unless named ``cell_*``.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field, replace
+
+from cellos.core.clock_sync import OffsetEstimator, sample
+from cellos.core.cycle_clock import Command, CycleState
+from cellos.core.schedule import Schedule, stagger_offsets
+
+
+@dataclass(frozen=True)
+class CycleReport:
+    cell_id: str
+    session: int
+    cycle_index: int
+    cell_start_ns: int
+    cell_intended_ns: int
+    period_ns: int
+    state: int
+    cell_send_ns: int
+    sync: tuple[int, int, int, int] = (0, 0, 0, 0)
+    parts_done: int = 0
+    busy: bool = False
+    overrun: bool = False
+
+
+@dataclass(frozen=True)
+class Correction:
+    cell_id: str
+    session: int
+    anchor_ns: int          # cell clock; 0 with period_ns 0: sync echo only
+    anchor_index: int
+    period_ns: int
+    command: int
+    reason: str
+    echo_t1_ns: int
+    recv_t2_ns: int
+
+
+@dataclass(frozen=True)
+class LineConfig:
+    period_ns: int
+    offset_mode: str = 'aligned'
+    custom_offsets_ms: dict = field(default_factory=dict)
+    expected_cells: tuple = ()
+    accept_unknown_cells: bool = True
+    lost_after_periods: float = 1.5
+    lock_threshold_ns: int = 1_000_000
+    window: int = 500
+
+
+LOST = 10  # CellPhase.STATE_LOST
+
+
+@dataclass
+class CellTrack:
+    cell_id: str
+    session: int
+    first_seen_ns: int
+    last_recv_ns: int = 0
+    last_send_ns: int = 0
+    cycle_index: int = 0
+    state: int = CycleState.STARTING
+    phase_error_ns: float = 0.0
+    errors_ns: deque = field(default_factory=lambda: deque(maxlen=500))
+    offset: OffsetEstimator = field(default_factory=OffsetEstimator)
+    held: bool = False
+    hold_reason: str = ''
+    resync: int = 0          # corrections still to carry RESYNC
+    lost: bool = False
+    lost_count: int = 0
+    relock_count: int = 0
+    locked: bool = False
+    lock_time_s: float | None = None
+    needs_relock: bool = False
+    period_ns: int = 0
+    parts_done: int = 0
+    rejected: int = 0
+
+
+class LineCoordinator:
+    def __init__(self, config: LineConfig, now_ns: int):
+        if config.period_ns <= 0:
+            raise ValueError(f'line period must be > 0, got {config.period_ns} ns')
+        self.config = config
+        self.schedule = Schedule(now_ns - now_ns % config.period_ns, config.period_ns)
+        self.cells: dict[str, CellTrack] = {}
+        self.offsets: dict[str, int] = {}
+        self.duplicates = 0
+        self.unknown = 0
+        self.out_of_order = 0
+        self._recompute_offsets()
+
+    # -- schedule ---------------------------------------------------------------------------
+    def _order(self) -> list[str]:
+        expected = list(self.config.expected_cells)
+        return expected + sorted(c for c in self.cells if c not in expected)
+
+    def _recompute_offsets(self) -> None:
+        self.offsets = stagger_offsets(self._order(), self.schedule.period_ns, self.config.offset_mode,
+                                       self.config.custom_offsets_ms, len(self.config.expected_cells))
+
+    def set_period(self, period_ns: int, now_ns: int) -> tuple[bool, str]:
+        if period_ns <= 0:
+            return False, f'period must be > 0, got {period_ns / 1e6:.3f} ms'
+        self.schedule = self.schedule.rebased(now_ns, period_ns)
+        self.config = replace(self.config, period_ns=period_ns)
+        self._recompute_offsets()
+        return True, f'line period {period_ns / 1e6:.3f} ms from cycle {self.schedule.nearest_index(now_ns)}'
+
+    def set_offsets(self, mode: str, custom_ms: dict | None = None) -> None:
+        stagger_offsets([], self.schedule.period_ns, mode, custom_ms)  # raises on unknown mode
+        self.config = replace(self.config, offset_mode=mode,
+                               custom_offsets_ms=dict(custom_ms or self.config.custom_offsets_ms))
+        self._recompute_offsets()
+
+    # -- reports ----------------------------------------------------------------------------
+    def on_report(self, r: CycleReport, recv_ns: int) -> tuple[Correction | None, str]:
+        """Returns (correction to send or None, event text or '')."""
+        lost_after = self.config.lost_after_periods * self.schedule.period_ns
+        track = self.cells.get(r.cell_id)
+        event = ''
+        if track is None:
+            if (self.config.expected_cells and r.cell_id not in self.config.expected_cells
+                    and not self.config.accept_unknown_cells):
+                self.unknown += 1
+                return None, f"report from unknown cell '{r.cell_id}' ignored"
+            track = self.cells[r.cell_id] = CellTrack(r.cell_id, r.session, recv_ns)
+            track.errors_ns = deque(maxlen=self.config.window)
+            self._recompute_offsets()
+            event = f"cell '{r.cell_id}' discovered"
+        elif r.session != track.session:
+            if not track.lost and recv_ns - track.last_recv_ns <= lost_after:
+                self.duplicates += 1
+                track.rejected += 1
+                return None, (f"report for cell '{r.cell_id}' from a second process (session {r.session:#x}, "
+                              f"live one is {track.session:#x}) ignored: duplicate cell id")
+            track.session = r.session
+            track.offset.reset()
+            track.errors_ns.clear()
+            track.locked, track.needs_relock = False, True
+            track.last_send_ns = 0
+            event = f"cell '{r.cell_id}' restarted (session {r.session:#x})"
+        elif r.cell_send_ns <= track.last_send_ns:
+            self.out_of_order += 1
+            track.rejected += 1
+            return None, ''
+        if track.lost:
+            track.lost, track.needs_relock = False, True
+            event = event or f"cell '{r.cell_id}' back"
+        track.last_recv_ns, track.last_send_ns = recv_ns, r.cell_send_ns
+        track.cycle_index, track.state, track.period_ns = r.cycle_index, r.state, r.period_ns
+        track.parts_done = r.parts_done
+        track.offset.add(sample(*r.sync))
+
+        if track.offset.ready:
+            off = self.offsets.get(r.cell_id, 0)
+            start = r.cell_start_ns - track.offset.offset_at(recv_ns)
+            err = self.schedule.phase_error(int(start), off)
+            track.phase_error_ns = err
+            track.errors_ns.append(err)
+            locked = (r.state == CycleState.LOCKED and abs(err) <= self.config.lock_threshold_ns)
+            if locked and not track.locked:
+                if track.lock_time_s is None:
+                    track.lock_time_s = (recv_ns - track.first_seen_ns) / 1e9
+                if track.needs_relock:
+                    track.relock_count += 1
+                    track.needs_relock = False
+                    event = event or f"cell '{r.cell_id}' re-locked"
+            track.locked = locked
+        return self._correction(track, r, recv_ns), event
+
+    def _correction(self, track: CellTrack, r: CycleReport, recv_ns: int) -> Correction:
+        command = Command.HOLD if track.held else Command.RELEASE
+        if track.resync > 0:
+            track.resync -= 1
+            command = Command.RESYNC
+        if not track.offset.ready:
+            return Correction(track.cell_id, track.session, 0, 0, 0, command, track.hold_reason,
+                              r.cell_send_ns, recv_ns)
+        index = self.schedule.nearest_index(recv_ns) + 1
+        tick = self.schedule.tick(index, self.offsets.get(track.cell_id, 0))
+        skew = track.offset.skew
+        return Correction(
+            cell_id=track.cell_id, session=track.session,
+            anchor_ns=int(round(tick + track.offset.offset_at(tick))), anchor_index=index,
+            period_ns=int(round(self.schedule.period_ns * (1.0 + skew))),
+            command=command, reason=track.hold_reason, echo_t1_ns=r.cell_send_ns, recv_t2_ns=recv_ns)
+
+    def check_lost(self, now_ns: int) -> list[str]:
+        lost_after = self.config.lost_after_periods * self.schedule.period_ns
+        events = []
+        for t in self.cells.values():
+            if not t.lost and now_ns - t.last_recv_ns > lost_after:
+                t.lost, t.locked = True, False
+                t.lost_count += 1
+                events.append(f"cell '{t.cell_id}' lost: no report for "
+                              f"{(now_ns - t.last_recv_ns) / 1e6:.1f} ms")
+        return events
+
+    # -- commands ---------------------------------------------------------------------------
+    def hold(self, cell_id: str, hold: bool, reason: str = '') -> tuple[bool, str]:
+        t = self.cells.get(cell_id)
+        if t is None:
+            return False, f"unknown cell '{cell_id}' (known: {', '.join(sorted(self.cells)) or 'none'})"
+        t.held, t.hold_reason = hold, (reason or 'operator') if hold else ''
+        return True, f"cell '{cell_id}' {'held: ' + t.hold_reason if hold else 'released'}"
+
+    def resync(self, cell_id: str = '') -> tuple[bool, str]:
+        targets = list(self.cells) if not cell_id else [cell_id]
+        if cell_id and cell_id not in self.cells:
+            return False, f"unknown cell '{cell_id}'"
+        for c in targets:
+            self.cells[c].resync = 3  # idempotent on the cell; repeated in case one is lost
+        return True, f"re-sync sent to {', '.join(targets) or 'no cell'}"
+
+    # -- views ------------------------------------------------------------------------------
+    def state_of(self, t: CellTrack) -> int:
+        return LOST if t.lost else t.state
+
+    def error_percentiles_ms(self, t: CellTrack) -> tuple[float, float]:
+        if not t.errors_ns:
+            return 0.0, 0.0
+        a = sorted(abs(e) for e in t.errors_ns)
+        return a[len(a) // 2] / 1e6, a[min(len(a) - 1, int(0.99 * len(a)))] / 1e6
+

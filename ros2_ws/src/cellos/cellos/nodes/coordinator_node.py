@@ -1,0 +1,214 @@
+"""Line coordinator (one per line, e.g. /line1/coordinator).
+
+Discovers cells from their ``<line>/<cell>/timing/cycle`` reports, answers each report with
+that cell's correction on ``<line>/<cell>/timing/correction``, publishes ``line_state``
+(transient local) and ``line_markers``, and serves ``set_line_period``, ``hold_cell``, ``resync``.
+"""
+from __future__ import annotations
+
+import re
+import threading
+import time
+
+from cellos_interfaces.msg import CellCycle, LineState, PhaseCorrection
+from cellos_interfaces.srv import HoldCell, Resync, SetLinePeriod
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.event_handler import SubscriptionEventCallbacks
+from visualization_msgs.msg import MarkerArray
+
+from cellos.core.line_coordinator import LineConfig, LineCoordinator
+from cellos.core.params import ParameterError, ParamSpec
+from cellos.core.schedule import stagger_offsets
+from cellos.nodes import qos
+from cellos.nodes.base import CellosNode, main_for
+from cellos.nodes.convert_timing import correction_msg, line_state_msg, report_from_msg
+from cellos.nodes.diagnostics import ERROR, OK, WARN, DiagReport
+from cellos.nodes.line_markers import line_markers
+
+PARAMS = [
+    ParamSpec('line_id', '', "line id; empty: the last part of the node's namespace"),
+    ParamSpec('period_ms', 20.0, 'line cycle period', min=0.0, max=60000.0, min_exclusive=True, unit='ms'),
+    ParamSpec('offset_mode', 'aligned', 'cell offsets on the schedule: aligned, staggered (spread over one '
+              'period to spread GPU load) or custom (cell_offsets)', choices=('aligned', 'staggered', 'custom')),
+    ParamSpec('cells', '', 'expected cell ids, comma separated, in line order (empty: discover)'),
+    ParamSpec('cell_offsets', '', "custom offsets, 'cell_01=0.0,cell_02=5.0' in ms"),
+    ParamSpec('accept_unknown_cells', True, 'take cells that are not in cells into the line'),
+    ParamSpec('lost_after_periods', 1.5, 'a cell whose reports stop this long is lost (QoS deadline '
+              'events report it as soon as they fire)', min=1.0, max=100.0),
+    ParamSpec('lock_threshold_ms', 1.0, 'measured |phase error| within which a cell counts as locked',
+              min=0.0, max=1000.0, min_exclusive=True, unit='ms'),
+    ParamSpec('state_rate_hz', 5.0, 'line_state and marker publication rate', min=0.1, max=100.0, unit='Hz'),
+    ParamSpec('discovery_period_s', 0.5, 'how often to look for new cells', min=0.05, max=60.0, unit='s'),
+    ParamSpec('frame_id', 'map', 'frame of the RViz markers'),
+]
+
+
+def parse_offsets(text: str) -> dict:
+    out = {}
+    for item in filter(None, (s.strip() for s in text.split(','))):
+        cell, sep, value = item.partition('=')
+        try:
+            out[cell.strip()] = float(value)
+        except ValueError:
+            raise ParameterError(f"cell_offsets: '{item}' is not 'cell_id=milliseconds'") from None
+        if not sep or not cell.strip():
+            raise ParameterError(f"cell_offsets: '{item}' is not 'cell_id=milliseconds'")
+    return out
+
+
+class CoordinatorNode(CellosNode):
+    PARAMS = PARAMS
+
+    def __init__(self, **kwargs):
+        super().__init__('coordinator', **kwargs)
+        self._lock = threading.Lock()
+        self._cells: dict[str, tuple] = {}   # cell id -> (subscription, correction publisher)
+
+    def check_params(self, p) -> None:
+        stagger_offsets([], 1, p.offset_mode, parse_offsets(p.cell_offsets))
+
+    def on_params_changed(self, p) -> None:
+        with self._lock:
+            if int(p.period_ms * 1e6) != self.line.schedule.period_ns:
+                self.line.set_period(int(p.period_ms * 1e6), time.time_ns())
+            self.line.set_offsets(p.offset_mode, parse_offsets(p.cell_offsets))
+
+    def configure(self) -> None:
+        p = self.params
+        self.line_id = p.line_id or self.get_namespace().rstrip('/').rsplit('/', 1)[-1] or 'line'
+        self.line_ns = self.get_namespace().rstrip('/')
+        cfg = LineConfig(
+            period_ns=int(p.period_ms * 1e6), offset_mode=p.offset_mode,
+            custom_offsets_ms=parse_offsets(p.cell_offsets),
+            expected_cells=tuple(c.strip() for c in p.cells.split(',') if c.strip()),
+            accept_unknown_cells=p.accept_unknown_cells, lost_after_periods=p.lost_after_periods,
+            lock_threshold_ns=int(p.lock_threshold_ms * 1e6))
+        self.line = LineCoordinator(cfg, time.time_ns())
+        self._topic = re.compile('^' + re.escape(self.line_ns) + r'/([A-Za-z0-9_]+)/timing/cycle$')
+        self._reports = MutuallyExclusiveCallbackGroup()
+        self.state_pub = self.create_publisher(LineState, 'line_state', qos.latched_state())
+        self.marker_pub = self.create_publisher(MarkerArray, 'line_markers', qos.status())
+        self._line_services = [
+            self.create_service(SetLinePeriod, 'set_line_period', self._set_period),
+            self.create_service(HoldCell, 'hold_cell', self._hold),
+            self.create_service(Resync, 'resync', self._resync),
+        ]
+        self.diagnostics.add('line', self._diagnose)
+        self.get_logger().info(f"line '{self.line_id}': period {p.period_ms:.3f} ms, offsets {p.offset_mode}")
+
+    def activate(self) -> None:
+        p = self.params
+        self._line_timers = [
+            self.create_timer(p.discovery_period_s, self._discover),
+            self.create_timer(self.line.schedule.period_ns / 4e9, self._check_lost),
+            self.create_timer(1.0 / p.state_rate_hz, self._publish_state),
+        ]
+        self._discover()
+
+    def deactivate(self) -> None:
+        for t in self._line_timers:
+            self.destroy_timer(t)
+        self._line_timers = []
+
+    def cleanup(self) -> None:
+        for sub, pub in self._cells.values():
+            self.destroy_subscription(sub)
+            self.destroy_publisher(pub)
+        self._cells.clear()
+        for s in self._line_services:
+            self.destroy_service(s)
+        self.destroy_publisher(self.state_pub)
+        self.destroy_publisher(self.marker_pub)
+
+    # -- discovery and reports ------------------------------------------------------------
+    def _discover(self) -> None:
+        for name, types in self.get_topic_names_and_types():
+            m = self._topic.match(name)
+            if not m or m.group(1) in self._cells:
+                continue
+            if 'cellos_interfaces/msg/CellCycle' not in types:
+                self.get_logger().warn(f'{name} has type {types}, not CellCycle: ignored',
+                                       throttle_duration_sec=30.0)
+                continue
+            cell = m.group(1)
+            events = SubscriptionEventCallbacks(
+                deadline=lambda _e, cell=cell: self._check_lost(),
+                liveliness=lambda e, cell=cell: e.alive_count == 0 and self._check_lost())
+            sub = self.create_subscription(
+                CellCycle, name, lambda msg, cell=cell: self._on_report(cell, msg),
+                qos.cycle_report(self.params.period_ms / 1e3),
+                event_callbacks=events, callback_group=self._reports)
+            pub = self.create_publisher(PhaseCorrection, f'{self.line_ns}/{cell}/timing/correction',
+                                        qos.correction())
+            self._cells[cell] = (sub, pub)
+
+    def _on_report(self, cell: str, msg: CellCycle) -> None:
+        recv = time.time_ns()
+        if msg.cell_id != cell:
+            self.get_logger().warn(f"report naming cell '{msg.cell_id}' on cell '{cell}''s topic ignored",
+                                   throttle_duration_sec=10.0)
+            return
+        entry = self._cells[cell]
+        with self._lock:
+            correction, event = self.line.on_report(report_from_msg(msg), recv)
+        if event:
+            (self.get_logger().warn if 'duplicate' in event or 'unknown' in event
+             else self.get_logger().info)(event, throttle_duration_sec=2.0 if 'duplicate' in event else 0.0)
+        if correction is not None:
+            entry[1].publish(correction_msg(correction, self.get_clock().now().to_msg(), time.time_ns()))
+
+    def _check_lost(self) -> None:
+        with self._lock:
+            events = self.line.check_lost(time.time_ns())
+        for e in events:
+            self.get_logger().warn(e)
+
+    def _publish_state(self) -> None:
+        with self._lock:
+            msg = line_state_msg(self.line, self.line_id, self.get_clock().now().to_msg())
+        self.state_pub.publish(msg)
+        self.marker_pub.publish(line_markers(msg, self.params.frame_id))
+
+    # -- services ---------------------------------------------------------------------------
+    def _set_period(self, req, res):
+        from rclpy.parameter import Parameter
+        if not req.period_ms > 0:
+            res.success, res.message = False, f'period must be > 0 ms, got {req.period_ms}'
+        else:
+            result = self.set_parameters([Parameter('period_ms', value=float(req.period_ms))])[0]
+            res.success = result.successful
+            res.message = (f'line period {req.period_ms:.3f} ms' if result.successful else result.reason)
+        res.period_ms = self.line.schedule.period_ns / 1e6
+        return res
+
+    def _hold(self, req, res):
+        with self._lock:
+            res.success, res.message = self.line.hold(req.cell_id, req.hold, req.reason)
+        self.get_logger().info(res.message) if res.success else self.get_logger().warn(res.message)
+        return res
+
+    def _resync(self, req, res):
+        with self._lock:
+            res.success, res.message = self.line.resync(req.cell_id)
+        self.get_logger().info(res.message)
+        return res
+
+    def _diagnose(self) -> DiagReport:
+        with self._lock:
+            msg = line_state_msg(self.line, self.line_id, self.get_clock().now().to_msg())
+            values = {'cells_known': msg.cells_known, 'cells_locked': msg.cells_locked,
+                      'cells_lost': msg.cells_lost, 'period_ms': msg.period_ms,
+                      'phase_error_p99_ms': msg.phase_error_p99_ms,
+                      'duplicate_reports': self.line.duplicates, 'out_of_order_reports': self.line.out_of_order}
+        for c in msg.cells:
+            values[f'{c.cell_id}.phase_error_ms'] = c.phase_error_ms
+            values[f'{c.cell_id}.clock_offset_ms'] = c.clock_offset_ms
+        if msg.cells_lost:
+            return DiagReport(ERROR, f'{msg.cells_lost} cell(s) lost', values)
+        if msg.cells_locked < msg.cells_known or not msg.cells_known:
+            return DiagReport(WARN, f'{msg.cells_locked}/{msg.cells_known} cells locked', values)
+        return DiagReport(OK, f'{msg.cells_locked}/{msg.cells_known} cells locked', values)
+
+
+def main(args=None):
+    return main_for(CoordinatorNode, args)
