@@ -1,0 +1,201 @@
+"""Executor benchmarks: overhead over DDS vs ONNX Runtime in-process, overload with mixed
+priorities against a FIFO baseline, and a flooding cell.
+
+executor_overhead runs the executor and two cell processes (arbiter + a closed-loop task)
+over DDS. executor_overload and executor_flood run the real executor engine (scheduler +
+ONNX Runtime) in-process with a deterministic arrival schedule: the subject there is the
+scheduling policy, not the transport.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cellos.core import testmodels
+from cellos.core.backends.onnxruntime_backend import OnnxRuntimeBackend
+from cellos.core.executor_engine import ExecutorEngine
+from cellos.core.executor_scheduler import SchedulerConfig
+from cellos.core.inference_types import Job, Priority, RawTensor, Status
+from cellos.core.model_registry import ModelRegistry, ModelSpec
+
+HERE = Path(__file__).resolve().parent
+MAX_BATCH = 4
+QUEUE_DELAY_MS = 2.0
+
+
+def raw_throughput(model, size, batch, seconds):
+    """ONNX Runtime called directly, batches of ``batch``: (items/s, batch-1 p50 ms)."""
+    x1 = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
+    xb = np.repeat(x1, batch, axis=0)
+    lat = []
+    for _ in range(20):
+        t0 = time.perf_counter()
+        model.run({'image': x1})
+        lat.append(time.perf_counter() - t0)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        model.run({'image': xb})
+        n += batch
+    return n / (time.perf_counter() - t0), 1e3 * float(np.median(lat))
+
+
+def test_executor_overhead(processes, tmp_path):
+    size = 64
+    path = testmodels.conv_net(tmp_path / 'conv.onnx', size=size, channels=64, layers=4)
+    (tmp_path / 'models.yaml').write_text(f'models:\n  - {{name: conv, path: conv.onnx, max_batch: {MAX_BATCH}}}\n')
+    backend = OnnxRuntimeBackend(intra_op_threads=1)
+    model = backend.load(path, 'x', MAX_BATCH)
+    raw_before, raw_ms = raw_throughput(model, size, MAX_BATCH, 3.0)
+
+    processes.start('executor', 'executor_node', namespace='/gpu0', params=dict(
+        autostart=True, backend='onnxruntime', cpu_threads=1, model_list=str(tmp_path / 'models.yaml'),
+        cells='line1/cell1,line1/cell2', max_queue_delay_ms=QUEUE_DELAY_MS, max_queue_per_cell=64))
+    outs = []
+    for i in (1, 2):
+        out = tmp_path / f'cell{i}.json'
+        outs.append(out)
+        processes.start(f'cell{i}', sys.executable, namespace=f'/line1/cell{i}',
+                        params=dict(max_in_flight=64, executor_timeout_s=2.0),
+                        extra_args=[str(HERE / 'cell_load.py'), '--model', 'conv', '--size', str(size),
+                                    '--window', '8', '--warmup-s', '2', '--duration-s', '8',
+                                    '--out', str(out)])
+    deadline = time.time() + 45
+    while time.time() < deadline and not all(o.exists() for o in outs):
+        time.sleep(0.2)
+    assert all(o.exists() for o in outs), 'cell processes did not finish: ' + processes.log('cell1')[-2000:]
+    processes.stop('executor')
+    raw_after, _ = raw_throughput(model, size, MAX_BATCH, 3.0)
+    raw_ips = (raw_before + raw_after) / 2
+
+    records = [r for o in outs for r in json.loads(o.read_text())['records']]
+    assert records, 'no results in the measurement window'
+    ok = [r for r in records if r[2] == Status.OK]
+    starts = [r[1] for r in records]
+    span = max(starts) - min(starts)
+    executor_ips = len(ok) / span
+    overhead = [1e3 * (recv - sent) - q - bw - c for sent, recv, _, q, bw, c, _ in ok]
+    e2e = [1e3 * (recv - sent) for sent, recv, *_ in ok]
+    batches = [r[6] for r in ok]
+    compute = [r[5] for r in ok]
+    raw_batch_ms = 1e3 * MAX_BATCH / raw_ips
+    print(f'\nBENCH executor_overhead ratio={executor_ips / raw_ips:.3f} raw_ips={raw_ips:.1f} '
+          f'executor_ips={executor_ips:.1f} p50_overhead_ms={np.median(overhead):.2f} '
+          f'raw_latency_ms={raw_ms:.2f} e2e_p50_ms={np.median(e2e):.2f} '
+          f'mean_batch={np.mean(batches):.2f} raw_before={raw_before:.1f} raw_after={raw_after:.1f} '
+          f'not_ok={len(records) - len(ok)} executor_batch_compute_p50_ms={np.median(compute):.2f} '
+          f'raw_batch_ms={raw_batch_ms:.2f}')
+    assert len(ok) == len(records)
+
+
+# -- in-process: scheduler + real ONNX Runtime ---------------------------------------------
+DEADLINE_S = {Priority.CRITICAL: 0.050, Priority.NORMAL: 0.150, Priority.BACKGROUND: 1.0}
+
+
+@pytest.fixture(scope='module')
+def small_model(tmp_path_factory):
+    d = tmp_path_factory.mktemp('bench_models')
+    return testmodels.conv_net(d / 'conv.onnx', size=64, channels=32, layers=3), 64
+
+
+def schedule(rate_by_cell, mix, seconds, seed):
+    """Poisson arrivals: list of (t, cell, priority), deterministic for a seed."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for cell, rate in rate_by_cell.items():
+        t = rng.exponential(1 / rate)
+        while t < seconds:
+            out.append((t, cell, Priority(rng.choice(len(mix), p=mix))))
+            t += rng.exponential(1 / rate)
+    return sorted(out)
+
+
+def run_load(model_path, size, arrivals, policy, *, max_batch=8, queue_limit=32):
+    """Drive the engine in real time; returns per-request (cell, prio, status, done, deadline)."""
+    reg = ModelRegistry(OnnxRuntimeBackend(intra_op_threads=1), default_max_batch=max_batch)
+    reg.load(ModelSpec('conv', model_path))
+    done, lock = {}, threading.Lock()
+
+    def on_result(o):
+        with lock:
+            done[o.request_id] = (o.status, time.time())
+    eng = ExecutorEngine(reg, SchedulerConfig(max_queue_per_cell=queue_limit,
+                                              max_queue_delay_s=QUEUE_DELAY_MS / 1e3), on_result,
+                         policy=policy)
+    eng.start()
+    x = np.zeros((1, 3, size, size), np.float32).tobytes()
+    meta = {}
+    t0 = time.time() + 0.05
+    for i, (t, cell, prio) in enumerate(arrivals):
+        delay = t0 + t - time.time()
+        if delay > 0:
+            time.sleep(delay)
+        deadline = t0 + t + DEADLINE_S[prio]
+        meta[i] = (cell, prio, deadline)
+        eng.submit(Job(i, cell, 'bench', 'conv', prio, deadline, 0.0,
+                       [RawTensor('image', 'float32', (1, 3, size, size), x)]))
+    end = time.time() + 3.0
+    while time.time() < end and len(done) < len(meta):
+        time.sleep(0.01)
+    eng.stop()
+    return [(c, p, *done.get(i, (None, None)), dl) for i, (c, p, dl) in meta.items()]
+
+
+def attainment(rows, which):
+    sel = [r for r in rows if which(r)]
+    met = [r for r in sel if r[2] == Status.OK and r[3] <= r[4]]
+    return len(met) / len(sel) if sel else float('nan'), len(sel)
+
+
+def capacity(model_path, size, max_batch=8):
+    m = OnnxRuntimeBackend(intra_op_threads=1).load(model_path, 'x', max_batch)
+    return raw_throughput(m, size, max_batch, 2.0)
+
+
+def test_executor_overload(small_model):
+    path, size = small_model
+    cap, raw_ms = capacity(path, size)
+    cells = [f'line1/cell{i}' for i in range(1, 5)]
+    rates = {c: 2.0 * cap / len(cells) for c in cells}
+    arrivals = schedule(rates, [0.15, 0.45, 0.40], 6.0, seed=3)
+    out = {}
+    for policy in ('fair', 'fifo'):
+        rows = run_load(path, size, arrivals, policy)
+        crit, n_crit = attainment(rows, lambda r: r[1] == Priority.CRITICAL)
+        unanswered = sum(1 for r in rows if r[2] is None)
+        served = defaultdict(int)
+        for r in rows:
+            served[r[0]] += r[2] == Status.OK and r[3] <= r[4]
+        vals = np.array([served[c] for c in cells], float)
+        shed = sum(1 for r in rows if r[2] not in (None, Status.OK))
+        out[policy] = (crit, n_crit, unanswered, (vals.max() - vals.min()) / vals.mean(), shed, len(rows))
+    f, b = out['fair'], out['fifo']
+    print(f'\nBENCH executor_overload critical_attainment={f[0]:.4f} fifo_critical_attainment={b[0]:.4f} '
+          f'unanswered={f[2]} spread={f[3]:.3f} fifo_unanswered={b[2]} fifo_spread={b[3]:.3f} '
+          f'critical_requests={f[1]} requests={f[5]} shed_with_status={f[4]} '
+          f'capacity_ips={cap:.0f} raw_latency_ms={raw_ms:.2f}')
+    assert f[2] == 0 and b[2] == 0
+
+
+def test_executor_flood(small_model):
+    path, size = small_model
+    cap, _ = capacity(path, size)
+    cells = [f'line1/cell{i}' for i in range(1, 5)]
+    share = cap / len(cells)
+    base = {c: 0.8 * share for c in cells}
+    victims = lambda r: r[0] != cells[0]
+    results = {}
+    for label, rates in (('without', base), ('with', {**base, cells[0]: 10 * share})):
+        arrivals = schedule(rates, [0.0, 1.0, 0.0], 5.0, seed=5)
+        rows = run_load(path, size, arrivals, 'fair')
+        results[label] = attainment(rows, victims)
+        results[label + '_unanswered'] = sum(1 for r in rows if r[2] is None)
+    print(f"\nBENCH executor_flood attainment_with={results['with'][0]:.4f} "
+          f"attainment_without={results['without'][0]:.4f} victim_requests={results['with'][1]} "
+          f"unanswered={results['with_unanswered'] + results['without_unanswered']}")

@@ -1,0 +1,97 @@
+"""One cell process for the executor benchmark: the cell's arbiter and a closed-loop task
+composed in one process (as a cell host runs them), requests over DDS to the executor.
+
+python cell_load.py --model M --size S --window W --warmup-s A --duration-s D --out F.json
+    --ros-args -r __ns:=/line1/cellN -p autostart:=true ...
+Writes every result received in the measurement window: send/receive time, status, the
+executor's queue / batch-wait / compute split.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+
+import numpy as np
+import rclpy
+from rclpy.node import Node
+
+from cellos.nodes import qos
+from cellos.nodes.arbiter_node import ArbiterNode
+from cellos.nodes.base import spin_nodes
+from cellos.nodes.convert_inference import make_request
+from cellos_interfaces.msg import InferenceRequest, InferenceResult
+
+
+class LoadTask(Node):
+    def __init__(self, a, stop: threading.Event):
+        super().__init__('load_task')
+        self.a, self.stop = a, stop
+        self.cell_id = self.get_namespace().strip('/')
+        self.image = np.random.default_rng(0).standard_normal((1, 3, a.size, a.size)).astype(np.float32)
+        self.pub = self.create_publisher(InferenceRequest, 'arbiter/request', qos.inference())
+        self.create_subscription(InferenceResult, 'arbiter/result', self.on_result, qos.inference())
+        self.sent, self.records, self.next_id = {}, [], 0
+        self.lock = threading.Lock()
+        self.t_start = None
+        self.create_timer(0.2, self.kick)
+
+    def send(self):
+        self.next_id += 1
+        now = time.time()
+        self.sent[self.next_id] = now
+        self.pub.publish(make_request(request_id=self.next_id, cell_id=self.cell_id, task='inspection',
+                                      model=self.a.model, priority=1, deadline_s=now + 5.0,
+                                      inputs={'image': self.image}))
+
+    def kick(self):
+        with self.lock:
+            if self.t_start is None:            # probe until the path works, then open the window
+                if not self.sent or time.time() - max(self.sent.values()) > 2.0:
+                    self.send()
+            elif time.time() > self.t_start + self.a.warmup_s + self.a.duration_s:
+                self.stop.set()
+
+    def on_result(self, msg):
+        now = time.time()
+        with self.lock:
+            sent = self.sent.pop(msg.request_id, None)
+            if sent is None:
+                return
+            if self.t_start is None:
+                self.t_start = now
+                for _ in range(self.a.window):
+                    self.send()
+                return
+            if now >= self.t_start + self.a.warmup_s:
+                self.records.append((sent, now, msg.status, msg.queue_ms, msg.batch_wait_ms,
+                                     msg.compute_ms, msg.batch_size))
+            if now < self.t_start + self.a.warmup_s + self.a.duration_s:
+                self.send()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--model', required=True)
+    ap.add_argument('--size', type=int, required=True)
+    ap.add_argument('--window', type=int, default=4)
+    ap.add_argument('--warmup-s', type=float, default=2.0)
+    ap.add_argument('--duration-s', type=float, default=8.0)
+    ap.add_argument('--out', required=True)
+    args, ros_args = ap.parse_known_args()
+    rclpy.init(args=['cell_load', *ros_args], signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
+    stop = threading.Event()
+    arbiter, task = ArbiterNode(), LoadTask(args, stop)
+    if not arbiter.bring_up():
+        raise SystemExit('arbiter did not come up')
+    try:
+        spin_nodes([arbiter, task], stop=stop)
+    finally:
+        with open(args.out, 'w') as f:
+            json.dump({'t_start': task.t_start, 'records': task.records}, f)
+        rclpy.try_shutdown()
+
+
+if __name__ == '__main__':
+    main()

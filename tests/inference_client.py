@@ -1,0 +1,58 @@
+"""Test/benchmark side of a cell's tasks: send InferenceRequests, collect InferenceResults."""
+from __future__ import annotations
+
+import threading
+import time
+
+from cellos.nodes import qos
+from cellos.nodes.convert_inference import make_request
+from cellos_interfaces.msg import InferenceRequest, InferenceResult
+
+
+class CellClient:
+    """Publishes on ``<ns>/<request_leaf>`` and records results from ``<ns>/<result_leaf>``
+    with their arrival time, keyed by (task, request_id)."""
+
+    def __init__(self, probe, ns: str, request_leaf='arbiter/request', result_leaf='arbiter/result'):
+        self.probe, self.ns = probe, ns
+        self.cell_id = ns.strip('/')
+        self.lock = threading.Lock()
+        self.results: dict = {}
+        self.sent: dict = {}
+        self.duplicates = 0
+        self.pub = probe.node.create_publisher(InferenceRequest, f'{ns}/{request_leaf}', qos.inference())
+        probe.subscribe(InferenceResult, f'{ns}/{result_leaf}', qos.inference(), callback=self._on)
+        self.next_id = 0
+
+    def _on(self, msg):
+        with self.lock:
+            key = (msg.task, msg.request_id)
+            self.duplicates += key in self.results
+            self.results[key] = (time.time(), msg)
+
+    def send(self, model, inputs, *, task='inspection', priority=1, deadline_s=2.0, cell_id=None,
+             request_id=None) -> tuple:
+        if request_id is None:
+            self.next_id += 1
+            request_id = self.next_id
+        deadline = time.time() + deadline_s
+        msg = make_request(request_id=request_id, cell_id=self.cell_id if cell_id is None else cell_id,
+                           task=task, model=model, priority=priority, deadline_s=deadline, inputs=inputs)
+        key = (task, request_id)
+        with self.lock:
+            self.sent[key] = (time.time(), deadline)
+        self.pub.publish(msg)
+        return key
+
+    def result(self, key, timeout=5.0):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            with self.lock:
+                if key in self.results:
+                    return self.results[key][1]
+            time.sleep(0.005)
+        raise AssertionError(f'{self.ns}: no result for {key} within {timeout} s')
+
+    def answered(self) -> int:
+        with self.lock:
+            return sum(1 for k in self.sent if k in self.results)

@@ -1,0 +1,188 @@
+"""Executor + arbiters in separate processes over real DDS, real ONNX Runtime inference."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from conftest import wait_for
+from inference_client import CellClient
+
+from cellos.core import testmodels
+from cellos.core.inference_types import Status
+from cellos.nodes import qos
+from cellos.nodes.convert_inference import result_outputs
+from cellos_interfaces.msg import ExecutorStatus, GateState
+from cellos_interfaces.srv import ListModels, LoadModel, UnloadModel
+
+CELLS = ('/line1/cell1', '/line1/cell2')
+X = {'x': np.arange(4, dtype=np.float32).reshape(1, 4)}
+IMG = {'image': np.zeros((1, 3, 64, 64), np.float32)}
+
+
+@pytest.fixture
+def models(tmp_path):
+    testmodels.affine(tmp_path / 'affine.onnx')
+    testmodels.conv_net(tmp_path / 'conv.onnx', size=64, channels=32, layers=3)
+    # heavy compute (~75 ms here), small input: queues build without big DDS bursts
+    testmodels.conv_net(tmp_path / 'slow.onnx', size=64, channels=128, layers=16)
+    (tmp_path / 'models.yaml').write_text(
+        'models:\n  - {name: affine, path: affine.onnx, max_batch: 8}\n'
+        '  - {name: conv, path: conv.onnx, max_batch: 4}\n'
+        '  - {name: slow, path: slow.onnx, max_batch: 1}\n')
+    return tmp_path
+
+
+def start_executor(processes, models, **extra):
+    params = dict(autostart=True, backend='onnxruntime', model_list=str(models / 'models.yaml'),
+                  cells='line1/cell1,line1/cell2', max_queue_per_cell=4, max_queue_delay_ms=2.0,
+                  status_period_s=0.1)
+    params.update(extra)
+    return processes.start('executor', 'executor_node', namespace='/gpu0', params=params)
+
+
+def start_arbiters(processes, **extra):
+    for ns in CELLS:
+        params = dict(autostart=True, max_in_flight=64, tick_s=0.005, executor_timeout_s=0.6,
+                      use_energy_gate=ns.endswith('cell2'))
+        params.update(extra)
+        processes.start(f'arbiter{ns}', 'arbiter_node', namespace=ns, params=params)
+
+
+def ready(client, timeout=30.0):
+    """First request goes through once discovery is done (the arbiter holds it till then)."""
+    def ok():
+        key = client.send('affine', X, task='warmup', deadline_s=3.0)
+        try:
+            return client.result(key, 4.0).status == Status.OK
+        except AssertionError:
+            return False
+    wait_for(ok, timeout, what=f'{client.ns} served')
+    with client.lock:   # a warm-up sent before discovery finished never reached the arbiter
+        for key in [k for k in client.sent if k[0] == 'warmup']:
+            del client.sent[key]
+
+
+def test_statuses_isolation_services(processes, ros_probe, models):
+    start_executor(processes, models)
+    start_arbiters(processes)
+    c1, c2 = CellClient(ros_probe, CELLS[0]), CellClient(ros_probe, CELLS[1])
+    raw1 = CellClient(ros_probe, CELLS[0], 'inference/request', 'inference/result')
+    raw2 = CellClient(ros_probe, CELLS[1], 'inference/request', 'inference/result')
+    ros_probe.subscribe(ExecutorStatus, '/gpu0/executor/status', qos.status(), key='status')
+    ready(c1)
+    ready(c2)
+
+    ok = c1.result(c1.send('affine', X))
+    assert ok.status == Status.OK and ok.backend == 'onnxruntime-cpu', ok.reason
+    np.testing.assert_allclose(result_outputs(ok)['y'], 2 * X['x'] + 1)
+    assert ok.cell_id == 'line1/cell1' and len(ok.model_id) == 64
+
+    bad = {
+        Status.UNKNOWN_MODEL: c1.send('nope', X),
+        Status.BAD_DTYPE: c1.send('affine', {'x': X['x'].astype(np.float64)}),
+        Status.BAD_SHAPE: c1.send('affine', {'x': np.zeros((1, 5), np.float32)}),
+        Status.NON_FINITE: c1.send('affine', {'x': np.array([[0, np.inf, 0, 0]], np.float32)}),
+        Status.DEADLINE: c1.send('slow', IMG, deadline_s=0.05),
+        Status.REJECTED: c1.send('affine', X, cell_id='line1/cell2'),
+    }
+    # wrong byte size: the shape says 4 floats, the data holds 3
+    from cellos.nodes.convert_inference import make_request
+    msg = make_request(request_id=999, cell_id='line1/cell1', task='inspection', model='affine',
+                       priority=1, deadline_s=time.time() + 2, inputs=X)
+    msg.inputs[0].data = msg.inputs[0].data[:12]
+    c1.sent[('inspection', 999)] = (time.time(), 0)
+    c1.pub.publish(msg)
+    bad[Status.BAD_SIZE] = ('inspection', 999)
+    for status, key in bad.items():
+        r = c1.result(key)
+        assert (r.status, bool(r.reason)) == (status, True), (status, r.status, r.reason)
+
+    # queue full: one runs, max_queue_per_cell=4 wait, the rest are refused at once
+    keys = [c2.send('slow', IMG, deadline_s=20.0) for _ in range(12)]
+    got = [c2.result(k, 20.0).status for k in keys]
+    assert got.count(Status.QUEUE_FULL) >= 1 and got.count(Status.OK) >= 5, got
+    assert set(got) == {Status.OK, Status.QUEUE_FULL}, got
+
+    # energy gate hook (cell2 follows its gate): background is gated in ECO, critical passes
+    gate_pub = ros_probe.node.create_publisher(GateState, '/line1/cell2/energy_gate/state',
+                                               qos.latched_state())
+    gate_pub.publish(GateState(cell_id='line1/cell2', level=GateState.LEVEL_ECO, reason='test peak'))
+    def gated():
+        r = c2.result(c2.send('affine', X, task='maintenance_score', priority=2))
+        return r.status == Status.GATED and 'test peak' in r.reason
+    wait_for(gated, 10, what='GATED status')
+    assert c2.result(c2.send('affine', X, priority=0)).status == Status.OK
+
+    # a request whose cell id does not match its topic is answered on that topic only
+    raw1.send('affine', X, cell_id='line1/cell2', request_id=2**40)
+    r = raw1.result(('inspection', 2**40))
+    assert r.status == Status.REJECTED and 'does not match' in r.reason
+    time.sleep(0.3)
+    assert ('inspection', 2**40) not in raw2.results
+    # isolation: nothing of cell1 ever reached cell2's topics, and vice versa
+    assert all(m.cell_id == 'line1/cell2' for _, m in raw2.results.values())
+    assert all(m.cell_id == 'line1/cell1' for _, m in c1.results.values())
+    assert all(m.cell_id == 'line1/cell2' for _, m in c2.results.values())
+    assert c1.duplicates == c2.duplicates == 0
+
+    # services
+    names = sorted(m.name for m in ros_probe.call(ListModels, '/gpu0/executor/list_models',
+                                                   ListModels.Request()).models)
+    assert names == ['affine', 'conv', 'slow']
+    resp = ros_probe.call(LoadModel, '/gpu0/executor/load_model',
+                          LoadModel.Request(name='affine2', path=str(models / 'affine.onnx')))
+    assert resp.success and resp.model.name == 'affine2' or 'affine' in resp.message
+    resp = ros_probe.call(LoadModel, '/gpu0/executor/load_model',
+                          LoadModel.Request(name='missing', path=str(models / 'none.onnx')))
+    assert not resp.success and 'no file' in resp.message
+    assert ros_probe.call(UnloadModel, '/gpu0/executor/unload_model',
+                          UnloadModel.Request(model='conv')).success
+    assert c1.result(c1.send('conv', IMG)).status == Status.UNKNOWN_MODEL
+
+    status = wait_for(lambda: ros_probe.received('status'), 5, what='executor status')[-1]
+    cells = {c.cell_id: c for c in status.cells}
+    assert set(cells) == {'line1/cell1', 'line1/cell2'} and status.backend.startswith('onnxruntime')
+    assert cells['line1/cell2'].served >= 4 and cells['line1/cell2'].rejected >= 4
+    assert sum(c.compute_share for c in cells.values()) == pytest.approx(1.0, abs=0.01)
+    assert cells['line1/cell2'].compute_ms_p50 > 0 and status.max_batch_seen >= 1
+
+    assert processes.stop('executor') == 0                # clean Ctrl-C
+    r = c1.result(c1.send('affine', X, deadline_s=1.0), 3.0)
+    assert r.status == Status.TIMEOUT and r.reason
+
+
+def test_executor_killed_mid_load_every_request_answered(processes, ros_probe, models):
+    start_executor(processes, models, max_queue_per_cell=64)
+    start_arbiters(processes)
+    clients = [CellClient(ros_probe, ns) for ns in CELLS]
+    for c in clients:
+        ready(c)
+    # paced like cells at a 200 Hz cycle: an unpaced burst of 3 MB overruns the transport's
+    # buffers and DDS then repairs the loss only at its next heartbeat (seconds)
+    for i in range(30):
+        for c in clients:
+            # the first ones time out at their deadline, the rest when the executor is seen lost
+            c.send('slow', IMG, deadline_s=0.4 if i < 5 else 8.0)
+        time.sleep(0.005)
+    time.sleep(0.05)
+    processes.kill('executor')
+    killed = time.time()
+    for c in clients:
+        wait_for(lambda c=c: c.answered() == len(c.sent), 8, what=f'{c.ns}: all answered')
+        statuses = {}
+        for key, (sent, deadline) in c.sent.items():
+            got_at, msg = c.results[key]
+            statuses[msg.status] = statuses.get(msg.status, 0) + 1
+            assert msg.status in (Status.OK, Status.TIMEOUT, Status.DEADLINE), (msg.status, msg.reason)
+            assert got_at <= deadline + 0.05, f'{key} answered {got_at - deadline:.3f} s late'
+        assert statuses.get(Status.TIMEOUT, 0) >= 10, statuses
+        assert c.duplicates == 0
+    lost = [m for c in clients for t, m in c.results.values() if 'executor lost' in m.reason]
+    assert lost and max(t for c in clients for t, m in c.results.values()) - killed < 2.5
+
+    start_executor(processes, models)                    # the executor returns: cells reconnect
+    for c in clients:
+        wait_for(lambda c=c: c.result(c.send('affine', X, deadline_s=3.0), 4.0).status == Status.OK,
+                 30, what=f'{c.ns} reconnected')
