@@ -1,0 +1,152 @@
+"""The site energy signal: its value type, its validation and its staleness.
+
+A signal that fails validation is rejected with a reason and the last good one is kept;
+a signal older than a bound (by receive time plus the age it carried) is stale.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+DR_NONE, DR_MODERATE, DR_HIGH, DR_SPECIAL = 0, 1, 2, 3
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """Per-slot values from slot 0 (the current one); slot i starts at
+    ``t0_s + i * step_s - offset_s`` where t0_s is the signal's stamp."""
+    step_s: float = 0.0
+    offset_s: float = 0.0
+    price_per_mwh: tuple[float, ...] = ()
+    carbon_g_per_kwh: tuple[float, ...] = ()
+
+    @property
+    def slots(self) -> int:
+        return len(self.price_per_mwh) if self.step_s > 0 else 0
+
+    def score(self, carbon_price_per_t: float) -> tuple[float, ...]:
+        """Deferral objective per slot, currency per MWh: g/kWh equals kg/MWh."""
+        carbon = self.carbon_g_per_kwh or (0.0,) * len(self.price_per_mwh)
+        return tuple(p + carbon_price_per_t * c / 1000.0
+                     for p, c in zip(self.price_per_mwh, carbon))
+
+
+@dataclass(frozen=True)
+class EnergySignal:
+    site_id: str
+    source: str
+    stamp_s: float                 # when the feed published (feed clock, epoch seconds)
+    data_time_s: float             # time the values apply to (trace time for a replay)
+    price_per_mwh: float
+    carbon_g_per_kwh: float
+    power_budget_w: float
+    dr_level: int = DR_NONE
+    dr_start_s: float = 0.0
+    dr_end_s: float = 0.0
+    dr_event_id: str = ''
+    age_s: float = 0.0
+    forecast: Forecast = field(default_factory=Forecast)
+
+
+@dataclass(frozen=True)
+class SignalLimits:
+    """Plausible ranges; outside them a value is a fault, not a price."""
+    price_min_per_mwh: float = -2000.0
+    price_max_per_mwh: float = 20000.0
+    carbon_max_g_per_kwh: float = 2000.0
+    budget_max_w: float = 1e8
+    max_age_s: float = 3600.0
+
+
+def check_signal(sig: EnergySignal, limits: SignalLimits = SignalLimits()) -> str | None:
+    """None when the signal is usable, else the reason it is not."""
+    numbers = {'price_per_mwh': sig.price_per_mwh, 'carbon_g_per_kwh': sig.carbon_g_per_kwh,
+               'power_budget_w': sig.power_budget_w, 'age_s': sig.age_s, 'stamp_s': sig.stamp_s}
+    for name, v in numbers.items():
+        if not isinstance(v, (int, float)) or not math.isfinite(v):
+            return f'{name} is not a finite number ({v!r})'
+    if not limits.price_min_per_mwh <= sig.price_per_mwh <= limits.price_max_per_mwh:
+        return (f'price_per_mwh {sig.price_per_mwh} outside '
+                f'[{limits.price_min_per_mwh}, {limits.price_max_per_mwh}]')
+    if not 0.0 <= sig.carbon_g_per_kwh <= limits.carbon_max_g_per_kwh:
+        return f'carbon_g_per_kwh {sig.carbon_g_per_kwh} outside [0, {limits.carbon_max_g_per_kwh}]'
+    if not 0.0 <= sig.power_budget_w <= limits.budget_max_w:
+        return f'power_budget_w {sig.power_budget_w} outside [0, {limits.budget_max_w}]'
+    if sig.dr_level not in (DR_NONE, DR_MODERATE, DR_HIGH, DR_SPECIAL):
+        return f'dr_level {sig.dr_level} is not one of 0..3'
+    if sig.dr_end_s and sig.dr_start_s and sig.dr_end_s < sig.dr_start_s:
+        return f'DR window ends ({sig.dr_end_s}) before it starts ({sig.dr_start_s})'
+    if not 0.0 <= sig.age_s <= limits.max_age_s:
+        return f'age_s {sig.age_s} outside [0, {limits.max_age_s}]'
+    if not sig.site_id:
+        return 'empty site_id'
+    fc = sig.forecast
+    if fc.price_per_mwh:
+        if not (math.isfinite(fc.step_s) and fc.step_s > 0):
+            return f'forecast step {fc.step_s} s must be > 0'
+        if not 0.0 <= fc.offset_s <= fc.step_s:
+            return f'forecast offset {fc.offset_s} s outside [0, step]'
+        if fc.carbon_g_per_kwh and len(fc.carbon_g_per_kwh) != len(fc.price_per_mwh):
+            return 'forecast price and carbon differ in length'
+        for p in fc.price_per_mwh:
+            if not (math.isfinite(p) and limits.price_min_per_mwh <= p <= limits.price_max_per_mwh):
+                return f'forecast price {p} out of range'
+        for c in fc.carbon_g_per_kwh:
+            if not (math.isfinite(c) and 0.0 <= c <= limits.carbon_max_g_per_kwh):
+                return f'forecast carbon {c} out of range'
+    return None
+
+
+@dataclass
+class SignalTracker:
+    """Keeps the last good signal; rejects bad ones with a reason; knows when it is stale."""
+    stale_after_s: float
+    limits: SignalLimits = field(default_factory=SignalLimits)
+    last_good: EnergySignal | None = None
+    received_at_s: float | None = None     # receiver clock when last_good arrived
+    last_rejection: str = ''
+    accepted: int = 0
+    rejected: int = 0
+
+    def offer(self, sig: EnergySignal, now_s: float) -> str | None:
+        """Take a new signal; returns the rejection reason, or None when accepted."""
+        reason = check_signal(sig, self.limits)
+        if reason is not None:
+            self.rejected += 1
+            self.last_rejection = reason
+            return reason
+        self.last_good, self.received_at_s = sig, now_s
+        self.accepted += 1
+        return None
+
+    def age_s(self, now_s: float) -> float:
+        if self.last_good is None or self.received_at_s is None:
+            return math.inf
+        return max(0.0, now_s - self.received_at_s) + self.last_good.age_s
+
+    def is_stale(self, now_s: float) -> bool:
+        return self.age_s(now_s) > self.stale_after_s
+
+
+@dataclass(frozen=True)
+class Override:
+    """Manual DR override from the site feed's set_override service."""
+    dr_level: int
+    power_budget_w: float      # <= 0: keep the source's budget
+    until_s: float             # math.inf: until cleared
+    reason: str
+    since_s: float
+
+
+def apply_override(sig: EnergySignal, ov: Override | None, now_s: float) -> EnergySignal:
+    """The source's signal with an active override laid over it (a higher DR level wins)."""
+    if ov is None or now_s >= ov.until_s:
+        return sig
+    out = replace(sig, source=f'{sig.source}+manual',
+                  dr_level=max(sig.dr_level, ov.dr_level) if ov.dr_level else sig.dr_level,
+                  dr_event_id=f'manual:{ov.reason}' if ov.dr_level >= sig.dr_level else sig.dr_event_id)
+    if ov.dr_level >= sig.dr_level:
+        out = replace(out, dr_start_s=ov.since_s, dr_end_s=0.0 if math.isinf(ov.until_s) else ov.until_s)
+    if ov.power_budget_w > 0:
+        out = replace(out, power_budget_w=ov.power_budget_w)
+    return out
