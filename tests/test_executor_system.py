@@ -106,7 +106,7 @@ def test_statuses_isolation_services(processes, ros_probe, models):
     assert set(got) == {Status.OK, Status.QUEUE_FULL}, got
 
     # energy gate hook (cell2 follows its gate): background is gated in ECO, critical passes
-    gate_pub = ros_probe.node.create_publisher(GateState, '/line1/cell2/energy_gate/state',
+    gate_pub = ros_probe.node.create_publisher(GateState, '/line1/cell2/energy/gate',
                                                qos.latched_state())
     gate_pub.publish(GateState(cell_id='line1/cell2', level=GateState.LEVEL_ECO, reason='test peak'))
     def gated():

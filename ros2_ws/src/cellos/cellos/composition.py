@@ -12,6 +12,9 @@ ROLES = {
     'cell': [('timing', 'cellos.nodes.timing_node:TimingNode')],
 }
 
+# executor per role: light, non-blocking callbacks spin single-threaded (less CPU per message)
+ROLE_EXECUTOR = {'coordinator': 'single', 'cell': 'single'}
+
 
 def node_class(path: str):
     module, _, cls = path.partition(':')

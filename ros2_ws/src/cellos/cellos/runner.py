@@ -17,7 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-from cellos.composition import node_class, role_nodes
+from cellos.composition import ROLE_EXECUTOR, node_class, role_nodes
 
 
 def _share_config(name: str) -> str | None:
@@ -87,11 +87,13 @@ def node_names(args) -> list[str]:
 def run_role(role: str, ros_args: list[str]) -> int:
     import rclpy
     from cellos.nodes.base import spin_nodes
+    # a waking cycle thread waits for the GIL up to the switch interval (5 ms by default)
+    sys.setswitchinterval(0.0005)
     rclpy.init(args=['cellos_line', *ros_args],
                signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
     try:
         nodes = [node_class(path)() for _, path in role_nodes(role)]
-        spin_nodes(nodes)
+        spin_nodes(nodes, executor=ROLE_EXECUTOR.get(role, 'multi'))
     finally:
         rclpy.try_shutdown()
     return 0
@@ -129,7 +131,8 @@ def main(argv=None) -> int:
             for name, role, ns in layout(args):
                 cmd = [sys.executable, '-m', 'cellos.runner', '--role', role, *ros_args_for(args, ns)]
                 log = open(log_dir / f'{name}.log', 'wb')
-                children[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+                children[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                                  preexec_fn=_die_with_parent)
             print(f'cellos: {len(children)} processes started, logs in {log_dir}/', flush=True)
         else:
             composed = _compose(args)
@@ -158,6 +161,15 @@ def main(argv=None) -> int:
     if args.summary_json:
         Path(args.summary_json).write_text(json.dumps(summary, indent=2))
     return 0
+
+
+def _die_with_parent() -> None:
+    """Linux: the child gets SIGTERM if the runner dies, even by SIGKILL."""
+    try:
+        import ctypes
+        ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 def _dead(children) -> str | None:

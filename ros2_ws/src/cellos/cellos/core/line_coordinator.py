@@ -164,7 +164,10 @@ class LineCoordinator:
             err = self.schedule.phase_error(int(start), off)
             track.phase_error_ns = err
             track.errors_ns.append(err)
-            locked = (r.state == CycleState.LOCKED and abs(err) <= self.config.lock_threshold_ns)
+            # median of the last few: one late wake-up (timer jitter) does not unlock a cell
+            recent = sorted(abs(e) for e in list(track.errors_ns)[-5:])
+            locked = (r.state == CycleState.LOCKED
+                      and recent[len(recent) // 2] <= self.config.lock_threshold_ns)
             if locked and not track.locked:
                 if track.lock_time_s is None:
                     track.lock_time_s = (recv_ns - track.first_seen_ns) / 1e9
@@ -192,8 +195,11 @@ class LineCoordinator:
             period_ns=int(round(self.schedule.period_ns * (1.0 + skew))),
             command=command, reason=track.hold_reason, echo_t1_ns=r.cell_send_ns, recv_t2_ns=recv_ns)
 
-    def check_lost(self, now_ns: int) -> list[str]:
-        lost_after = self.config.lost_after_periods * self.schedule.period_ns
+    def check_lost(self, now_ns: int, factor: float = 1.0) -> list[str]:
+        """Cells silent for ``factor * lost_after_periods`` periods are lost. The node calls it
+        with factor 1 on a QoS deadline event (timed by DDS on arrival, so a busy coordinator
+        does not see ghosts) and with a wider factor from its backup timer."""
+        lost_after = factor * self.config.lost_after_periods * self.schedule.period_ns
         events = []
         for t in self.cells.values():
             if not t.lost and now_ns - t.last_recv_ns > lost_after:

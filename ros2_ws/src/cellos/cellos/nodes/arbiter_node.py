@@ -44,7 +44,7 @@ class ArbiterNode(CellosNode):
         ParamSpec('task_priorities', f'inspection=critical,{MAINTENANCE_TASK}=background',
                   "per-task priority class, 'task=critical|normal|background,...' (overrides the request)"),
         ParamSpec('use_energy_gate', False, "follow the cell's energy gate (GateState)", read_only=True),
-        ParamSpec('gate_topic', 'energy_gate/state', 'GateState topic (relative: in the cell namespace)',
+        ParamSpec('gate_topic', 'energy/gate', 'GateState topic (relative: in the cell namespace)',
                   read_only=True),
         ParamSpec('safety_tasks', 'inspection', 'critical tasks that run even when the gate halts',
                   read_only=True),
@@ -88,7 +88,7 @@ class ArbiterNode(CellosNode):
         if p.use_energy_gate:
             self._subs.append(self.create_subscription(GateState, p.gate_topic, self._on_gate,
                                                        qos.latched_state()))
-        self._timers = [self.create_timer(p.tick_s, self._tick)]
+        self._arbiter_timers = [self.create_timer(p.tick_s, self._tick)]
         self._maintenance_seq = 0
         self._maintenance_seed = zlib.crc32(self.cell_id.encode())
         self.diagnostics.add('arbiter', self._diag)
@@ -97,18 +97,18 @@ class ArbiterNode(CellosNode):
 
     def activate(self) -> None:
         if self.params.maintenance_enabled:
-            self._timers.append(self.create_timer(self.params.maintenance_period_s, self._maintenance))
+            self._arbiter_timers.append(self.create_timer(self.params.maintenance_period_s, self._maintenance))
 
     def deactivate(self) -> None:
-        while len(self._timers) > 1:
-            self.destroy_timer(self._timers.pop())
+        while len(self._arbiter_timers) > 1:
+            self.destroy_timer(self._arbiter_timers.pop())
         # every request still pending gets its one answer before the node stops
         for p in list(self.policy.pending.values()):
             self.policy.pending.pop(p.forward_id, None)
             self._answer(self.policy.outcome(p, Status.SHUTTING_DOWN, 'arbiter is shutting down'))
 
     def cleanup(self) -> None:
-        for t in self._timers:
+        for t in self._arbiter_timers:
             self.destroy_timer(t)
         for s in self._subs:
             self.destroy_subscription(s)

@@ -25,6 +25,8 @@ from cellos.nodes.convert_timing import correction_msg, line_state_msg, report_f
 from cellos.nodes.diagnostics import ERROR, OK, WARN, DiagReport
 from cellos.nodes.line_markers import line_markers
 
+BACKUP_FACTOR = 2.0  # the timer path, for a missed deadline event
+
 PARAMS = [
     ParamSpec('line_id', '', "line id; empty: the last part of the node's namespace"),
     ParamSpec('period_ms', 20.0, 'line cycle period', min=0.0, max=60000.0, min_exclusive=True, unit='ms'),
@@ -33,8 +35,9 @@ PARAMS = [
     ParamSpec('cells', '', 'expected cell ids, comma separated, in line order (empty: discover)'),
     ParamSpec('cell_offsets', '', "custom offsets, 'cell_01=0.0,cell_02=5.0' in ms"),
     ParamSpec('accept_unknown_cells', True, 'take cells that are not in cells into the line'),
-    ParamSpec('lost_after_periods', 1.5, 'a cell whose reports stop this long is lost (QoS deadline '
-              'events report it as soon as they fire)', min=1.0, max=100.0),
+    ParamSpec('lost_after_periods', 1.5, 'a cell whose reports stop this long is lost: the QoS deadline of '
+              'the cycle reports (a backup timer declares it after twice as long)',
+              min=qos.CYCLE_DEADLINE_PERIODS, max=100.0),
     ParamSpec('lock_threshold_ms', 1.0, 'measured |phase error| within which a cell counts as locked',
               min=0.0, max=1000.0, min_exclusive=True, unit='ms'),
     ParamSpec('state_rate_hz', 5.0, 'line_state and marker publication rate', min=0.1, max=100.0, unit='Hz'),
@@ -100,7 +103,7 @@ class CoordinatorNode(CellosNode):
         p = self.params
         self._line_timers = [
             self.create_timer(p.discovery_period_s, self._discover),
-            self.create_timer(self.line.schedule.period_ns / 4e9, self._check_lost),
+            self.create_timer(self.line.schedule.period_ns / 2e9, lambda: self._check_lost(BACKUP_FACTOR)),
             self.create_timer(1.0 / p.state_rate_hz, self._publish_state),
         ]
         self._discover()
@@ -132,11 +135,11 @@ class CoordinatorNode(CellosNode):
                 continue
             cell = m.group(1)
             events = SubscriptionEventCallbacks(
-                deadline=lambda _e, cell=cell: self._check_lost(),
-                liveliness=lambda e, cell=cell: e.alive_count == 0 and self._check_lost())
+                deadline=lambda _e: self._check_lost(),
+                liveliness=lambda e: e.alive_count == 0 and self._check_lost())
             sub = self.create_subscription(
                 CellCycle, name, lambda msg, cell=cell: self._on_report(cell, msg),
-                qos.cycle_report(self.params.period_ms / 1e3),
+                qos.cycle_report(self.params.period_ms / 1e3, self.params.lost_after_periods),
                 event_callbacks=events, callback_group=self._reports)
             pub = self.create_publisher(PhaseCorrection, f'{self.line_ns}/{cell}/timing/correction',
                                         qos.correction())
@@ -157,9 +160,9 @@ class CoordinatorNode(CellosNode):
         if correction is not None:
             entry[1].publish(correction_msg(correction, self.get_clock().now().to_msg(), time.time_ns()))
 
-    def _check_lost(self) -> None:
+    def _check_lost(self, factor: float = 1.0) -> None:
         with self._lock:
-            events = self.line.check_lost(time.time_ns())
+            events = self.line.check_lost(time.time_ns(), factor)
         for e in events:
             self.get_logger().warn(e)
 

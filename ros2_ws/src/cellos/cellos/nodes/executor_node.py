@@ -144,16 +144,16 @@ class ExecutorNode(CellosNode):
         for cell in parse_list(p.cells):
             self._add_cell(cell)
         self._status_pub = self.create_publisher(ExecutorStatus, '~/status', qos.status())
-        self._services = [
+        self._executor_services = [
             self.create_service(LoadModel, '~/load_model', self._on_load,
                                 callback_group=self._service_group),
             self.create_service(UnloadModel, '~/unload_model', self._on_unload,
                                 callback_group=self._service_group),
             self.create_service(ListModels, '~/list_models', self._on_list,
                                 callback_group=self._service_group)]
-        self._timers = [self.create_timer(p.status_period_s, self._publish_status)]
+        self._executor_timers = [self.create_timer(p.status_period_s, self._publish_status)]
         if p.discover_cells:
-            self._timers.append(self.create_timer(p.discovery_period_s, self._discover))
+            self._executor_timers.append(self.create_timer(p.discovery_period_s, self._discover))
         self.diagnostics.add('scheduling', self._diag_scheduling)
         self.diagnostics.add('models', self._diag_models)
 
@@ -170,9 +170,9 @@ class ExecutorNode(CellosNode):
             engine.stop()
 
     def cleanup(self) -> None:
-        for t in self._timers:
+        for t in self._executor_timers:
             self.destroy_timer(t)
-        for s in self._services:
+        for s in self._executor_services:
             self.destroy_service(s)
         for cell in list(self._subs):
             self.destroy_subscription(self._subs.pop(cell))

@@ -16,11 +16,14 @@ from rclpy.qos import (DurabilityPolicy, HistoryPolicy, LivelinessPolicy, QoSPro
                        ReliabilityPolicy)
 
 
-def cycle_report(period_s: float) -> QoSProfile:
+CYCLE_DEADLINE_PERIODS = 1.5  # offered by the timing node; a subscriber may request as much or more
+
+
+def cycle_report(period_s: float, deadline_periods: float = CYCLE_DEADLINE_PERIODS) -> QoSProfile:
     return QoSProfile(
         history=HistoryPolicy.KEEP_LAST, depth=5,
         reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE,
-        deadline=Duration(seconds=1.5 * period_s),
+        deadline=Duration(seconds=deadline_periods * period_s),
         liveliness=LivelinessPolicy.AUTOMATIC, liveliness_lease_duration=Duration(seconds=1.0))
 
 
