@@ -27,7 +27,7 @@ test: build
 
 bench: build
 	@$(ENV)
-	python -m pytest -q -s -p no:cacheprovider tests/bench
+	python -m pytest -q -s -p no:cacheprovider -o python_files='bench_*.py' tests/bench $(PYTEST_ARGS) 2>&1 | tee log/bench.log | grep -E '^BENCH|passed|failed|error' 
 
 clean:
 	rm -rf build install log

@@ -60,3 +60,12 @@ def test_model_list_yaml(tmp_path):
     (tmp_path / 'bad.yaml').write_text('models:\n  - {name: a}\n')
     with pytest.raises(RegistryError, match='needs name and path'):
         read_model_list(tmp_path / 'bad.yaml')
+
+
+def test_shipped_models_resolve_from_their_package(tmp_path):
+    from cellos.core.model_registry import RegistryError, resolve_model_path
+    p = resolve_model_path('pkg://cellos/models/inspection_cnn.onnx', tmp_path)
+    assert p.is_file() and p.name == 'inspection_cnn.onnx'
+    assert resolve_model_path('rel.onnx', tmp_path) == tmp_path / 'rel.onnx'
+    with pytest.raises(RegistryError, match="no Python package 'nosuchpkg'"):
+        resolve_model_path('pkg://nosuchpkg/x.onnx', tmp_path)

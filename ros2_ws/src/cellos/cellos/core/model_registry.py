@@ -6,6 +6,7 @@ least 8 hex digits. Loading a name again with other content replaces the old mod
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import threading
 import time
 from dataclasses import dataclass, field
@@ -53,6 +54,22 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+PACKAGE_PREFIX = 'pkg://'
+
+
+def resolve_model_path(text: str, base: Path) -> Path:
+    """``pkg://<python package>/<file>`` (models shipped inside a package, e.g.
+    pkg://cellos/models/inspection_cnn.onnx), an absolute path, or a path relative to ``base``."""
+    if text.startswith(PACKAGE_PREFIX):
+        package, _, rel = text[len(PACKAGE_PREFIX):].partition('/')
+        try:
+            return Path(str(importlib.resources.files(package))) / rel
+        except ModuleNotFoundError:
+            raise RegistryError(f"model path {text}: no Python package '{package}'") from None
+    p = Path(text).expanduser()
+    return p if p.is_absolute() else base / p
+
+
 def read_model_list(path: str | Path, model_dir: str | Path | None = None) -> list[ModelSpec]:
     """YAML ``models: [{name, path, max_batch?, allow_non_finite?}]``; relative paths are
     taken from ``model_dir`` if given, else from the list file's folder."""
@@ -69,8 +86,7 @@ def read_model_list(path: str | Path, model_dir: str | Path | None = None) -> li
         unknown = set(item) - {'name', 'path', 'max_batch', 'allow_non_finite'}
         if unknown:
             raise RegistryError(f'model list {path}: entry {i} has unknown key(s) {sorted(unknown)}')
-        p = Path(str(item['path'])).expanduser()
-        specs.append(ModelSpec(str(item['name']), str(p if p.is_absolute() else base / p),
+        specs.append(ModelSpec(str(item['name']), str(resolve_model_path(str(item['path']), base)),
                                int(item.get('max_batch', 0)), bool(item.get('allow_non_finite', False))))
     return specs
 

@@ -98,8 +98,9 @@ class TimingNode(CellosNode):
         self.destroy_subscription(self.correction_sub)
 
     # -- corrections ----------------------------------------------------------------------------
-    def _on_correction(self, msg: PhaseCorrection) -> None:
-        t4 = self.now_ns()
+    def _on_correction(self, msg: PhaseCorrection, info) -> None:
+        # t4 of the clock exchange: stamped by DDS on arrival, before any executor delay
+        t4 = (info['received_timestamp'] + self._clock_offset_ns) if info['received_timestamp'] else self.now_ns()
         if msg.cell_id != self.cell_id:
             self.get_logger().warn(f"correction for cell '{msg.cell_id}' on this cell's topic ignored",
                                    throttle_duration_sec=5.0)

@@ -1,0 +1,154 @@
+"""The phase-locked line over real DDS, one process per cell (issue 2's system tests)."""
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+from cellos_interfaces.msg import CellCycle, CellPhase, LineState
+from lifecycle_msgs.msg import State
+
+from cellos.nodes import qos
+from cellos.nodes.lifecycle_manager import LifecycleClient
+from conftest import wait_for
+
+LINE = '/tline'
+PERIOD_MS = 20.0
+
+
+def start_cell(processes, cell, **params):
+    return processes.start(cell, 'timing_node', namespace=f'{LINE}/{cell}',
+                           params={'period_ms': PERIOD_MS, **params})
+
+
+def start_coordinator(processes, **params):
+    return processes.start('coordinator', 'coordinator_node', namespace=LINE,
+                           params={'period_ms': PERIOD_MS, **params})
+
+
+def bring_up(probe, *nodes):
+    failed = LifecycleClient(probe.node).bring_up([f'{LINE}/{n}' for n in nodes], timeout=30.0)
+    assert not failed, f'bring-up failed for {failed}'
+
+
+def latest_state(probe) -> LineState | None:
+    states = probe.received('line_state')
+    return states[-1] if states else None
+
+
+def cell(state: LineState, cell_id: str) -> CellPhase | None:
+    return next((c for c in state.cells if c.cell_id == cell_id), None)
+
+
+def all_locked(probe, cells):
+    s = latest_state(probe)
+    return s is not None and all((c := cell(s, x)) is not None and c.locked for x in cells)
+
+
+def log_time(processes, key, pattern) -> float | None:
+    """Wall time (s) of the first ROS log line of a process that matches."""
+    for line in processes.log(key).splitlines():
+        if re.search(pattern, line):
+            m = re.search(r'\[(\d+\.\d+)\]', line)
+            if m:
+                return float(m.group(1))
+    return None
+
+
+@pytest.fixture
+def line_probe(ros_probe):
+    ros_probe.subscribe(LineState, f'{LINE}/line_state', qos.latched_state(), key='line_state')
+    return ros_probe
+
+
+def test_line_locks_loses_and_relocks_cells(processes, line_probe):
+    cells = ['cell_01', 'cell_02', 'cell_03']
+    start_coordinator(processes)
+    start_cell(processes, 'cell_01')
+    start_cell(processes, 'cell_02')
+    start_cell(processes, 'cell_03', clock_offset_ms=30.0)   # a cell whose clock is 30 ms off
+    for c in ('cell_01', 'cell_03'):
+        line_probe.subscribe(CellCycle, f'{LINE}/{c}/timing/cycle', qos.cycle_report(PERIOD_MS / 1e3), key=c)
+    bring_up(line_probe, 'coordinator', *[f'{c}/timing' for c in cells])
+    wait_for(lambda: all_locked(line_probe, cells), 15.0, what='all cells locked')
+
+    # the 30 ms clock offset is estimated, and the cell locks all the same
+    s = latest_state(line_probe)
+    assert abs(cell(s, 'cell_03').clock_offset_ms - 30.0) < 1.0, cell(s, 'cell_03')
+    assert abs(cell(s, 'cell_01').clock_offset_ms) < 1.0
+    # raw stamps: cell_03's cycle starts, taken back to the shared clock, line up with the others
+    time.sleep(1.0)
+    starts = {c: {m.cycle_index: m.cycle_start_ns for m in line_probe.received(c) if m.state == CellCycle.STATE_LOCKED}
+              for c in ('cell_01', 'cell_03')}
+    common = sorted(set(starts['cell_01']) & set(starts['cell_03']))[-30:]
+    assert len(common) >= 20
+    diffs_ms = sorted(abs(starts['cell_03'][k] - 30_000_000 - starts['cell_01'][k]) / 1e6 for k in common)
+    assert diffs_ms[len(diffs_ms) // 2] < 1.0, diffs_ms
+
+    # SIGKILL one cell: reported lost within 2 periods of its last cycle, the others keep their lock
+    line_probe.subscribe(CellCycle, f'{LINE}/cell_02/timing/cycle', qos.cycle_report(PERIOD_MS / 1e3),
+                         key='cell_02')
+    time.sleep(0.5)
+    kill_at = time.time()
+    processes.kill('cell_02')
+    wait_for(lambda: (c := cell(latest_state(line_probe), 'cell_02')) and c.state == CellPhase.STATE_LOST,
+             5.0, what='cell_02 reported lost')
+    lost_at = log_time(processes, 'coordinator', r"cell 'cell_02' lost")
+    assert lost_at is not None
+    last_cycle = line_probe.received('cell_02')[-1].send_ns / 1e9
+    print(f'cell_02 lost {(lost_at - last_cycle) * 1e3:.1f} ms after its last cycle, '
+          f'{(lost_at - kill_at) * 1e3:.1f} ms after SIGKILL')
+    assert lost_at - last_cycle <= 2 * PERIOD_MS / 1e3, f'lost {(lost_at - last_cycle) * 1e3:.1f} ms after its last cycle'
+    time.sleep(1.0)
+    s = latest_state(line_probe)
+    assert all(cell(s, c).locked for c in ('cell_01', 'cell_03')), s.cells
+    assert cell(s, 'cell_01').lost_count == 0 and cell(s, 'cell_03').lost_count == 0
+
+    # the restarted cell (a new session) re-locks
+    start_cell(processes, 'cell_02')
+    bring_up(line_probe, 'cell_02/timing')
+    wait_for(lambda: (c := cell(latest_state(line_probe), 'cell_02')) and c.locked and c.relock_count >= 1,
+             15.0, what='cell_02 re-locked')
+    assert all_locked(line_probe, cells)
+
+
+def test_cells_free_run_without_the_coordinator_and_relock_when_it_returns(processes, line_probe):
+    cells = ['cell_01', 'cell_02']
+    start_coordinator(processes)
+    for c in cells:
+        start_cell(processes, c)
+        line_probe.subscribe(CellCycle, f'{LINE}/{c}/timing/cycle', qos.cycle_report(PERIOD_MS / 1e3), key=c)
+    bring_up(line_probe, 'coordinator', *[f'{c}/timing' for c in cells])
+    wait_for(lambda: all_locked(line_probe, cells), 15.0, what='all cells locked')
+
+    processes.kill('coordinator')
+    for c in cells:
+        line_probe.clear(c)
+    wait_for(lambda: all(any(m.state == CellCycle.STATE_FREE_RUNNING for m in line_probe.received(c))
+                         for c in cells), 2.0, what='cells free-running')
+    # free-running keeps the last period and phase: cycles keep coming at the line period
+    time.sleep(1.0)
+    for c in cells:
+        msgs = [m for m in line_probe.received(c) if m.state == CellCycle.STATE_FREE_RUNNING]
+        assert len(msgs) >= 30
+        periods = {m.period_ns for m in msgs}
+        assert periods == {int(PERIOD_MS * 1e6)}, periods
+
+    line_probe.clear('line_state')
+    start_coordinator(processes)
+    bring_up(line_probe, 'coordinator')
+    wait_for(lambda: all_locked(line_probe, cells), 15.0, what='cells re-locked to the new coordinator')
+    for c in cells:
+        assert line_probe.received(c)[-1].state == CellCycle.STATE_LOCKED
+
+
+def test_bad_parameters_are_refused_with_a_clear_message(processes, ros_probe):
+    processes.start('bad_cell', 'timing_node', namespace=f'{LINE}/bad', params={'period_ms': -5.0})
+    processes.start('bad_coord', 'coordinator_node', namespace=f'{LINE}bad', params={'offset_mode': 'diagonal'})
+    lc = LifecycleClient(ros_probe.node)
+    for fqn, key, text in ((f'{LINE}/bad/timing', 'bad_cell', "'period_ms': -5.0ms must be > 0.0ms"),
+                           (f'{LINE}bad/coordinator', 'bad_coord', "'offset_mode': 'diagonal' is not one of")):
+        assert lc.state(fqn, 15.0) == State.PRIMARY_STATE_UNCONFIGURED
+        assert not lc.transition(fqn, 1, 10.0)  # configure
+        assert lc.state(fqn) == State.PRIMARY_STATE_UNCONFIGURED
+        wait_for(lambda: text in processes.log(key), 5.0, what=f'error message in {key} log')
