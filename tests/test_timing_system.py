@@ -6,7 +6,10 @@ import time
 
 import pytest
 from cellos_interfaces.msg import CellCycle, CellPhase, LineState
+from cellos_interfaces.srv import SetLinePeriod
 from lifecycle_msgs.msg import State
+from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
 
 from cellos.nodes import qos
 from cellos.nodes.lifecycle_manager import LifecycleClient
@@ -143,12 +146,28 @@ def test_cells_free_run_without_the_coordinator_and_relock_when_it_returns(proce
 
 
 def test_bad_parameters_are_refused_with_a_clear_message(processes, ros_probe):
-    processes.start('bad_cell', 'timing_node', namespace=f'{LINE}/bad', params={'period_ms': -5.0})
+    # out of the declared range at start-up: the node refuses to start, naming the parameter
+    bad_cell = processes.start('bad_cell', 'timing_node', namespace=f'{LINE}/bad', params={'period_ms': -5.0})
+    assert bad_cell.wait(timeout=15) == 2
+    assert 'period_ms' in processes.log('bad_cell') and 'out of range' in processes.log('bad_cell')
+
+    # a value only the node's own validation can judge: configure fails, the node stays up
     processes.start('bad_coord', 'coordinator_node', namespace=f'{LINE}bad', params={'offset_mode': 'diagonal'})
     lc = LifecycleClient(ros_probe.node)
-    for fqn, key, text in ((f'{LINE}/bad/timing', 'bad_cell', "'period_ms': -5.0ms must be > 0.0ms"),
-                           (f'{LINE}bad/coordinator', 'bad_coord', "'offset_mode': 'diagonal' is not one of")):
-        assert lc.state(fqn, 15.0) == State.PRIMARY_STATE_UNCONFIGURED
-        assert not lc.transition(fqn, 1, 10.0)  # configure
-        assert lc.state(fqn) == State.PRIMARY_STATE_UNCONFIGURED
-        wait_for(lambda: text in processes.log(key), 5.0, what=f'error message in {key} log')
+    fqn = f'{LINE}bad/coordinator'
+    assert lc.state(fqn, 15.0) == State.PRIMARY_STATE_UNCONFIGURED
+    assert not lc.transition(fqn, 1, 10.0)  # configure
+    assert lc.state(fqn) == State.PRIMARY_STATE_UNCONFIGURED
+    wait_for(lambda: "'offset_mode': 'diagonal' is not one of" in processes.log('bad_coord'), 5.0,
+             what='the reason in the log')
+
+    # at run time: `ros2 param set` of a zero period is refused with the reason, the old value stays
+    processes.start('coord', 'coordinator_node', namespace=LINE, params={'period_ms': PERIOD_MS})
+    bring_up(ros_probe, 'coordinator')
+    req = SetParameters.Request(parameters=[Parameter(
+        name='period_ms', value=ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=0.0))])
+    res = ros_probe.call(SetParameters, f'{LINE}/coordinator/set_parameters', req)
+    assert not res.results[0].successful
+    assert "'period_ms': 0.0ms must be > 0.0ms" in res.results[0].reason
+    res = ros_probe.call(SetLinePeriod, f'{LINE}/set_line_period', SetLinePeriod.Request(period_ms=-1.0))
+    assert not res.success and 'must be > 0' in res.message and res.period_ms == PERIOD_MS

@@ -33,9 +33,16 @@ if [ ! -x "$venv/bin/python" ]; then
   fi
 fi
 touch "$venv/COLCON_IGNORE"
-args=()
-for r in "${reqs[@]}"; do args+=(-r "$r"); done
-"$venv/bin/python" -m pip install -q --disable-pip-version-check "${args[@]}" 2> >(grep -v "is ignored: it is neither" >&2)
+if [ "$mode" = wheels ]; then
+  args=()
+  for r in "${reqs[@]}"; do args+=(-r "$r"); done
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check "${args[@]}" 2> >(grep -v "is ignored: it is neither" >&2)
+else
+  # the distro's message packages are built against its numpy: keep numpy, PyYAML, OpenCV from apt
+  "$venv/bin/python" -c 'import numpy; print(f"numpy=={numpy.__version__}")' > "$venv/constraints.txt"
+  grep -vE '^(numpy|pyyaml|opencv-python-headless)==' "$here/requirements-py.txt" > "$venv/requirements-distro.txt"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check -c "$venv/constraints.txt" -r "$venv/requirements-distro.txt"
+fi
 
 if [ "$mode" = wheels ]; then
   # The ros-* wheels' CMake exports name the wheel builder's Python headers; point them at ours.
