@@ -41,6 +41,7 @@ setup(
             'vision_node = cellos.nodes.vision_node:main',
             'energy_feed_node = cellos.nodes.energy_feed_node:main',
             'energy_gate_node = cellos.nodes.energy_gate_node:main',
+            'lifecycle_manager = cellos.nodes.lifecycle_manager_node:main',
             'cellos_line = cellos.runner:main',
         ],
     },

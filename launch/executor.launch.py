@@ -1,0 +1,48 @@
+"""The shared inference executor of one GPU host: `ros2 launch cellos executor.launch.py`.
+
+Starts the executor in /<namespace> (default /gpu0) and a lifecycle_manager there that
+brings it up. Cells are served as their arbiters appear (discover_cells) and as listed.
+"""
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.substitutions import FindPackageShare
+
+from cellos import launch_plan as plan
+
+BOOL = ['true', 'false']
+
+
+def _arguments():
+    return [
+        DeclareLaunchArgument('namespace', default_value=plan.EXECUTOR_NS.strip('/'),
+                              description='GPU host namespace (arbiters default to /gpu0/executor/status)'),
+        DeclareLaunchArgument('cells', default_value='',
+                              description="cell ids served, comma separated ('line1/cell_01,...'); "
+                                          'empty: from the params file'),
+        DeclareLaunchArgument('backend', default_value='', choices=['', 'auto', 'tensorrt', 'onnxruntime'],
+                              description='inference backend; empty: from the params file'),
+        DeclareLaunchArgument('model_list', default_value='',
+                              description='YAML model list loaded at start; empty: from the params file'),
+        DeclareLaunchArgument('autostart', default_value='true', choices=BOOL,
+                              description='bring the executor up at once'),
+        DeclareLaunchArgument('executor_params_file',
+                              default_value=PathJoinSubstitution([FindPackageShare('cellos'), 'config',
+                                                                  plan.PARAMS_FILES['executor']]),
+                              description='executor parameters'),
+    ]
+
+
+def _nodes(context):
+    def arg(name):
+        return LaunchConfiguration(name).perform(context)
+
+    overrides = {k: arg(k) for k in ('backend', 'model_list') if arg(k)}
+    cells = [c.strip() for c in arg('cells').split(',') if c.strip()]
+    executor = plan.executor_node(cells, namespace=arg('namespace'), **overrides)
+    manager = plan.manager_node(arg('namespace'), [executor], plan.parse_bool(arg('autostart'), 'autostart'))
+    return plan.launch_actions([executor, manager], {'executor': arg('executor_params_file')})
+
+
+def generate_launch_description():
+    return LaunchDescription([*_arguments(), OpaqueFunction(function=_nodes)])

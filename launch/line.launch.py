@@ -1,0 +1,73 @@
+"""A whole line: `ros2 launch cellos line.launch.py cells:=4 period_ms:=20.0`.
+
+Starts the coordinator in /<line>, per cell /<line>/cell_NN the timing node (+ arbiter with
+with_executor, + vision with with_vision, + energy gate with with_energy), the executor in
+/gpu0 (with_executor) and the site energy feed in /site (with_energy), and one
+lifecycle_manager in /<line> that brings them all up: configure all, then activate all.
+The same parameter files as `make run` (cellos_line); cell ids and namespaces as there.
+"""
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.substitutions import FindPackageShare
+
+from cellos import launch_plan as plan
+
+BOOL = ['true', 'false']
+
+
+def _config(name):
+    return PathJoinSubstitution([FindPackageShare('cellos'), 'config', name])
+
+
+def _arguments():
+    return [
+        DeclareLaunchArgument('cells', default_value='4', description='number of cells (>= 1)'),
+        DeclareLaunchArgument('period_ms', default_value='',
+                              description='line cycle period [ms]; empty: from params_file'),
+        DeclareLaunchArgument('line', default_value='line1', description='line namespace'),
+        DeclareLaunchArgument('offset_mode', default_value='', choices=['', 'aligned', 'staggered', 'custom'],
+                              description='cell offsets on the schedule; empty: from params_file'),
+        DeclareLaunchArgument('with_executor', default_value='false', choices=BOOL,
+                              description='start the shared inference executor in /gpu0 and an arbiter per cell'),
+        DeclareLaunchArgument('with_vision', default_value='false', choices=BOOL,
+                              description='start a vision node (and arbiter) per cell'),
+        DeclareLaunchArgument('with_energy', default_value='false', choices=BOOL,
+                              description='start the site energy feed in /site and an energy gate per cell'),
+        DeclareLaunchArgument('autostart', default_value='true', choices=BOOL,
+                              description='bring the line up at once (else: call <line>/lifecycle_manager/startup)'),
+        DeclareLaunchArgument('params_file', default_value=_config(plan.PARAMS_FILES['line']),
+                              description='coordinator and timing parameters'),
+        DeclareLaunchArgument('executor_params_file', default_value=_config(plan.PARAMS_FILES['executor']),
+                              description='executor and arbiter parameters'),
+        DeclareLaunchArgument('vision_params_file', default_value=_config(plan.PARAMS_FILES['vision']),
+                              description='vision parameters'),
+        DeclareLaunchArgument('energy_params_file', default_value=_config(plan.PARAMS_FILES['energy']),
+                              description='energy feed and gate parameters'),
+    ]
+
+
+def _nodes(context):
+    def arg(name):
+        return LaunchConfiguration(name).perform(context)
+
+    try:
+        cells = int(arg('cells'))
+    except ValueError:
+        raise ValueError(f"launch argument 'cells': expected an integer, got {arg('cells')!r}") from None
+    line = arg('line').strip('/')
+    nodes = plan.line_nodes(
+        line, cells,
+        period_ms=plan.parse_optional_float(arg('period_ms'), 'period_ms'),
+        offset_mode=arg('offset_mode') or None,
+        with_executor=plan.parse_bool(arg('with_executor'), 'with_executor'),
+        with_vision=plan.parse_bool(arg('with_vision'), 'with_vision'),
+        with_energy=plan.parse_bool(arg('with_energy'), 'with_energy'))
+    manager = plan.manager_node(line, nodes, plan.parse_bool(arg('autostart'), 'autostart'))
+    files = {'line': arg('params_file'), 'executor': arg('executor_params_file'),
+             'vision': arg('vision_params_file'), 'energy': arg('energy_params_file')}
+    return plan.launch_actions([*nodes, manager], files)
+
+
+def generate_launch_description():
+    return LaunchDescription([*_arguments(), OpaqueFunction(function=_nodes)])
