@@ -2,14 +2,20 @@
 schedule, estimate each cell's clock offset, measure phase error, detect lost cells, and
 produce each cell's correction (its schedule on its own clock, plus hold / re-sync commands).
 Times: ``*_ns`` on the coordinator's clock unless named ``cell_*``.
+
+Holds come from several sources (operator, drift, backpressure); a cell is held while any
+source holds it, and its reason lists them. Line flow: the latest accepted plant snapshot
+drives the backpressure policy (core.backpressure).
 """
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field, replace
 
+from cellos.core.backpressure import backpressure_holds
 from cellos.core.clock_sync import OffsetEstimator, sample
 from cellos.core.cycle_clock import Command, CycleState
+from cellos.core.line_flow import FlowSnapshot, check_snapshot
 from cellos.core.schedule import Schedule, stagger_offsets
 
 
@@ -52,6 +58,10 @@ class LineConfig:
     lost_after_periods: float = 1.5
     lock_threshold_ns: int = 1_000_000
     window: int = 500
+    backpressure_latency_cycles: int = 2
+
+
+OPERATOR, DRIFT, BACKPRESSURE = 'operator', 'drift', 'backpressure'   # hold sources
 
 
 LOST = 10  # CellPhase.STATE_LOST
@@ -81,6 +91,9 @@ class CellTrack:
     period_ns: int = 0
     parts_done: int = 0
     rejected: int = 0
+    overrun: bool = False
+    last_report: CycleReport | None = None
+    last_report_recv_ns: int = 0
 
 
 class LineCoordinator:
@@ -94,6 +107,13 @@ class LineCoordinator:
         self.duplicates = 0
         self.unknown = 0
         self.out_of_order = 0
+        self.holds: dict[str, dict[str, str]] = {}   # cell -> {source: reason}
+        self.holds_applied = 0
+        self.holds_released = 0
+        self.flow: FlowSnapshot | None = None
+        self.flow_recv_ns = 0
+        self.plant_rejected = 0
+        self.plant_status = ''
         self._recompute_offsets()
 
     # -- schedule ---------------------------------------------------------------------------
@@ -133,6 +153,7 @@ class LineCoordinator:
             track = self.cells[r.cell_id] = CellTrack(r.cell_id, r.session, recv_ns)
             track.errors_ns = deque(maxlen=self.config.window)
             self._recompute_offsets()
+            self._refresh_hold(r.cell_id, count=False)
             event = f"cell '{r.cell_id}' discovered"
         elif r.session != track.session:
             if not track.lost and recv_ns - track.last_recv_ns <= lost_after:
@@ -156,6 +177,8 @@ class LineCoordinator:
         track.last_recv_ns, track.last_send_ns = recv_ns, r.cell_send_ns
         track.cycle_index, track.state, track.period_ns = r.cycle_index, r.state, r.period_ns
         track.parts_done = r.parts_done
+        track.overrun = r.overrun
+        track.last_report, track.last_report_recv_ns = r, recv_ns
         track.offset.add(sample(*r.sync))
 
         if track.offset.ready:
@@ -211,11 +234,89 @@ class LineCoordinator:
 
     # -- commands ---------------------------------------------------------------------------
     def hold(self, cell_id: str, hold: bool, reason: str = '') -> tuple[bool, str]:
+        """The operator's hold (service); other sources keep theirs."""
         t = self.cells.get(cell_id)
         if t is None:
             return False, f"unknown cell '{cell_id}' (known: {', '.join(sorted(self.cells)) or 'none'})"
-        t.held, t.hold_reason = hold, (reason or 'operator') if hold else ''
-        return True, f"cell '{cell_id}' {'held: ' + t.hold_reason if hold else 'released'}"
+        self.set_hold(cell_id, OPERATOR, (reason or 'operator') if hold else None)
+        return True, f"cell '{cell_id}' {'held: ' + t.hold_reason if t.held else 'released'}"
+
+    def set_hold(self, cell_id: str, source: str, reason: str | None) -> str:
+        """Hold (reason) or release (None) ``cell_id`` for ``source``. The cell may not have
+        reported yet: the hold waits for it. Returns the event text when the cell's held state
+        changed, else ''."""
+        mine = self.holds.setdefault(cell_id, {})
+        had = source in mine
+        if reason is None:
+            mine.pop(source, None)
+        else:
+            mine[source] = reason
+        event = self._refresh_hold(cell_id)
+        t = self.cells.get(cell_id)
+        if event or t is None or had == (reason is not None):
+            return event
+        # a source joined or left while the cell stays held: say so
+        if reason is not None:
+            return f"cell '{cell_id}' held: {t.hold_reason}"
+        return f"cell '{cell_id}' released from its {source} hold, still held: {t.hold_reason}"
+
+    def _refresh_hold(self, cell_id: str, count: bool = True) -> str:
+        mine = self.holds.get(cell_id, {})
+        held = bool(mine)
+        reason = '; '.join(r for _, r in sorted(mine.items()))
+        t = self.cells.get(cell_id)
+        if t is None:
+            return ''
+        was, t.held, t.hold_reason = t.held, held, reason
+        if held == was or not count:
+            return ''
+        if held:
+            self.holds_applied += 1
+            return f"cell '{cell_id}' held: {reason}"
+        self.holds_released += 1
+        return f"cell '{cell_id}' released"
+
+    def other_holds(self) -> dict[str, str]:
+        """Cells held for reasons other than backpressure (they are the flow's root causes)."""
+        return {c: '; '.join(r for s, r in sorted(h.items()) if s != BACKPRESSURE)
+                for c, h in self.holds.items() if any(s != BACKPRESSURE for s in h)}
+
+    # -- line flow ----------------------------------------------------------------------------
+    def known_cells(self) -> list[str] | None:
+        if self.config.expected_cells:
+            return list(self.config.expected_cells)
+        return None if self.config.accept_unknown_cells else sorted(self.cells)
+
+    def on_plant(self, snapshot: FlowSnapshot, recv_ns: int) -> tuple[bool, str, list[str], list[str]]:
+        """A plant snapshot: check it, keep it, hold/release cells by backpressure.
+        Returns (accepted, rejection reason, event texts, cells whose held state changed)."""
+        problem = check_snapshot(snapshot, self.known_cells())
+        if problem:
+            self.plant_rejected += 1
+            self.plant_status = problem
+            return False, problem, [], []
+        self.flow, self.flow_recv_ns = snapshot, recv_ns
+        wanted = backpressure_holds(snapshot, self.config.backpressure_latency_cycles, self.other_holds())
+        events, changed = [], []
+        for st in snapshot.stations:
+            event = self.set_hold(st.cell_id, BACKPRESSURE, wanted.get(st.cell_id))
+            if event:
+                events.append(event)
+                changed.append(st.cell_id)
+        return True, '', events, changed
+
+    def correction_now(self, cell_id: str, now_ns: int) -> Correction | None:
+        """A correction to send right away (a hold or release decided between two reports),
+        answering the cell's last report; None before the first one."""
+        t = self.cells.get(cell_id)
+        if t is None or t.last_report is None or t.lost:
+            return None
+        r = t.last_report
+        saved = t.resync
+        t.resync = 0   # re-syncs ride on report answers only
+        c = self._correction(t, r, t.last_report_recv_ns)
+        t.resync = saved
+        return c
 
     def resync(self, cell_id: str = '') -> tuple[bool, str]:
         targets = list(self.cells) if not cell_id else [cell_id]

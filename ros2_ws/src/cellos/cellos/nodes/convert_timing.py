@@ -44,13 +44,15 @@ def correction_msg(c: Correction, stamp, send_t3_ns: int) -> PhaseCorrection:
     return msg
 
 
-def line_state_msg(line: LineCoordinator, line_id: str, stamp) -> LineState:
+def line_state_msg(line: LineCoordinator, line_id: str, stamp, now_ns: int = 0) -> LineState:
+    """``now_ns`` (coordinator clock) dates the plant data; 0: its age is not known (-1)."""
     msg = LineState()
     msg.header.stamp = stamp
     msg.line_id = line_id
     msg.period_ms = line.schedule.period_ns / 1e6
     msg.epoch_ns = line.schedule.epoch_ns
     msg.offset_mode = line.config.offset_mode
+    flow = line.flow
     for t in sorted(line.cells.values(), key=lambda t: t.cell_id):
         p50, p99 = line.error_percentiles_ms(t)
         cell = CellPhase()
@@ -66,6 +68,12 @@ def line_state_msg(line: LineCoordinator, line_id: str, stamp) -> LineState:
         cell.lost_count, cell.relock_count = t.lost_count, t.relock_count
         cell.lock_time_s = t.lock_time_s if t.lock_time_s is not None else -1.0
         cell.parts_done = t.parts_done
+        cell.overrun = t.overrun
+        station = flow.station(t.cell_id) if flow is not None else None
+        if station is not None:
+            cell.buffer_level, cell.buffer_capacity = station.level, station.capacity
+            cell.busy, cell.overrun = station.busy, station.overrun or t.overrun
+            cell.parts_done = station.parts_done
         cell.gate_level = 255
         msg.cells.append(cell)
     msg.cells_known = len(msg.cells)
@@ -73,4 +81,11 @@ def line_state_msg(line: LineCoordinator, line_id: str, stamp) -> LineState:
     msg.cells_lost = sum(c.state == CellPhase.STATE_LOST for c in msg.cells)
     msg.phase_error_p99_ms = max((c.phase_error_p99_ms for c in msg.cells), default=0.0)
     msg.line_held = any(c.held for c in msg.cells)
+    if flow is not None:   # one plant sample: the counts add up
+        msg.parts_in, msg.parts_out = flow.parts_in, flow.parts_out
+        msg.parts_in_buffers, msg.parts_in_cells = flow.in_buffers, flow.in_cells
+        msg.parts_dropped, msg.overflows = flow.dropped, flow.overflows
+    msg.holds_applied, msg.holds_released = line.holds_applied, line.holds_released
+    msg.plant_age_s = (now_ns - line.flow_recv_ns) / 1e9 if flow is not None and now_ns else -1.0
+    msg.plant_rejected, msg.plant_status = line.plant_rejected, line.plant_status
     return msg

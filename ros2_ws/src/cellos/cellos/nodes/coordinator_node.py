@@ -3,6 +3,11 @@
 Discovers cells from their ``<line>/<cell>/timing/cycle`` reports, answers each report with
 that cell's correction on ``<line>/<cell>/timing/correction``, publishes ``line_state``
 (transient local) and ``line_markers``, and serves ``set_line_period``, ``hold_cell``, ``resync``.
+
+Line flow: reads the plant's buffers from ``plant_topic`` (PlantState, from plant_node or a PLC
+bridge) and each cell's ``vision/drift``; holds a cell while its drift monitor revalidates and
+applies backpressure (core.backpressure) through the same hold; a hold or release decided
+between two reports goes out at once, not with the next report's answer.
 """
 from __future__ import annotations
 
@@ -10,17 +15,18 @@ import re
 import threading
 import time
 
-from cellos_interfaces.msg import CellCycle, LineState, PhaseCorrection
+from cellos_interfaces.msg import CellCycle, LineState, PhaseCorrection, PlantState, VisionDrift
 from cellos_interfaces.srv import HoldCell, Resync, SetLinePeriod
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.event_handler import SubscriptionEventCallbacks
 from visualization_msgs.msg import MarkerArray
 
-from cellos.core.line_coordinator import LineConfig, LineCoordinator
+from cellos.core.line_coordinator import DRIFT, LineConfig, LineCoordinator
 from cellos.core.params import ParameterError, ParamSpec
 from cellos.core.schedule import stagger_offsets
 from cellos.nodes import qos
 from cellos.nodes.base import CellosNode, main_for
+from cellos.nodes.convert_flow import snapshot_from_msg
 from cellos.nodes.convert_timing import correction_msg, line_state_msg, report_from_msg
 from cellos.nodes.diagnostics import ERROR, OK, WARN, DiagReport
 from cellos.nodes.line_markers import line_markers
@@ -43,6 +49,12 @@ PARAMS = [
     ParamSpec('state_rate_hz', 5.0, 'line_state and marker publication rate', min=0.1, max=100.0, unit='Hz'),
     ParamSpec('discovery_period_s', 0.5, 'how often to look for new cells', min=0.05, max=60.0, unit='s'),
     ParamSpec('frame_id', 'map', 'frame of the RViz markers'),
+    ParamSpec('plant_topic', 'plant/state', 'PlantState topic of the plant simulation or PLC bridge'),
+    ParamSpec('backpressure_latency_cycles', 2, 'cycle starts between a plant sample and the cell acting '
+              'on the hold decided from it; a cell is held while the next buffer has fewer free places '
+              'than this (plus its part in work). Every buffer capacity must be >= this', min=1, max=100),
+    ParamSpec('plant_stale_s', 2.0, 'plant data older than this is reported stale (holds are kept)',
+              min=0.01, max=3600.0, unit='s'),
 ]
 
 
@@ -85,7 +97,8 @@ class CoordinatorNode(CellosNode):
             custom_offsets_ms=parse_offsets(p.cell_offsets),
             expected_cells=tuple(c.strip() for c in p.cells.split(',') if c.strip()),
             accept_unknown_cells=p.accept_unknown_cells, lost_after_periods=p.lost_after_periods,
-            lock_threshold_ns=int(p.lock_threshold_ms * 1e6))
+            lock_threshold_ns=int(p.lock_threshold_ms * 1e6),
+            backpressure_latency_cycles=p.backpressure_latency_cycles)
         self.line = LineCoordinator(cfg, time.time_ns())
         self._topic = re.compile('^' + re.escape(self.line_ns) + r'/([A-Za-z0-9_]+)/timing/cycle$')
         self._reports = MutuallyExclusiveCallbackGroup()
@@ -96,7 +109,14 @@ class CoordinatorNode(CellosNode):
             self.create_service(HoldCell, 'hold_cell', self._hold),
             self.create_service(Resync, 'resync', self._resync),
         ]
+        # same group as the reports: if the flow path stalls, so do the answers, and the cells' leases
+        # run out (they start nothing) instead of running on a stale release
+        self.plant_sub = self.create_subscription(PlantState, p.plant_topic, self._on_plant, qos.plant_state(),
+                                                  callback_group=self._reports)
+        self._overflows_seen = 0
+        self._last_rejection = ('', 0)
         self.diagnostics.add('line', self._diagnose)
+        self.diagnostics.add('flow', self._diagnose_flow)
         self.get_logger().info(f"line '{self.line_id}': period {p.period_ms:.3f} ms, offsets {p.offset_mode}")
 
     def activate(self) -> None:
@@ -114,10 +134,12 @@ class CoordinatorNode(CellosNode):
         self._line_timers = []
 
     def cleanup(self) -> None:
-        for sub, pub in self._cells.values():
+        for sub, pub, drift_sub in self._cells.values():
             self.destroy_subscription(sub)
             self.destroy_publisher(pub)
+            self.destroy_subscription(drift_sub)
         self._cells.clear()
+        self.destroy_subscription(self.plant_sub)
         for s in self._line_services:
             self.destroy_service(s)
         self.destroy_publisher(self.state_pub)
@@ -130,7 +152,7 @@ class CoordinatorNode(CellosNode):
             if not m or m.group(1) in self._cells:
                 continue
             if 'cellos_interfaces/msg/CellCycle' not in types:
-                self.get_logger().warn(f'{name} has type {types}, not CellCycle: ignored',
+                self.get_logger().warning(f'{name} has type {types}, not CellCycle: ignored',
                                        throttle_duration_sec=30.0)
                 continue
             cell = m.group(1)
@@ -138,37 +160,79 @@ class CoordinatorNode(CellosNode):
                 deadline=lambda _e: self._check_lost(),
                 liveliness=lambda e: e.alive_count == 0 and self._check_lost())
             sub = self.create_subscription(
-                CellCycle, name, lambda msg, cell=cell: self._on_report(cell, msg),
+                CellCycle, name, lambda msg, info, cell=cell: self._on_report(cell, msg, info),
                 qos.cycle_report(self.params.period_ms / 1e3, self.params.lost_after_periods),
                 event_callbacks=events, callback_group=self._reports)
             pub = self.create_publisher(PhaseCorrection, f'{self.line_ns}/{cell}/timing/correction',
                                         qos.correction())
-            self._cells[cell] = (sub, pub)
+            drift_sub = self.create_subscription(
+                VisionDrift, f'{self.line_ns}/{cell}/vision/drift',
+                lambda msg, cell=cell: self._on_drift(cell, msg), qos.latched_state(),
+                callback_group=self._reports)
+            self._cells[cell] = (sub, pub, drift_sub)
 
-    def _on_report(self, cell: str, msg: CellCycle) -> None:
-        recv = time.time_ns()
+    def _on_report(self, cell: str, msg: CellCycle, info) -> None:
+        # t2 of the clock exchange: stamped by DDS on arrival, before any executor delay
+        recv = info['received_timestamp'] or time.time_ns()
         if msg.cell_id != cell:
-            self.get_logger().warn(f"report naming cell '{msg.cell_id}' on cell '{cell}''s topic ignored",
+            self.get_logger().warning(f"report naming cell '{msg.cell_id}' on cell '{cell}''s topic ignored",
                                    throttle_duration_sec=10.0)
             return
         entry = self._cells[cell]
         with self._lock:
             correction, event = self.line.on_report(report_from_msg(msg), recv)
-        if event:
-            (self.get_logger().warn if 'duplicate' in event or 'unknown' in event
-             else self.get_logger().info)(event, throttle_duration_sec=2.0 if 'duplicate' in event else 0.0)
+        if 'duplicate' in event or 'unknown' in event:
+            self.get_logger().warning(event, throttle_duration_sec=2.0)
+        elif event:
+            self.get_logger().info(event)
         if correction is not None:
             entry[1].publish(correction_msg(correction, self.get_clock().now().to_msg(), time.time_ns()))
+
+    # -- line flow ------------------------------------------------------------------------------
+    def _on_plant(self, msg: PlantState) -> None:
+        now = time.time_ns()
+        with self._lock:
+            ok, problem, events, changed = self.line.on_plant(snapshot_from_msg(msg), now)
+            overflows = self.line.flow.overflows if self.line.flow else 0
+        if not ok:
+            # a new reason is always logged, a repeated one at most every 5 s
+            if problem != self._last_rejection[0] or now - self._last_rejection[1] > 5e9:
+                self._last_rejection = (problem, now)
+                self.get_logger().warning(f'plant data rejected: {problem}')
+            return
+        if overflows > self._overflows_seen:
+            self.get_logger().error(f'plant reports {overflows - self._overflows_seen} new overflow(s) '
+                                    f'({overflows} in all, {self.line.flow.dropped} parts dropped)')
+            self._overflows_seen = overflows
+        self._apply(events, changed, now)
+
+    def _on_drift(self, cell: str, msg: VisionDrift) -> None:
+        now = time.time_ns()
+        reason = f'revalidating: {msg.reason or "drift"}' if msg.hold else None
+        with self._lock:
+            event = self.line.set_hold(cell, DRIFT, reason)
+        self._apply([event] if event else [], [cell] if event else [], now)
+
+    def _apply(self, events: list[str], changed: list[str], now: int) -> None:
+        """Log hold/release events and send the changed cells their correction now."""
+        for e in events:
+            self.get_logger().info(e)
+        for cell in changed:
+            entry = self._cells.get(cell)
+            with self._lock:
+                correction = self.line.correction_now(cell, now)
+            if entry is not None and correction is not None:
+                entry[1].publish(correction_msg(correction, self.get_clock().now().to_msg(), time.time_ns()))
 
     def _check_lost(self, factor: float = 1.0) -> None:
         with self._lock:
             events = self.line.check_lost(time.time_ns(), factor)
         for e in events:
-            self.get_logger().warn(e)
+            self.get_logger().warning(e)
 
     def _publish_state(self) -> None:
         with self._lock:
-            msg = line_state_msg(self.line, self.line_id, self.get_clock().now().to_msg())
+            msg = line_state_msg(self.line, self.line_id, self.get_clock().now().to_msg(), time.time_ns())
         self.state_pub.publish(msg)
         self.marker_pub.publish(line_markers(msg, self.params.frame_id))
 
@@ -187,7 +251,7 @@ class CoordinatorNode(CellosNode):
     def _hold(self, req, res):
         with self._lock:
             res.success, res.message = self.line.hold(req.cell_id, req.hold, req.reason)
-        self.get_logger().info(res.message) if res.success else self.get_logger().warn(res.message)
+        self.get_logger().info(res.message) if res.success else self.get_logger().warning(res.message)
         return res
 
     def _resync(self, req, res):
@@ -196,9 +260,35 @@ class CoordinatorNode(CellosNode):
         self.get_logger().info(res.message)
         return res
 
+    def _diagnose_flow(self) -> DiagReport:
+        with self._lock:
+            msg = line_state_msg(self.line, self.line_id, self.get_clock().now().to_msg(), time.time_ns())
+            line = self.line
+            values = {'parts_in': msg.parts_in, 'parts_out': msg.parts_out,
+                      'parts_in_buffers': msg.parts_in_buffers, 'parts_in_cells': msg.parts_in_cells,
+                      'parts_dropped': msg.parts_dropped, 'overflows': msg.overflows,
+                      'holds_applied': msg.holds_applied, 'holds_released': msg.holds_released,
+                      'plant_age_s': msg.plant_age_s, 'plant_rejected': line.plant_rejected}
+            held = [c for c in msg.cells if c.held]
+            for c in msg.cells:
+                values[f'{c.cell_id}.buffer'] = f'{c.buffer_level}/{c.buffer_capacity}'
+                values[f'{c.cell_id}.hold'] = c.hold_reason or '-'
+        if msg.plant_age_s < 0:
+            return DiagReport(WARN, 'no plant data yet', values)
+        if msg.overflows:
+            return DiagReport(ERROR, f'{msg.overflows} overflow(s), {msg.parts_dropped} part(s) dropped', values)
+        if msg.plant_age_s > self.params.plant_stale_s:
+            return DiagReport(WARN, f'plant data stale ({msg.plant_age_s:.1f} s): holds kept as they were', values)
+        if msg.plant_status:
+            values['last_rejection'] = msg.plant_status
+        text = f'{msg.parts_out} parts out, {msg.parts_in_buffers} in buffers, {len(held)} cell(s) held'
+        if held:
+            text += ': ' + ', '.join(f'{c.cell_id} ({c.hold_reason})' for c in held)
+        return DiagReport(OK, text, values)
+
     def _diagnose(self) -> DiagReport:
         with self._lock:
-            msg = line_state_msg(self.line, self.line_id, self.get_clock().now().to_msg())
+            msg = line_state_msg(self.line, self.line_id, self.get_clock().now().to_msg(), time.time_ns())
             values = {'cells_known': msg.cells_known, 'cells_locked': msg.cells_locked,
                       'cells_lost': msg.cells_lost, 'period_ms': msg.period_ms,
                       'phase_error_p99_ms': msg.phase_error_p99_ms,

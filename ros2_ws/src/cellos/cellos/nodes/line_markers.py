@@ -1,4 +1,6 @@
-"""RViz view of a line: one cube per cell (colour: state) with a text of its phase error."""
+"""RViz view of a line: one cube per cell (colour: state) with a text of its phase error and
+hold reason, and in front of each cell its input buffer: a bar filled to level/capacity
+(green to red) with 'level/capacity'; a line text with the part counts."""
 from __future__ import annotations
 
 from cellos_interfaces.msg import CellPhase, LineState
@@ -45,4 +47,38 @@ def line_markers(state: LineState, frame_id: str, spacing_m: float = 1.5) -> Mar
         hold = f'\nhold: {c.hold_reason}' if c.held else ''
         text.text = f'{c.cell_id}\n{name}\nphase {c.phase_error_ms:+.2f} ms{hold}'
         out.markers += [cube, text]
+        if c.buffer_capacity > 0:
+            out.markers += _buffer(state.line_id, i, c, cube.header, (i - 0.5) * spacing_m)
+    counts = Marker(ns=f'{state.line_id}/flow', id=0, type=Marker.TEXT_VIEW_FACING, action=Marker.ADD)
+    counts.header.frame_id, counts.header.stamp = frame_id, state.header.stamp
+    counts.pose.position.x = -spacing_m
+    counts.pose.position.z = 0.4
+    counts.pose.orientation.w = 1.0
+    counts.scale.z = 0.2
+    counts.color.r = counts.color.g = counts.color.b = counts.color.a = 1.0
+    counts.text = (f'in {state.parts_in}  out {state.parts_out}\nbuffers {state.parts_in_buffers}  '
+                   f'cells {state.parts_in_cells}\ndropped {state.parts_dropped}  overflows {state.overflows}\n'
+                   f'holds {state.holds_applied}/{state.holds_released} released')
+    out.markers.append(counts)
     return out
+
+
+def _buffer(line_id: str, i: int, c: CellPhase, header, x: float) -> list[Marker]:
+    fill = min(1.0, c.buffer_level / c.buffer_capacity)
+    bar = Marker(ns=f'{line_id}/buffers', id=i, type=Marker.CUBE, action=Marker.ADD)
+    bar.header = header
+    bar.pose.position.x = x
+    bar.pose.position.z = 0.05 + 0.4 * fill
+    bar.pose.orientation.w = 1.0
+    bar.scale.x = bar.scale.y = 0.3
+    bar.scale.z = max(0.02, 0.8 * fill)
+    bar.color.r, bar.color.g, bar.color.b, bar.color.a = fill, 1.0 - fill, 0.1, 0.9
+    label = Marker(ns=f'{line_id}/buffer_labels', id=i, type=Marker.TEXT_VIEW_FACING, action=Marker.ADD)
+    label.header = header
+    label.pose.position.x = x
+    label.pose.position.z = 1.0
+    label.pose.orientation.w = 1.0
+    label.scale.z = 0.18
+    label.color.r = label.color.g = label.color.b = label.color.a = 1.0
+    label.text = f'{c.buffer_level}/{c.buffer_capacity}'
+    return [bar, label]
