@@ -58,6 +58,7 @@ def _nodes(context):
     manager = plan.manager_node(f'{line}/{cell}', nodes, plan.parse_bool(arg('autostart'), 'autostart'))
     files = {'line': arg('params_file'), 'executor': arg('executor_params_file'),
              'vision': arg('vision_params_file'), 'energy': arg('energy_params_file')}
+    files['config_dir'] = plan.share_config_dir()
     return plan.launch_actions([*nodes, manager], files)
 
 

@@ -41,7 +41,8 @@ def _nodes(context):
     cells = [c.strip() for c in arg('cells').split(',') if c.strip()]
     executor = plan.executor_node(cells, namespace=arg('namespace'), **overrides)
     manager = plan.manager_node(arg('namespace'), [executor], plan.parse_bool(arg('autostart'), 'autostart'))
-    return plan.launch_actions([executor, manager], {'executor': arg('executor_params_file')})
+    return plan.launch_actions([executor, manager], {'executor': arg('executor_params_file'),
+                                                     'config_dir': plan.share_config_dir()})
 
 
 def generate_launch_description():

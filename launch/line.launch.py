@@ -34,6 +34,8 @@ def _arguments():
                               description='start a vision node (and arbiter) per cell'),
         DeclareLaunchArgument('with_energy', default_value='false', choices=BOOL,
                               description='start the site energy feed in /site and an energy gate per cell'),
+        DeclareLaunchArgument('with_flow', default_value='false', choices=BOOL,
+                              description='start the plant simulation (buffers, part motion) in /<line>'),
         DeclareLaunchArgument('autostart', default_value='true', choices=BOOL,
                               description='bring the line up at once (else: call <line>/lifecycle_manager/startup)'),
         DeclareLaunchArgument('params_file', default_value=_config(plan.PARAMS_FILES['line']),
@@ -62,10 +64,12 @@ def _nodes(context):
         offset_mode=arg('offset_mode') or None,
         with_executor=plan.parse_bool(arg('with_executor'), 'with_executor'),
         with_vision=plan.parse_bool(arg('with_vision'), 'with_vision'),
-        with_energy=plan.parse_bool(arg('with_energy'), 'with_energy'))
+        with_energy=plan.parse_bool(arg('with_energy'), 'with_energy'),
+        with_flow=plan.parse_bool(arg('with_flow'), 'with_flow'))
     manager = plan.manager_node(line, nodes, plan.parse_bool(arg('autostart'), 'autostart'))
     files = {'line': arg('params_file'), 'executor': arg('executor_params_file'),
              'vision': arg('vision_params_file'), 'energy': arg('energy_params_file')}
+    files['config_dir'] = plan.share_config_dir()
     return plan.launch_actions([*nodes, manager], files)
 
 

@@ -31,7 +31,8 @@ def _nodes(context):
 
     feed = plan.energy_feed_node(arg('namespace'))
     manager = plan.manager_node(arg('namespace'), [feed], plan.parse_bool(arg('autostart'), 'autostart'))
-    return plan.launch_actions([feed, manager], {'energy': arg('energy_params_file')})
+    return plan.launch_actions([feed, manager], {'energy': arg('energy_params_file'),
+                                                 'config_dir': plan.share_config_dir()})
 
 
 def generate_launch_description():

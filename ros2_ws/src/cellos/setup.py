@@ -43,6 +43,7 @@ setup(
             'energy_gate_node = cellos.nodes.energy_gate_node:main',
             'lifecycle_manager = cellos.nodes.lifecycle_manager_node:main',
             'cellos_line = cellos.runner:main',
+            'plant_node = cellos.nodes.plant_node:main',
         ],
     },
 )

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from cellos.runner import cell_ids
-
 # parameter file of each area (installed under share/cellos/config)
 PARAMS_FILES = {
     'line': 'line.yaml',
@@ -20,6 +18,8 @@ PARAMS_FILES = {
     'vision': 'vision.yaml',
     'energy': 'energy.yaml',
 }
+# an override value 'config:<file>' names a file of the config folder (installed share or repo)
+CONFIG_PREFIX = 'config:'
 EXECUTOR_NS = '/gpu0'
 SITE_NS = '/site'
 MANAGER_TIMEOUT_S = 60.0  # executor and vision load models while configuring
@@ -36,6 +36,22 @@ class NodeSpec:
     @property
     def fqn(self) -> str:
         return f'{self.namespace.rstrip("/")}/{self.name}'
+
+
+def cell_ids(n: int) -> list[str]:
+    return [f'cell_{i + 1:02d}' for i in range(n)]
+
+
+def share_config_dir() -> str:
+    """The installed config folder (needs ament_index_python, as launch does)."""
+    from ament_index_python.packages import get_package_share_directory
+    return get_package_share_directory('cellos') + '/config'
+
+
+def resolve_overrides(overrides: dict, config_dir: str) -> dict:
+    return {k: (f'{config_dir.rstrip("/")}/{v[len(CONFIG_PREFIX):]}'
+                if isinstance(v, str) and v.startswith(CONFIG_PREFIX) else v)
+            for k, v in overrides.items()}
 
 
 def _ns(*parts: str) -> str:
@@ -67,7 +83,10 @@ def cell_nodes(line: str, cell: str, *, period_ms: float | None = None, with_arb
 
 
 def executor_node(cells_served=(), namespace: str = EXECUTOR_NS, **overrides) -> NodeSpec:
-    extra = {'cells': ','.join(cells_served)} if cells_served else {}
+    # the shipped model list; generated test models (maintenance scorer) go to model_dir
+    extra = {'model_list': CONFIG_PREFIX + 'models.yaml', 'generate_test_models': True}
+    if cells_served:
+        extra['cells'] = ','.join(cells_served)
     return NodeSpec('executor_node', 'executor', _ns(namespace), ('executor',),
                     _managed({**extra, **overrides}))
 
@@ -78,7 +97,7 @@ def energy_feed_node(namespace: str = SITE_NS) -> NodeSpec:
 
 def line_nodes(line: str = 'line1', cells: int = 4, *, period_ms: float | None = None,
                offset_mode: str | None = None, with_executor: bool = False, with_vision: bool = False,
-               with_energy: bool = False) -> list[NodeSpec]:
+               with_energy: bool = False, with_flow: bool = False) -> list[NodeSpec]:
     if cells < 1:
         raise ValueError(f'cells must be >= 1, got {cells}')
     if period_ms is not None and not period_ms > 0:
@@ -96,6 +115,11 @@ def line_nodes(line: str = 'line1', cells: int = 4, *, period_ms: float | None =
     if offset_mode is not None:
         coordinator['offset_mode'] = offset_mode
     out.append(NodeSpec('coordinator_node', 'coordinator', _ns(line), ('line',), _managed(coordinator)))
+    if with_flow:  # the plant simulation; a real plant's PLC bridge publishes plant/state instead
+        plant = {'cells': ','.join(ids)}
+        if period_ms is not None:
+            plant['period_ms'] = float(period_ms)
+        out.append(NodeSpec('plant_node', 'plant', _ns(line), ('line',), _managed(plant)))
     for c in ids:
         out += cell_nodes(line, c, period_ms=period_ms, with_arbiter=with_executor,
                           with_vision=with_vision, with_energy=with_energy)
@@ -134,10 +158,11 @@ def launch_actions(specs: list[NodeSpec], params_files: dict[str, str]) -> list:
     paths. launch_ros is imported here only: the rest of this module needs no ROS install."""
     from launch_ros.actions import Node
     actions = []
+    config_dir = params_files.get('config_dir', '')
     for s in specs:
         parameters = [params_files[k] for k in s.params]
         if s.overrides:
-            parameters.append(dict(s.overrides))  # after the files: overrides win
+            parameters.append(resolve_overrides(s.overrides, config_dir))  # after the files: overrides win
         actions.append(Node(package='cellos', executable=s.executable, name=s.name,
                             namespace=s.namespace, parameters=parameters,
                             output='screen', emulate_tty=True))

@@ -8,8 +8,8 @@ import time
 from collections import defaultdict, deque
 
 import rclpy
-from cellos_interfaces.msg import CellCycle, CellPhase, LineState
-from rclpy.executors import SingleThreadedExecutor
+from cellos_interfaces.msg import CellCycle, CellPhase, ExecutorStatus, GateState, Inspection, LineState
+from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
 
@@ -22,11 +22,17 @@ LOCKED = CellCycle.STATE_LOCKED
 WINDOW_CYCLES = 3000   # per cell, for the phase figures
 
 
+GATE_LEVELS = {GateState.LEVEL_FULL: 'full', GateState.LEVEL_ECO: 'eco',
+               GateState.LEVEL_CRITICAL_ONLY: 'critical-only', GateState.LEVEL_HALT: 'halt'}
+
+
 class LineMonitor:
-    def __init__(self, line: str, cells: list[str], period_s: float = 0.02):
+    def __init__(self, line: str, cells: list[str], period_s: float = 0.02, executor_ns: str | None = None,
+                 composed: bool = False):
         self.line, self.cells = line, cells
         self.node = Node('cellos_line_monitor')
-        self.executor = SingleThreadedExecutor()
+        # composed: the line's own nodes spin here too, and some of them may block a callback
+        self.executor = MultiThreadedExecutor(num_threads=4) if composed else SingleThreadedExecutor()
         self.executor.add_node(self.node)
         self.lock = threading.Lock()
         self.state: LineState | None = None
@@ -41,6 +47,16 @@ class LineMonitor:
             self.node.create_subscription(CellCycle, f'/{line}/{c}/timing/cycle',
                                           lambda m, c=c: self._on_cycle(c, m), qos.cycle_report(period_s),
                                           event_callbacks=SubscriptionEventCallbacks(deadline=lambda _e: None))
+            self.node.create_subscription(Inspection, f'/{line}/{c}/vision/inspection',
+                                          lambda m, c=c: self._on_inspection(c, m), qos.status())
+            self.node.create_subscription(GateState, f'/{line}/{c}/energy/gate',
+                                          lambda m, c=c: self._on_gate(c, m), qos.latched_state())
+        self.verdicts = {c: defaultdict(int) for c in cells}   # pass/fail/undecided/correct/judged
+        self.gates: dict[str, GateState] = {}
+        self.executor_status: ExecutorStatus | None = None
+        if executor_ns:
+            self.node.create_subscription(ExecutorStatus, f'{executor_ns}/executor/status',
+                                          self._on_executor, qos.status())
         self._stop = threading.Event()
         self._spinner = threading.Thread(target=self._spin, daemon=False)
         self._spinner.start()
@@ -73,8 +89,26 @@ class LineMonitor:
             if len(self.order[cell]) > WINDOW_CYCLES:
                 self.stamps[cell].pop(self.order[cell].popleft(), None)
 
+    def _on_inspection(self, cell: str, msg: Inspection):
+        v = {Inspection.VERDICT_PASS: 'pass', Inspection.VERDICT_FAIL: 'fail'}.get(msg.verdict, 'undecided')
+        with self.lock:
+            t = self.verdicts[cell]
+            t[v] += 1
+            if v != 'undecided' and msg.has_ground_truth:
+                t['judged'] += 1
+                t['correct'] += msg.defect_class == msg.ground_truth_class
+
+    def _on_gate(self, cell: str, msg: GateState):
+        with self.lock:
+            self.gates[cell] = msg
+
+    def _on_executor(self, msg: ExecutorStatus):
+        with self.lock:
+            self.executor_status = msg
+
     # -- bring-up -------------------------------------------------------------------------------
     def bring_up(self, names, composed_nodes) -> list[str]:
+        """configure every node, then activate every node (in-process when composed)."""
         self.started = time.monotonic()
         if composed_nodes:
             self._composed = composed_nodes
@@ -82,9 +116,10 @@ class LineMonitor:
                 self.executor.add_node(n)
             for n in composed_nodes:
                 n.trigger_configure()
-            failed = [n.get_fully_qualified_name() for n in composed_nodes if not n.bring_up()]
-            return failed
-        return LifecycleClient(self.node).bring_up(names, timeout=60.0)
+            for n in composed_nodes:
+                n.trigger_activate()
+            return [n.get_fully_qualified_name() for n in composed_nodes if not n.active]
+        return LifecycleClient(self.node).bring_up(names, timeout=90.0)
 
     # -- progress ------------------------------------------------------------------------------
     def progress_line(self) -> str:
@@ -96,7 +131,8 @@ class LineMonitor:
             fig = self._figures()
         phase = f'phase p99 {fig.phase_p99_ms:.3f} ms' if fig.ticks else 'phase -'
         return (f't={elapsed:5.1f}s cells {s.cells_locked}/{len(self.cells)} locked'
-                f' ({s.cells_known} known, {s.cells_lost} lost) | {phase} | period {s.period_ms:.1f} ms')
+                f' ({s.cells_known} known, {s.cells_lost} lost) | {phase} | period {s.period_ms:.1f} ms'
+                + flow_text(s))
 
     def _offsets(self) -> dict:
         if self.state is None:
@@ -158,7 +194,29 @@ class LineMonitor:
                 'phase_p50_ms': round(fig.phase_p50_ms, 4), 'phase_p99_ms': round(fig.phase_p99_ms, 4),
                 'ratio_to_floor': round(fig.ratio, 3) if fig.ticks else None,
                 'per_cell': per_cell,
+                'flow': flow_figures(s),
+                'inspection': self._inspection_figures(),
+                'compute_share': self._compute_shares(),
+                'gates': {c: {'level': GATE_LEVELS.get(g.level, str(g.level)), 'reason': g.reason,
+                              'safe_fallback': g.safe_fallback, 'price_per_mwh': round(g.price_per_mwh, 2),
+                              'deferred_jobs': g.deferred_jobs}
+                          for c, g in sorted(self.gates.items())},
             }
+
+    def _inspection_figures(self) -> dict:
+        out = {}
+        for c, t in self.verdicts.items():
+            n = t['pass'] + t['fail'] + t['undecided']
+            if n:
+                out[c] = {'inspected': n, 'pass': t['pass'], 'fail': t['fail'], 'undecided': t['undecided'],
+                          'accuracy': round(t['correct'] / t['judged'], 4) if t['judged'] else None}
+        return out
+
+    def _compute_shares(self) -> dict:
+        st = self.executor_status
+        if st is None:
+            return {}
+        return {c.cell_id: round(c.compute_share, 3) for c in st.cells}
 
     @staticmethod
     def format_summary(s: dict) -> str:
@@ -176,6 +234,29 @@ class LineMonitor:
                          f"{f(v['phase_error_p50_ms'], '9.3f'):>9}{f(v['phase_error_p99_ms'], '9.3f'):>9}"
                          f"{f(v['jitter_p99_ms'], '10.3f'):>10}{f(v['clock_offset_ms'], '11.3f'):>11}"
                          f"{v['lost']:>6}{v['relocked']:>8}{v['cycles']:>8}")
+        insp = s.get('inspection') or {}
+        if insp:
+            tot = {k: sum(v[k] for v in insp.values()) for k in ('inspected', 'pass', 'fail', 'undecided')}
+            accs = [v['accuracy'] for v in insp.values() if v['accuracy'] is not None]
+            lines.append(f"inspection: {tot['inspected']} parts, {tot['pass']} pass, {tot['fail']} fail, "
+                         f"{tot['undecided']} undecided; verdict accuracy vs ground truth "
+                         + ', '.join(f"{c} {v['accuracy']:.3f}" for c, v in insp.items() if v['accuracy'] is not None)
+                         + (f" (mean {sum(accs) / len(accs):.3f})" if accs else ''))
+        if s.get('compute_share'):
+            lines.append('executor compute share: ' + ', '.join(f'{c} {v:.2f}' for c, v in s['compute_share'].items()))
+        if s.get('gates'):
+            lines.append('energy gates: ' + ', '.join(
+                f"{c} {g['level']}{' (safe fallback)' if g['safe_fallback'] else ''}" for c, g in s['gates'].items())
+                + f"; price {next(iter(s['gates'].values()))['price_per_mwh']} USD/MWh; deferred jobs "
+                + str(sum(g['deferred_jobs'] for g in s['gates'].values())))
+        f = s.get('flow')
+        if f:
+            lines.append(f"flow: parts in {f['parts_in']} = out {f['parts_out']} + in buffers {f['parts_in_buffers']}"
+                         f" + in cells {f['parts_in_cells']} + dropped {f['parts_dropped']}"
+                         f" ({'adds up' if f['adds_up'] else 'DOES NOT ADD UP'}); overflows {f['overflows']};"
+                         f" holds {f['holds_applied']} applied, {f['holds_released']} released")
+        else:
+            lines.append('flow: no plant data (no plant node or PLC bridge on this line)')
         return '\n'.join(lines)
 
     def close(self) -> None:
@@ -188,3 +269,23 @@ class LineMonitor:
         self.executor.shutdown()
         self.node.destroy_node()
 
+
+
+def flow_figures(s: LineState | None) -> dict | None:
+    """Part counts of one line state sample (one plant sample: they add up), or None."""
+    if s is None or s.plant_age_s < 0:
+        return None
+    return {'parts_in': s.parts_in, 'parts_out': s.parts_out, 'parts_in_buffers': s.parts_in_buffers,
+            'parts_in_cells': s.parts_in_cells, 'parts_dropped': s.parts_dropped,
+            'adds_up': s.parts_in == s.parts_out + s.parts_in_buffers + s.parts_in_cells + s.parts_dropped,
+            'overflows': s.overflows, 'holds_applied': s.holds_applied, 'holds_released': s.holds_released,
+            'cells_held': [c.cell_id for c in s.cells if c.held]}
+
+
+def flow_text(s: LineState) -> str:
+    f = flow_figures(s)
+    if f is None:
+        return ''
+    return (f" | parts in {f['parts_in']} out {f['parts_out']} buf {f['parts_in_buffers']}"
+            f" cells {f['parts_in_cells']} drop {f['parts_dropped']} | overflows {f['overflows']}"
+            f" holds {f['holds_applied']} ({len(f['cells_held'])} held)")

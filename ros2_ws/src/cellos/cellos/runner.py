@@ -1,9 +1,11 @@
 """cellos_line: run a whole line without ros2 launch (no ROS install needed).
 
-One process per cell plus one for the coordinator (``--mode process``, the default), or every
-node composed in this process (``--mode composed``). The runner brings all nodes up through
-their lifecycle services (configure all, then activate all), prints a live one-line progress
-and, at the end (``--duration`` seconds, 0 = until Ctrl-C), a summary of the line.
+Starts the nodes of the launch plan (cellos.launch_plan: the same nodes, names, namespaces and
+parameter files as launch/line.launch.py), one process per namespace (``--mode process``, the
+default: a process per cell, one for the coordinator and the plant, one for the executor, one
+for the site energy feed) or every node in this process (``--mode composed``). It brings all
+nodes up through their lifecycle services (configure all, then activate all), prints a live
+one-line progress and, at the end (``--duration`` seconds, 0 = until Ctrl-C), a summary.
 """
 from __future__ import annotations
 
@@ -14,23 +16,24 @@ import signal
 import subprocess
 import sys
 import threading
-import time
+from collections import OrderedDict
 from pathlib import Path
 
-from cellos.composition import ROLE_EXECUTOR, node_class, role_nodes
+import yaml
+
+from cellos import launch_plan as plan
+from cellos.composition import executor_kind, node_class
+
+PARTS = ('executor', 'vision', 'energy', 'flow')
 
 
-def _share_config(name: str) -> str | None:
+def config_dir() -> str:
+    """config/ of the checkout when run from it, else the installed share/cellos/config."""
     here = Path(__file__).resolve()
-    for base in (Path.cwd() / 'config', here.parents[3] / 'config' if len(here.parents) > 3 else None):
-        if base is not None and (base / name).is_file():
-            return str(base / name)
-    try:
-        from ament_index_python.packages import get_package_share_directory
-        p = Path(get_package_share_directory('cellos')) / 'config' / name
-        return str(p) if p.is_file() else None
-    except Exception:
-        return None
+    for base in (Path.cwd() / 'config', *(p / 'config' for p in here.parents)):
+        if (base / plan.PARAMS_FILES['line']).is_file():
+            return str(base)
+    return plan.share_config_dir()
 
 
 def parse_args(argv=None):
@@ -40,60 +43,76 @@ def parse_args(argv=None):
     ap.add_argument('--duration', type=float, default=20.0, help='seconds to run; 0: until Ctrl-C')
     ap.add_argument('--mode', choices=('process', 'composed'), default='process')
     ap.add_argument('--line', default='line1', help='line namespace (default line1)')
-    ap.add_argument('--period-ms', type=float, default=None, help='line period (default: from the params file)')
+    ap.add_argument('--period-ms', type=float, default=None, help='line period (default: from line.yaml)')
     ap.add_argument('--offset-mode', choices=('aligned', 'staggered', 'custom'), default=None)
-    ap.add_argument('--params-file', default=None, help='ROS parameter YAML (default config/line.yaml)')
+    ap.add_argument('--without', default='', help=f'comma separated parts to leave out: {", ".join(PARTS)}')
+    ap.add_argument('--timing-only', action='store_true', help='coordinator and timing nodes only')
+    ap.add_argument('--config-dir', default=None, help='parameter YAML folder (default: config/)')
     ap.add_argument('--summary-json', default=None, help='also write the final summary here')
-    ap.add_argument('--role', default=None, help=argparse.SUPPRESS)
-    ap.add_argument('--name', default=None, help=argparse.SUPPRESS)
+    ap.add_argument('--process', default=None, help=argparse.SUPPRESS)  # internal: one process's nodes
     args, ros_args = ap.parse_known_args(argv)
+    if args.process:
+        return args, ros_args
     if args.cells < 1:
         ap.error(f'--cells must be >= 1, got {args.cells}')
     if args.duration < 0:
         ap.error(f'--duration must be >= 0, got {args.duration}')
     if args.period_ms is not None and not args.period_ms > 0:
         ap.error(f'--period-ms must be > 0, got {args.period_ms}')
-    args.params_file = args.params_file or _share_config('line.yaml')
+    without = {p.strip() for p in args.without.split(',') if p.strip()}
+    if without - set(PARTS):
+        ap.error(f"--without: unknown part(s) {', '.join(sorted(without - set(PARTS)))} (one of {', '.join(PARTS)})")
+    args.parts = set() if args.timing_only else set(PARTS) - without
+    args.config_dir = args.config_dir or config_dir()
     return args, ros_args
 
 
-def cell_ids(n: int) -> list[str]:
-    return [f'cell_{i + 1:02d}' for i in range(n)]
-
-
-def ros_args_for(args, namespace: str) -> list[str]:
-    out = ['--ros-args', '-r', f'__ns:={namespace}']
-    if args.params_file:
-        out += ['--params-file', args.params_file]
-    if args.period_ms is not None:
-        out += ['-p', f'period_ms:={float(args.period_ms)}']
-    if args.offset_mode is not None:
-        out += ['-p', f'offset_mode:={args.offset_mode}']
-    return out
-
-
-def layout(args) -> list[tuple[str, str, str]]:
-    """(process name, role, namespace) of every process of the line."""
-    procs = [('coordinator', 'coordinator', f'/{args.line}')]
-    procs += [(c, 'cell', f'/{args.line}/{c}') for c in cell_ids(args.cells)]
-    return procs
+def line_plan(args) -> list[plan.NodeSpec]:
+    return plan.line_nodes(args.line, args.cells, period_ms=args.period_ms, offset_mode=args.offset_mode,
+                           with_executor='executor' in args.parts or 'vision' in args.parts,
+                           with_vision='vision' in args.parts, with_energy='energy' in args.parts,
+                           with_flow='flow' in args.parts)
 
 
 def node_names(args) -> list[str]:
-    return [f'{ns}/{name}' for _, role, ns in layout(args) for name, _ in role_nodes(role)]
+    return [s.fqn for s in line_plan(args)]
 
 
-# -- a process of one role -------------------------------------------------------------------
-def run_role(role: str, ros_args: list[str]) -> int:
+# a cell's timing node gets a process of its own: its cycle thread must not wait behind
+# vision's image work for the interpreter lock
+OWN_PROCESS = {'timing_node', 'coordinator_node'}
+
+
+def processes(specs) -> 'OrderedDict[str, list[plan.NodeSpec]]':
+    """Process name -> its nodes: one process per namespace (timing nodes apart), in plan order."""
+    out: OrderedDict[str, list] = OrderedDict()
+    for s in specs:
+        name = s.namespace.strip('/').replace('/', '.') or 'root'
+        if s.executable in OWN_PROCESS and len([x for x in specs if x.namespace == s.namespace]) > 1:
+            name += '.' + s.name
+        out.setdefault(name, []).append(s)
+    return out
+
+
+def params_files(specs, config: str) -> list[str]:
+    keys = list(OrderedDict.fromkeys(k for s in specs for k in s.params))
+    return [str(Path(config) / plan.PARAMS_FILES[k]) for k in keys]
+
+
+def overrides_yaml(specs, config: str) -> dict:
+    return {s.fqn: {'ros__parameters': plan.resolve_overrides(s.overrides, config)} for s in specs if s.overrides}
+
+
+# -- a process of the line --------------------------------------------------------------------
+def run_process(executables: list[str], ros_args: list[str]) -> int:
     import rclpy
     from cellos.nodes.base import spin_nodes
     # a waking cycle thread waits for the GIL up to the switch interval (5 ms by default)
     sys.setswitchinterval(0.0005)
-    rclpy.init(args=['cellos_line', *ros_args],
-               signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
+    rclpy.init(args=['cellos_line', *ros_args], signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
     try:
-        nodes = [node_class(path)() for _, path in role_nodes(role)]
-        spin_nodes(nodes, executor=ROLE_EXECUTOR.get(role, 'multi'))
+        nodes = [node_class(e)() for e in executables]
+        spin_nodes(nodes, executor=executor_kind(executables))
     finally:
         rclpy.try_shutdown()
     return 0
@@ -102,43 +121,51 @@ def run_role(role: str, ros_args: list[str]) -> int:
 # -- the line ---------------------------------------------------------------------------------
 def main(argv=None) -> int:
     args, extra = parse_args(argv)
-    if args.role:
-        return run_role(args.role, extra)
+    if args.process:
+        return run_process(args.process.split(','), extra)
     from cellos.line_monitor import LineMonitor  # rclpy only past this point
     import rclpy
+    specs = line_plan(args)
+    groups = processes(specs)
+    log_dir = Path(os.environ.get('CELLOS_LOG_DIR', 'log/line'))
+    log_dir.mkdir(parents=True, exist_ok=True)
     init_args = ['cellos_line', '--ros-args']
-    if args.mode == 'composed' and args.params_file:
-        init_args += ['--params-file', args.params_file]
-    if '--ros-args' in extra:
-        init_args += extra[extra.index('--ros-args') + 1:]
+    if args.mode == 'composed':
+        init_args += [a for f in params_files(specs, args.config_dir) for a in ('--params-file', f)]
     rclpy.init(args=init_args, signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
 
-    cells = cell_ids(args.cells)
-    print(f'cellos: line /{args.line}, {len(cells)} cells, mode {args.mode}, '
-          f'params {args.params_file or "(defaults)"}, '
-          f'{"until Ctrl-C" if not args.duration else f"{args.duration:g} s"}, ROS_DOMAIN_ID={os.environ.get("ROS_DOMAIN_ID", "0")}',
-          flush=True)
+    cells = plan.cell_ids(args.cells)
+    print(f'cellos: line /{args.line}, {len(cells)} cells with '
+          f'{", ".join(["timing", *sorted(args.parts)])}; {len(specs)} nodes in '
+          f'{len(groups) if args.mode == "process" else 1} process(es); config {args.config_dir}; '
+          f'{"until Ctrl-C" if not args.duration else f"{args.duration:g} s"}; '
+          f'ROS_DOMAIN_ID={os.environ.get("ROS_DOMAIN_ID", "0")}', flush=True)
     children: dict[str, subprocess.Popen] = {}
     composed = []
-    monitor = LineMonitor(args.line, cells)
+    monitor = LineMonitor(args.line, cells, executor_ns=plan.EXECUTOR_NS if 'executor' in args.parts else None,
+                          composed=args.mode == 'composed')
     try:
         if args.mode == 'process':
-            log_dir = Path(os.environ.get('CELLOS_LOG_DIR', 'log/line'))
-            log_dir.mkdir(parents=True, exist_ok=True)
-            for name, role, ns in layout(args):
-                cmd = [sys.executable, '-m', 'cellos.runner', '--role', role, *ros_args_for(args, ns)]
+            for name, group in groups.items():
+                ns = group[0].namespace
+                overrides = log_dir / f'{name}.params.yaml'
+                overrides.write_text(yaml.safe_dump(overrides_yaml(group, args.config_dir)))
+                cmd = [sys.executable, '-m', 'cellos.runner', '--process', ','.join(s.executable for s in group),
+                       '--ros-args', '-r', f'__ns:={ns}',
+                       *[a for f in params_files(group, args.config_dir) for a in ('--params-file', f)],
+                       '--params-file', str(overrides)]
                 log = open(log_dir / f'{name}.log', 'wb')
                 children[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                                   preexec_fn=_die_with_parent)
             print(f'cellos: {len(children)} processes started, logs in {log_dir}/', flush=True)
         else:
-            composed = _compose(args)
-        failed = monitor.bring_up(node_names(args), composed)
+            composed = _compose(specs, args.config_dir)
+        failed = monitor.bring_up([s.fqn for s in specs], composed)
         if failed:
-            print(f'cellos: could not bring up {", ".join(failed)}', file=sys.stderr)
+            print(f'cellos: could not bring up {", ".join(failed)} (see {log_dir}/)', file=sys.stderr)
             return 1
         print('cellos: all nodes active', flush=True)
         monitor.run(stop, args.duration, lambda: _dead(children))
@@ -179,19 +206,13 @@ def _dead(children) -> str | None:
     return None
 
 
-def _compose(args):
-    nodes = []
-    for _, role, ns in layout(args):
-        for _, path in role_nodes(role):
-            overrides = []
-            if args.period_ms is not None or args.offset_mode is not None:
-                from rclpy.parameter import Parameter
-                if args.period_ms is not None:
-                    overrides.append(Parameter('period_ms', value=float(args.period_ms)))
-                if args.offset_mode is not None and role == 'coordinator':
-                    overrides.append(Parameter('offset_mode', value=args.offset_mode))
-            nodes.append(node_class(path)(namespace=ns, parameter_overrides=overrides))
-    return nodes
+def _compose(specs, config: str):
+    from rclpy.parameter import Parameter
+    return [node_class(s.executable)(
+                namespace=s.namespace,
+                parameter_overrides=[Parameter(k, value=v)
+                                     for k, v in plan.resolve_overrides(s.overrides, config).items()])
+            for s in specs]
 
 
 if __name__ == '__main__':

@@ -129,11 +129,24 @@ def test_planned_node_names_are_the_names_the_nodes_give_themselves():
             assert s.namespace.startswith('/') and not s.namespace.endswith('/'), s
 
 
-def test_the_line_plan_matches_the_runner_layout():
-    from cellos.runner import cell_ids, node_names, parse_args
-    args, _ = parse_args(['--cells', '3', '--line', 'line7'])
-    timing_and_coordinator = [s.fqn for s in plan.line_nodes('line7', 3)]
-    assert timing_and_coordinator == node_names(args)
+def test_the_runner_starts_the_plan_each_node_once_and_timing_apart():
+    from cellos.runner import line_plan, node_names, parse_args, processes
+    args, _ = parse_args(['--cells', '3', '--line', 'line7', '--timing-only'])
+    assert node_names(args) == [s.fqn for s in plan.line_nodes('line7', 3)]
+    args, _ = parse_args(['--cells', '2', '--line', 'line7'])
+    specs = line_plan(args)
+    assert [s.fqn for s in specs] == [s.fqn for s in plan.line_nodes(
+        'line7', 2, with_executor=True, with_vision=True, with_energy=True, with_flow=True)]
+    groups = processes(specs)
+    assert sorted(s.fqn for g in groups.values() for s in g) == sorted(s.fqn for s in specs)
+    for g in groups.values():
+        assert len({s.namespace for s in g}) == 1
+        if any(s.executable == 'timing_node' for s in g):
+            assert len(g) == 1, 'a timing node shares its process'
+
+
+def test_the_line_plan_layout():
+    cell_ids = plan.cell_ids
     full = plan.line_nodes('line7', 2, with_executor=True, with_vision=True, with_energy=True)
     fqns = [s.fqn for s in full]
     assert fqns[:3] == ['/site/energy_feed', '/gpu0/executor', '/line7/coordinator']

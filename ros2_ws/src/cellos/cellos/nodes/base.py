@@ -42,6 +42,9 @@ def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
 
 class CellosNode(LifecycleNode):
     PARAMS: Sequence[ParamSpec] = ()
+    # rclpy executor kind its own process spins it with (make_executor): 'multi' where a
+    # callback may block, 'single' where none does (less Python per message)
+    SPIN = 'multi'
 
     def __init__(self, name: str, **kwargs):
         super().__init__(name, **kwargs)
@@ -154,7 +157,7 @@ def make_executor(kind: str = 'multi', threads: int | None = None):
     """multi: callbacks may block (model loading, inference bookkeeping); single: light nodes;
     events: rclpy's EventsExecutor, the lowest latency and CPU per message.
     CELLOS_EXECUTOR overrides the kind for every process of a run."""
-    kind = os.environ.get('CELLOS_EXECUTOR', kind)
+    kind = os.environ.get('CELLOS_EXECUTOR') or kind
     if kind == 'multi':
         return MultiThreadedExecutor(num_threads=threads)
     if kind == 'single':
@@ -196,6 +199,10 @@ def _spin(executor, stop: threading.Event) -> None:
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        if not stop.is_set():  # a callback raised: the process must not keep running deaf
+            raise
+        # else: rclpy races its own shutdown (guard conditions already gone): nothing to do
     finally:
         stop.set()
 
@@ -212,7 +219,7 @@ def main_for(node_cls, args=None) -> int:
     if node.autostart() and not node.bring_up():
         node.get_logger().error('autostart failed; the node stays up, unconfigured, for a lifecycle manager')
     try:
-        spin_nodes([node])
+        spin_nodes([node], executor=node_cls.SPIN)
     finally:
         rclpy.try_shutdown()
     return 0

@@ -75,7 +75,7 @@ class LifecycleManagerNode(Node):
         ]
         self._autostart_timer = None
         if not self.managed:
-            self.get_logger().warn('node_names is empty: nothing to manage')
+            self.get_logger().warning('node_names is empty: nothing to manage')
         else:
             self.get_logger().info(f'managing {len(self.managed)} nodes: {", ".join(self.managed)}')
         if self.params.autostart and self.managed:
@@ -88,7 +88,7 @@ class LifecycleManagerNode(Node):
         failed = self.client.bring_up(self.managed, timeout=self.params.transition_timeout_s,
                                       log=log.error)
         if self.stop.is_set():
-            log.warn('startup interrupted (shutting down)')
+            log.warning('startup interrupted (shutting down)')
         elif failed:
             log.error(f'startup failed for {len(failed)} of {len(self.managed)} nodes: {", ".join(failed)}')
         else:

@@ -102,7 +102,7 @@ class TimingNode(CellosNode):
         # t4 of the clock exchange: stamped by DDS on arrival, before any executor delay
         t4 = (info['received_timestamp'] + self._clock_offset_ns) if info['received_timestamp'] else self.now_ns()
         if msg.cell_id != self.cell_id:
-            self.get_logger().warn(f"correction for cell '{msg.cell_id}' on this cell's topic ignored",
+            self.get_logger().warning(f"correction for cell '{msg.cell_id}' on this cell's topic ignored",
                                    throttle_duration_sec=5.0)
             return
         if msg.session != self.session:
@@ -146,10 +146,10 @@ class TimingNode(CellosNode):
             with self._lock:
                 intended, wake = self.clock.advance(self.now_ns())
                 if state_before != CycleState.FREE_RUNNING and self.clock.state == CycleState.FREE_RUNNING:
-                    self.get_logger().warn('no correction from the coordinator: free-running on the last '
+                    self.get_logger().warning('no correction from the coordinator: free-running on the last '
                                            f'schedule, period {self.clock.period_ns / 1e6:.3f} ms')
             if wake < self.now_ns() - self.clock.period_ns:
-                self.get_logger().warn('cycle thread fell more than a period behind',
+                self.get_logger().warning('cycle thread fell more than a period behind',
                                        throttle_duration_sec=5.0)
 
     def _diagnose(self) -> DiagReport:
