@@ -6,6 +6,7 @@
 | cell_i/timing/correction            | best effort | volatile        | 1     | none offered    | automatic, 1 s      | each correction carries the absolute schedule, so a lost one is replaced by the next |
 | line state, gate state, energy feed | reliable    | transient local | 1     | -               | -                   | state: late joiners (RViz, ros2 topic echo, a restarted cell) get the current value |
 | inference request / result          | reliable    | volatile        | 100   | -               | -                   | every request ends with exactly one result: nothing may be dropped by the transport |
+| plant/state (PlantState)            | reliable    | volatile        | 1     | -               | -                   | full flow state in every message: only the latest counts, a backlog would make backpressure act on stale levels |
 | executor / line status, markers     | reliable    | volatile        | 5     | -               | -                   | what RViz and `ros2 topic echo` subscribe with by default |
 | annotated image out                 | reliable    | volatile        | 1     | -               | -                   | reliable so RViz' default (reliable) subscription matches; depth 1 drops stale frames |
 | camera image in                     | best effort | volatile        | 1     | -               | -                   | sensor data: matches every camera driver, reliable or not |
@@ -19,9 +20,11 @@ from rclpy.qos import (DurabilityPolicy, HistoryPolicy, LivelinessPolicy, QoSPro
 CYCLE_DEADLINE_PERIODS = 1.5  # offered by the timing node; a subscriber may request as much or more
 
 
-def cycle_report(period_s: float, deadline_periods: float = CYCLE_DEADLINE_PERIODS) -> QoSProfile:
+def cycle_report(period_s: float, deadline_periods: float = CYCLE_DEADLINE_PERIODS, depth: int = 5) -> QoSProfile:
+    """depth 1: the plant simulation, which after a stall must step each cell once on its latest
+    report (with the cycles missed), not replay a backlog the coordinator never saw."""
     return QoSProfile(
-        history=HistoryPolicy.KEEP_LAST, depth=5,
+        history=HistoryPolicy.KEEP_LAST, depth=depth,
         reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE,
         deadline=Duration(seconds=deadline_periods * period_s),
         liveliness=LivelinessPolicy.AUTOMATIC, liveliness_lease_duration=Duration(seconds=1.0))
@@ -47,6 +50,10 @@ def latched_state() -> QoSProfile:
 
 def inference() -> QoSProfile:
     return _keep_last(100, reliable=True)
+
+
+def plant_state() -> QoSProfile:
+    return _keep_last(1, reliable=True)
 
 
 def status() -> QoSProfile:
