@@ -1,15 +1,18 @@
 """One cell process for the executor benchmark: the cell's arbiter and a closed-loop task
 composed in one process (as a cell host runs them), requests over DDS to the executor.
 
-python cell_load.py --model M --size S --window W --warmup-s A --duration-s D --out F.json
+python cell_load.py --model M --size S --window W --control DIR --out F.json
     --ros-args -r __ns:=/line1/cellN -p autostart:=true ...
-Writes every result received in the measurement window: send/receive time, status, the
-executor's queue / batch-wait / compute split.
+The task probes until the path works, then writes F.json.ready and keeps ``window``
+requests in flight while DIR/go exists (the benchmark closes the gate to time ONNX Runtime
+alone in between); DIR/stop ends it. Writes every result received: send/receive time,
+status, the executor's queue / batch-wait / compute split.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import threading
 import time
 
@@ -28,14 +31,17 @@ class LoadTask(Node):
     def __init__(self, a, stop: threading.Event):
         super().__init__('load_task')
         self.a, self.stop = a, stop
+        self.go, self.end = os.path.join(a.control, 'go'), os.path.join(a.control, 'stop')
         self.cell_id = self.get_namespace().strip('/')
         self.image = np.random.default_rng(0).standard_normal((1, 3, a.size, a.size)).astype(np.float32)
         self.pub = self.create_publisher(InferenceRequest, 'arbiter/request', qos.inference())
         self.create_subscription(InferenceResult, 'arbiter/result', self.on_result, qos.inference())
         self.sent, self.records, self.next_id = {}, [], 0
         self.lock = threading.Lock()
-        self.t_start = None
+        self.ready = False
+        self.t_limit = time.time() + a.max_s
         self.create_timer(0.2, self.kick)
+        self.create_timer(0.01, self.top_up)
 
     def send(self):
         self.next_id += 1
@@ -47,11 +53,17 @@ class LoadTask(Node):
 
     def kick(self):
         with self.lock:
-            if self.t_start is None:            # probe until the path works, then open the window
+            if not self.ready:             # probe until the path works
                 if not self.sent or time.time() - max(self.sent.values()) > 2.0:
                     self.send()
-            elif time.time() > self.t_start + self.a.warmup_s + self.a.duration_s:
+            elif os.path.exists(self.end) or time.time() > self.t_limit:
                 self.stop.set()
+
+    def top_up(self):
+        with self.lock:
+            if self.ready and os.path.exists(self.go):
+                while len(self.sent) < self.a.window:
+                    self.send()
 
     def on_result(self, msg):
         now = time.time()
@@ -59,15 +71,13 @@ class LoadTask(Node):
             sent = self.sent.pop(msg.request_id, None)
             if sent is None:
                 return
-            if self.t_start is None:
-                self.t_start = now
-                for _ in range(self.a.window):
-                    self.send()
+            if not self.ready:
+                self.ready = True
+                open(self.a.out + '.ready', 'w').close()
                 return
-            if now >= self.t_start + self.a.warmup_s:
-                self.records.append((sent, now, msg.status, msg.queue_ms, msg.batch_wait_ms,
-                                     msg.compute_ms, msg.batch_size))
-            if now < self.t_start + self.a.warmup_s + self.a.duration_s:
+            self.records.append((sent, now, msg.status, msg.queue_ms, msg.batch_wait_ms,
+                                 msg.compute_ms, msg.batch_size))
+            if os.path.exists(self.go):
                 self.send()
 
 
@@ -76,9 +86,11 @@ def main():
     ap.add_argument('--model', required=True)
     ap.add_argument('--size', type=int, required=True)
     ap.add_argument('--window', type=int, default=4)
-    ap.add_argument('--warmup-s', type=float, default=2.0)
-    ap.add_argument('--duration-s', type=float, default=8.0)
+    ap.add_argument('--control', required=True, help='folder with the go / stop files')
+    ap.add_argument('--max-s', type=float, default=90.0, help='give up after this long')
     ap.add_argument('--out', required=True)
+    ap.add_argument('--executor', default='single', choices=('single', 'multi'),
+                    help='rclpy executor of the cell process (its callbacks never block)')
     args, ros_args = ap.parse_known_args()
     rclpy.init(args=['cell_load', *ros_args], signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
     stop = threading.Event()
@@ -86,10 +98,10 @@ def main():
     if not arbiter.bring_up():
         raise SystemExit('arbiter did not come up')
     try:
-        spin_nodes([arbiter, task], stop=stop)
+        spin_nodes([arbiter, task], executor=args.executor, stop=stop)
     finally:
         with open(args.out, 'w') as f:
-            json.dump({'t_start': task.t_start, 'records': task.records}, f)
+            json.dump({'records': task.records}, f)
         rclpy.try_shutdown()
 
 

@@ -1,7 +1,8 @@
 """The executor's work loop: check a request, queue it, batch, run the model, answer.
 
 No ROS here: the node hands in Jobs and gets Outcomes through ``on_result`` (called from
-the submitting thread for immediate refusals, from a worker thread for everything else).
+the submitting thread for immediate refusals, from the delivery thread for everything else,
+so the inference worker goes on to the next batch while results are published).
 Inference runs only in the worker thread(s). Every submitted Job produces exactly one
 Outcome, including at shutdown and when its model is unloaded.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from typing import Callable
 
 import numpy as np
@@ -37,6 +39,10 @@ class ExecutorEngine:
         self._in_flight = 0
         self._workers = [threading.Thread(target=self._work, name=f'inference-{i}', daemon=True)
                          for i in range(workers)]
+        self._outbox: deque = deque()
+        self._outbox_cv = threading.Condition()
+        self._delivery_stop = False
+        self._delivery = threading.Thread(target=self._deliver, name='delivery', daemon=True)
 
     def _cost(self, model_id: str):
         entry = self.registry.resolve(model_id)
@@ -44,6 +50,7 @@ class ExecutorEngine:
 
     # -- lifecycle ------------------------------------------------------------------
     def start(self) -> None:
+        self._delivery.start()
         for w in self._workers:
             w.start()
 
@@ -57,6 +64,12 @@ class ExecutorEngine:
         for w in self._workers:
             if w.is_alive():
                 w.join(timeout)
+        with self._outbox_cv:
+            self._delivery_stop = True
+            self._outbox_cv.notify()
+        if self._delivery.is_alive():
+            self._delivery.join(timeout)
+        self._send(self._take_outbox())   # never started, or timed out: deliver here
 
     # -- models ---------------------------------------------------------------------
     def load_model(self, spec: ModelSpec) -> ModelEntry:
@@ -110,6 +123,35 @@ class ExecutorEngine:
             except Exception as e:  # a broken publisher must not kill the worker
                 self.log(f'result delivery failed for {o.cell_id}#{o.request_id}: {e}')
 
+    def _post(self, outcomes) -> None:
+        """From the worker: hand results to the delivery thread."""
+        if not outcomes:
+            return
+        with self._outbox_cv:
+            direct = self._delivery_stop     # delivery thread gone (stop timed out a worker)
+            if not direct:
+                self._outbox.extend(outcomes)
+                self._outbox_cv.notify()
+        if direct:
+            self._send(outcomes)
+
+    def _take_outbox(self) -> list:
+        with self._outbox_cv:
+            out = list(self._outbox)
+            self._outbox.clear()
+        return out
+
+    def _deliver(self) -> None:
+        while True:
+            with self._outbox_cv:
+                while not self._outbox and not self._delivery_stop:
+                    self._outbox_cv.wait()
+                if not self._outbox and self._delivery_stop:
+                    return
+                out = list(self._outbox)
+                self._outbox.clear()
+            self._send(out)
+
     # -- worker ---------------------------------------------------------------------
     def _work(self) -> None:
         while True:
@@ -124,7 +166,7 @@ class ExecutorEngine:
                     if d.batch is not None or d.expired:
                         break
                     self._cv.wait(None if d.wait_until is None else max(0.0, d.wait_until - now))
-            self._send(d.expired)
+            self._post(d.expired)
             if d.batch is not None:
                 self._run(d.batch)
 
@@ -136,7 +178,7 @@ class ExecutorEngine:
                         for j in batch.jobs]
             with self._cv:
                 self.scheduler.complete(batch, 0.0, self.clock())
-            return self._send(outcomes)
+            return self._post(outcomes)
         items = batch.items
         t0 = time.perf_counter()
         try:
@@ -177,7 +219,7 @@ class ExecutorEngine:
             row += j.items
             outcomes.append(o)
         self.stats.record_batch(now, cells, items, compute_s)
-        self._send(outcomes)
+        self._post(outcomes)
 
     def snapshot(self):
         with self._cv:

@@ -18,7 +18,9 @@ reads a clock or sleeps. Two policies share one interface:
      only while nothing else is waiting and its earliest deadline still allows it;
   5. admission: a request is refused with DEADLINE at once when even the work that must
      run before it (in-flight batch, higher classes, same class with earlier deadline, at
-     batched cost) plus its own compute ends after its deadline; QUEUE_FULL when its cell
+     batched cost; of another cell only as much as fair share lets it run first, so a
+     flooding cell's backlog does not get the others refused) plus its own compute ends
+     after its deadline; QUEUE_FULL when its cell
      already has ``max_queue_per_cell`` queued (a higher-class request displaces the cell's
      lowest-class one instead, which is answered QUEUE_FULL); SHUTTING_DOWN after ``shutdown()``.
      Queued requests that can no longer make their deadline are answered DEADLINE instead
@@ -195,15 +197,7 @@ class FairScheduler(_SchedulerBase):
         if refused is not None:
             return refused
         service, max_batch = self.cost(job.model_id)
-        per_item = _PerItem(self.cost)
-        ahead = max(0.0, self.busy_until - now)
-        for p in Priority:
-            if p > job.priority:
-                break
-            for jobs in self._queues[p].values():
-                for q in jobs:
-                    if p < job.priority or q.deadline <= job.deadline:
-                        ahead += per_item(q.model_id) * q.items
+        ahead = max(0.0, self.busy_until - now) + self._work_ahead(job, max_batch)
         finish = now + ahead + service.estimate(job.items)
         if finish > job.deadline:
             return Outcome.reject(job, Status.DEADLINE,
@@ -217,6 +211,36 @@ class FairScheduler(_SchedulerBase):
         self._enqueued(job)
         cells[job.cell_id].append(job)
         return None
+
+    def _work_ahead(self, job: Job, max_batch: int) -> float:
+        """Queued compute (s) that runs before ``job``: every higher class; in its own class
+        its cell's earlier deadlines, and of each other cell the earlier deadlines only up
+        to what fair share lets that cell run first: it is served only while its virtual
+        time is within the window of the least-served busy cell, which is at most ``job``'s
+        cell at the point ``job`` runs (plus one batch of granularity)."""
+        per_item = _PerItem(self.cost)
+        p, cell = job.priority, job.cell_id
+        ahead = sum(per_item(q.model_id) * q.items for h in Priority if h < p
+                    for jobs in self._queues[h].values() for q in jobs)
+        cells = self._queues[p]
+        own = sum(per_item(q.model_id) * q.items for q in cells.get(cell, ())
+                  if q.deadline <= job.deadline)
+        vt = self.vtime[p]
+        v_job = (vt[cell] if cells.get(cell) else max(vt[cell], self._vclock[p])) \
+            + own / self.config.weight(cell)
+        busy = [vt[c] for c, q in cells.items() if q] + [v_job]
+        job_eligible = v_job - own / self.config.weight(cell) <= min(busy) + self.config.fair_window_s
+        ahead += own
+        for other, jobs in cells.items():
+            if other == cell or not jobs:
+                continue
+            edf = sum(per_item(q.model_id) * q.items for q in jobs
+                      if q.deadline <= job.deadline or not job_eligible)
+            w = self.config.weight(other)
+            share = max(0.0, v_job + self.config.fair_window_s - vt[other]) * w \
+                + per_item(job.model_id) * max_batch
+            ahead += min(edf, share)
+        return ahead
 
     # -- dispatch -------------------------------------------------------------------
     def _expire(self, now: float) -> list[Outcome]:

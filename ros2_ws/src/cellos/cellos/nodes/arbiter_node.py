@@ -32,6 +32,7 @@ def _priority(name: str) -> Priority:
 
 
 class ArbiterNode(CellosNode):
+    SPIN = 'single'    # no callback blocks; the single-threaded executor halves its CPU per request
     PARAMS = [
         ParamSpec('cell_id', '', 'this cell; empty: the namespace without the leading slash',
                   read_only=True),

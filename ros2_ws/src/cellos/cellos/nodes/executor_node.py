@@ -13,6 +13,7 @@ topic's result topic, never on the claimed cell's.
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
@@ -47,6 +48,9 @@ def result_topic(cell_id: str) -> str:
 
 
 class ExecutorNode(CellosNode):
+
+
+
     PARAMS = [
         ParamSpec('executor_id', '', 'name in status and diagnostics; empty: the node namespace'),
         ParamSpec('backend', 'auto', 'inference backend; auto takes TensorRT where usable',
@@ -60,6 +64,9 @@ class ExecutorNode(CellosNode):
                   min=1, max=8, read_only=True),
         ParamSpec('workers', 1, 'inference worker threads (batches in flight at once)',
                   min=1, max=8, read_only=True),
+        ParamSpec('gil_switch_ms', 0.5, 'Python GIL switch interval of this process: after each '
+                  'model run the inference worker waits up to this long for the GIL held by ROS '
+                  'callbacks (Python default 5 ms)', min=0.05, max=50.0, unit='ms', read_only=True),
         ParamSpec('model_list', '', 'YAML model list loaded at start (empty: none)', read_only=True),
         ParamSpec('model_dir', '', 'folder for relative model paths (empty: the list\'s folder)',
                   read_only=True),
@@ -158,6 +165,7 @@ class ExecutorNode(CellosNode):
         self.diagnostics.add('models', self._diag_models)
 
     def activate(self) -> None:
+        sys.setswitchinterval(self.params.gil_switch_ms / 1e3)
         self.engine = ExecutorEngine(self.registry, self._scheduler_config(self.params),
                                      self._publish_result, policy=self.params.policy,
                                      clock=self._now, workers=self.params.workers,
