@@ -218,13 +218,16 @@ class LineCoordinator:
             period_ns=int(round(self.schedule.period_ns * (1.0 + skew))),
             command=command, reason=track.hold_reason, echo_t1_ns=r.cell_send_ns, recv_t2_ns=recv_ns)
 
-    def check_lost(self, now_ns: int, factor: float = 1.0) -> list[str]:
+    def check_lost(self, now_ns: int, factor: float = 1.0, cell_id: str | None = None) -> list[str]:
         """Cells silent for ``factor * lost_after_periods`` periods are lost. The node calls it
-        with factor 1 on a QoS deadline event (timed by DDS on arrival, so a busy coordinator
-        does not see ghosts) and with a wider factor from its backup timer."""
+        for one cell, factor 1, on that cell's QoS deadline event (raised by DDS only when no
+        report arrived in time), and for every cell with a wide factor from a backup timer (a
+        busy coordinator's timer fires late, after reports it has not taken yet)."""
         lost_after = factor * self.config.lost_after_periods * self.schedule.period_ns
         events = []
         for t in self.cells.values():
+            if cell_id is not None and t.cell_id != cell_id:
+                continue
             if not t.lost and now_ns - t.last_recv_ns > lost_after:
                 t.lost, t.locked = True, False
                 t.lost_count += 1

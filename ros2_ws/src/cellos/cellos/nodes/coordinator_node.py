@@ -31,7 +31,7 @@ from cellos.nodes.convert_timing import correction_msg, line_state_msg, report_f
 from cellos.nodes.diagnostics import ERROR, OK, WARN, DiagReport
 from cellos.nodes.line_markers import line_markers
 
-BACKUP_FACTOR = 2.0  # the timer path, for a missed deadline event
+BACKUP_FACTOR = 5.0  # the timer path, for a missed deadline event
 
 PARAMS = [
     ParamSpec('line_id', '', "line id; empty: the last part of the node's namespace"),
@@ -157,11 +157,12 @@ class CoordinatorNode(CellosNode):
                 continue
             cell = m.group(1)
             events = SubscriptionEventCallbacks(
-                deadline=lambda _e: self._check_lost(),
-                liveliness=lambda e: e.alive_count == 0 and self._check_lost())
+                deadline=lambda _e, cell=cell: self._check_lost(1.0, cell),
+                liveliness=lambda e, cell=cell: e.alive_count == 0 and self._check_lost(1.0, cell))
             sub = self.create_subscription(
                 CellCycle, name, lambda msg, info, cell=cell: self._on_report(cell, msg, info),
-                qos.cycle_report(self.params.period_ms / 1e3, self.params.lost_after_periods),
+                # depth 1: after a stall the newest report is taken first, not a backlog
+                qos.cycle_report(self.params.period_ms / 1e3, self.params.lost_after_periods, depth=1),
                 event_callbacks=events, callback_group=self._reports)
             pub = self.create_publisher(PhaseCorrection, f'{self.line_ns}/{cell}/timing/correction',
                                         qos.correction())
@@ -224,9 +225,9 @@ class CoordinatorNode(CellosNode):
             if entry is not None and correction is not None:
                 entry[1].publish(correction_msg(correction, self.get_clock().now().to_msg(), time.time_ns()))
 
-    def _check_lost(self, factor: float = 1.0) -> None:
+    def _check_lost(self, factor: float, cell: str | None = None) -> None:
         with self._lock:
-            events = self.line.check_lost(time.time_ns(), factor)
+            events = self.line.check_lost(time.time_ns(), factor, cell)
         for e in events:
             self.get_logger().warning(e)
 

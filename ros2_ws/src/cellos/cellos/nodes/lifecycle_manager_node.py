@@ -68,7 +68,7 @@ class LifecycleManagerNode(Node):
         # startup / shutdown / autostart one at a time; the clients' responses arrive on the
         # default group, served by another executor thread while a bring-up waits
         self._group = MutuallyExclusiveCallbackGroup()
-        self._services = [
+        self._manager_services = [
             self.create_service(Trigger, '~/startup', self._on_startup, callback_group=self._group),
             self.create_service(Trigger, '~/shutdown', self._on_shutdown, callback_group=self._group),
             self.create_service(Trigger, '~/is_active', self._on_is_active, callback_group=self._group),

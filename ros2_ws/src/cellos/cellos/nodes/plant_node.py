@@ -85,7 +85,7 @@ class PlantNode(CellosNode):
         self._seen: set[str] = set()
         self._seen_before: set[str] = set()
         self._seq = 0
-        self._timers = []
+        self._plant_timers = []
         self._published = None
 
     def check_params(self, p) -> None:
@@ -107,14 +107,14 @@ class PlantNode(CellosNode):
 
     def activate(self) -> None:
         p = self.params
-        self._timers = [self.create_timer(1.0 / p.state_rate_hz, self._publish)]
+        self._plant_timers = [self.create_timer(1.0 / p.state_rate_hz, self._publish)]
         if self.flow is None:
-            self._timers.append(self.create_timer(p.discovery_period_s, self._discover))
+            self._plant_timers.append(self.create_timer(p.discovery_period_s, self._discover))
 
     def deactivate(self) -> None:
-        for t in self._timers:
+        for t in self._plant_timers:
             self.destroy_timer(t)
-        self._timers = []
+        self._plant_timers = []
 
     def cleanup(self) -> None:
         for sub in self._subs.values():
