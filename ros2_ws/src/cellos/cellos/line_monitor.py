@@ -10,7 +10,6 @@ from collections import defaultdict, deque
 import rclpy
 from cellos_interfaces.msg import CellCycle, CellPhase, ExecutorStatus, GateState, Inspection, LineState
 from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
-from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
 
 from cellos.core.phase_stats import cell_errors_ns, figures, percentile
@@ -27,7 +26,7 @@ GATE_LEVELS = {GateState.LEVEL_FULL: 'full', GateState.LEVEL_ECO: 'eco',
 
 
 class LineMonitor:
-    def __init__(self, line: str, cells: list[str], period_s: float = 0.02, executor_ns: str | None = None,
+    def __init__(self, line: str, cells: list[str], executor_ns: str | None = None,
                  composed: bool = False):
         self.line, self.cells = line, cells
         self.node = Node('cellos_line_monitor')
@@ -45,8 +44,7 @@ class LineMonitor:
         self.node.create_subscription(LineState, f'/{line}/line_state', self._on_state, qos.latched_state())
         for c in cells:
             self.node.create_subscription(CellCycle, f'/{line}/{c}/timing/cycle',
-                                          lambda m, c=c: self._on_cycle(c, m), qos.cycle_report(period_s),
-                                          event_callbacks=SubscriptionEventCallbacks(deadline=lambda _e: None))
+                                          lambda m, c=c: self._on_cycle(c, m), qos.cycle_watch())
             self.node.create_subscription(Inspection, f'/{line}/{c}/vision/inspection',
                                           lambda m, c=c: self._on_inspection(c, m), qos.status())
             self.node.create_subscription(GateState, f'/{line}/{c}/energy/gate',

@@ -30,7 +30,7 @@ def sample(t1: int, t2: int, t3: int, t4: int) -> SyncSample | None:
 
 
 class OffsetEstimator:
-    def __init__(self, window: int = 32, skew_window: int = 64, max_skew_ppm: float = 500.0,
+    def __init__(self, window: int = 32, skew_window: int = 64, max_skew_ppm: float = 100.0,
                  step_ns: float = 1e6):
         self._step_ns = step_ns
         self._outliers = 0

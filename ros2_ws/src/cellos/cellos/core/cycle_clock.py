@@ -39,7 +39,7 @@ class CycleConfig:
     lock_threshold_ns: int = 1_000_000
     lock_cycles: int = 3                 # consecutive cycles within the threshold to call it locked
     coordinator_timeout_ns: int = 100_000_000
-    latency_gain: float = 0.05           # EWMA gain of the wake-up latency compensation
+    latency_step_ns: int = 5_000         # step of the wake-up latency (median) tracker
 
     def __post_init__(self):
         if self.period_ns <= 0:
@@ -80,9 +80,12 @@ class CycleClock:
             self._resync = True
 
     def on_started(self, actual_ns: int, woke_for_ns: int) -> int:
-        """Record the actual start of the current cycle; returns its jitter (actual - intended)."""
-        g = self.config.latency_gain
-        self._wake_latency_ns += g * ((actual_ns - woke_for_ns) - self._wake_latency_ns)
+        """Record the actual start of the current cycle; returns its jitter (actual - intended).
+
+        The wake-up is moved earlier by the median wake-up latency, tracked by +-1 step per
+        cycle: a mean would follow the rare long stalls and make every other cycle start early."""
+        step = self.config.latency_step_ns
+        self._wake_latency_ns += step if actual_ns - woke_for_ns > self._wake_latency_ns else -step
         return actual_ns - self.intended_ns
 
     # -- planning -------------------------------------------------------------------------

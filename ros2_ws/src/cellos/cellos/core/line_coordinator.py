@@ -189,8 +189,11 @@ class LineCoordinator:
             track.errors_ns.append(err)
             # median of the last few: one late wake-up (timer jitter) does not unlock a cell
             recent = sorted(abs(e) for e in list(track.errors_ns)[-5:])
-            locked = (r.state == CycleState.LOCKED
-                      and recent[len(recent) // 2] <= self.config.lock_threshold_ns)
+            # a held cell keeps its cycle on the schedule: it reports HELD, not LOCKED; a locked
+            # cell stays locked until its median error passes twice the threshold (hysteresis)
+            bound = self.config.lock_threshold_ns * (2 if track.locked else 1)
+            locked = (r.state in (CycleState.LOCKED, CycleState.HELD)
+                      and recent[len(recent) // 2] <= bound)
             if locked and not track.locked:
                 if track.lock_time_s is None:
                     track.lock_time_s = (recv_ns - track.first_seen_ns) / 1e9

@@ -3,6 +3,7 @@
 | topic                               | reliability | durability      | depth | deadline        | liveliness          | why |
 |-------------------------------------|-------------|-----------------|-------|-----------------|---------------------|-----|
 | cell_i/timing/cycle                 | best effort | volatile        | 5     | 1.5 x period    | automatic, 1 s      | latest report matters, a late retransmit is worse than none; deadline tells the coordinator a cell is lost within 2 periods |
+| cell_i/timing/cycle (watch)         | best effort | volatile        | 50    | none requested  | -                   | monitors: match any period, keep a burst |
 | cell_i/timing/correction            | best effort | volatile        | 1     | none offered    | automatic, 1 s      | each correction carries the absolute schedule, so a lost one is replaced by the next |
 | line state, gate state, energy feed | reliable    | transient local | 1     | -               | -                   | state: late joiners (RViz, ros2 topic echo, a restarted cell) get the current value |
 | inference request / result          | reliable    | volatile        | 100   | -               | -                   | every request ends with exactly one result: nothing may be dropped by the transport |
@@ -28,6 +29,12 @@ def cycle_report(period_s: float, deadline_periods: float = CYCLE_DEADLINE_PERIO
         reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE,
         deadline=Duration(seconds=deadline_periods * period_s),
         liveliness=LivelinessPolicy.AUTOMATIC, liveliness_lease_duration=Duration(seconds=1.0))
+
+
+def cycle_watch() -> QoSProfile:
+    """For tools that only watch the cycle reports (the runner's monitor, tests): no deadline
+    requested, so it matches a timing node of any period."""
+    return _keep_last(50, reliable=False)
 
 
 def correction() -> QoSProfile:
