@@ -15,11 +15,6 @@ NODE_CLASSES = {
     'energy_feed_node': 'cellos.nodes.energy_feed_node:EnergyFeedNode',
 }
 
-# nodes whose callbacks never block spin single-threaded (less CPU per message); a process
-# with any other node spins multi-threaded
-LIGHT = {'coordinator_node', 'plant_node', 'timing_node', 'energy_gate_node', 'energy_feed_node',
-         'arbiter_node', 'vision_node'}
-
 
 def node_class(executable: str):
     try:
@@ -31,4 +26,5 @@ def node_class(executable: str):
 
 
 def executor_kind(executables) -> str:
-    return 'single' if set(executables) <= LIGHT else 'multi'
+    """single-threaded when every node of the process says its callbacks never block (SPIN)."""
+    return 'single' if all(node_class(e).SPIN == 'single' for e in executables) else 'multi'

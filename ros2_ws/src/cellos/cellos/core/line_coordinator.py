@@ -55,7 +55,7 @@ class LineConfig:
     custom_offsets_ms: dict = field(default_factory=dict)
     expected_cells: tuple = ()
     accept_unknown_cells: bool = True
-    lost_after_periods: float = 1.5
+    lost_after_periods: float = 1.25
     lock_threshold_ns: int = 1_000_000
     window: int = 500
     backpressure_latency_cycles: int = 2

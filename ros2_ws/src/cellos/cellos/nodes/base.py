@@ -209,6 +209,9 @@ def _spin(executor, stop: threading.Event) -> None:
 
 def main_for(node_cls, args=None) -> int:
     """Entry point body shared by every node executable."""
+    # a thread waking from a sleep (the cell's cycle, the inference worker) waits for the GIL up
+    # to the switch interval: 5 ms by default
+    sys.setswitchinterval(0.0005)
     rclpy.init(args=args, signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
     try:
         node = node_cls()

@@ -41,7 +41,7 @@ PARAMS = [
     ParamSpec('cells', '', 'expected cell ids, comma separated, in line order (empty: discover)'),
     ParamSpec('cell_offsets', '', "custom offsets, 'cell_01=0.0,cell_02=5.0' in ms"),
     ParamSpec('accept_unknown_cells', True, 'take cells that are not in cells into the line'),
-    ParamSpec('lost_after_periods', 1.5, 'a cell whose reports stop this long is lost: the QoS deadline of '
+    ParamSpec('lost_after_periods', 1.25, 'a cell whose reports stop this long is lost: the QoS deadline of '
               'the cycle reports (a backup timer declares it after twice as long)',
               min=qos.CYCLE_DEADLINE_PERIODS, max=100.0),
     ParamSpec('lock_threshold_ms', 1.0, 'measured |phase error| within which a cell counts as locked',
@@ -72,6 +72,7 @@ def parse_offsets(text: str) -> dict:
 
 
 class CoordinatorNode(CellosNode):
+    SPIN = 'single'    # no callback blocks
     PARAMS = PARAMS
 
     def __init__(self, **kwargs):

@@ -33,6 +33,7 @@ def _default_trace_path(name: str) -> str:
 
 
 class EnergyFeedNode(CellosNode):
+    SPIN = 'single'    # no callback blocks
     PARAMS = [
         ParamSpec('site_id', 'site', 'site this feed speaks for'),
         ParamSpec('source', 'trace', 'where the signal comes from', choices=['trace', 'openadr']),

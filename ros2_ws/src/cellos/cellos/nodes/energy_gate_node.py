@@ -19,6 +19,7 @@ from cellos.nodes.diagnostics import ERROR, OK, WARN, DiagReport
 
 
 class EnergyGateNode(CellosNode):
+    SPIN = 'single'    # no callback blocks
     PARAMS = [
         ParamSpec('cell_id', '', 'cell this gate belongs to; empty: the node namespace'),
         ParamSpec('feed_topic', '/site/energy_feed', 'site EnergySignal topic'),

@@ -74,11 +74,21 @@ class LifecycleClient:
         return future.result()
 
     def state(self, fqn: str, timeout: float = 2.0) -> int | None:
+        """The node's lifecycle state id, or None if it did not answer within ``timeout``.
+
+        get_state is asked again every second: a request sent while the graph still lists a
+        dead process's service (DDS forgets a killed participant only after its lease), or
+        before a restarted node's server matched, is never answered."""
         _, get = self._pair(fqn)
-        if not self._wait_service(get, timeout):
-            return None
-        res = self._call(get, GetState.Request(), timeout)
-        return None if res is None else res.current_state.id
+        deadline = time.monotonic() + timeout
+        while not self._stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._wait_service(get, left):
+                return None
+            res = self._call(get, GetState.Request(), min(1.0, left))
+            if res is not None:
+                return res.current_state.id
+        return None
 
     def transition(self, fqn: str, transition_id: int, timeout: float = 10.0) -> bool:
         change, _ = self._pair(fqn)

@@ -74,6 +74,7 @@ def parse_capacities(text: str) -> dict:
 
 
 class PlantNode(CellosNode):
+    SPIN = 'single'    # no callback blocks
     PARAMS = PARAMS
 
     def __init__(self, **kwargs):

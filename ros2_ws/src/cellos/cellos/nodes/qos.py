@@ -2,7 +2,7 @@
 
 | topic                               | reliability | durability      | depth | deadline        | liveliness          | why |
 |-------------------------------------|-------------|-----------------|-------|-----------------|---------------------|-----|
-| cell_i/timing/cycle                 | best effort | volatile        | 5     | 1.5 x period    | automatic, 1 s      | latest report matters, a late retransmit is worse than none; deadline tells the coordinator a cell is lost within 2 periods |
+| cell_i/timing/cycle                 | best effort | volatile        | 5     | 1 x period offered, 1.25 x requested | automatic, 1 s      | latest report matters, a late retransmit is worse than none; deadline tells the coordinator a cell is lost within 2 periods |
 | cell_i/timing/cycle (watch)         | best effort | volatile        | 50    | none requested  | -                   | monitors: match any period, keep a burst |
 | cell_i/timing/correction            | best effort | volatile        | 1     | none offered    | automatic, 1 s      | each correction carries the absolute schedule, so a lost one is replaced by the next |
 | line state, gate state, energy feed | reliable    | transient local | 1     | -               | -                   | state: late joiners (RViz, ros2 topic echo, a restarted cell) get the current value |
@@ -18,7 +18,9 @@ from rclpy.qos import (DurabilityPolicy, HistoryPolicy, LivelinessPolicy, QoSPro
                        ReliabilityPolicy)
 
 
-CYCLE_DEADLINE_PERIODS = 1.5  # offered by the timing node; a subscriber may request as much or more
+# offered by the timing node (one report per period); a subscriber requests as much or more.
+# Misses of the offered deadline (a late wake-up) are not handled: only the requested side acts.
+CYCLE_DEADLINE_PERIODS = 1.0
 
 
 def cycle_report(period_s: float, deadline_periods: float = CYCLE_DEADLINE_PERIODS, depth: int = 5) -> QoSProfile:

@@ -39,6 +39,7 @@ PARAMS = [
 
 
 class TimingNode(CellosNode):
+    SPIN = 'single'    # no callback blocks
     PARAMS = PARAMS
 
     def __init__(self, **kwargs):

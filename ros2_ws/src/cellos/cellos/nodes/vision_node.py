@@ -103,6 +103,7 @@ VERDICT_NAMES = {Verdict.PASS: 'PASS', Verdict.FAIL: 'FAIL', Verdict.UNDECIDED: 
 
 
 class VisionNode(CellosNode):
+    SPIN = 'single'    # no callback blocks
     PARAMS = PARAMS
 
     def __init__(self, **kwargs):
