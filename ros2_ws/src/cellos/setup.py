@@ -31,7 +31,7 @@ setup(
     maintainer_email='dev@cellos.invalid',
     description='Cell-level operating layer for AI-driven factory lines.',
     license='Apache-2.0',
-    tests_require=['pytest'],
+    extras_require={'test': ['pytest', 'hypothesis']},
     entry_points={
         'console_scripts': [
             'timing_node = cellos.nodes.timing_node:main',
