@@ -15,14 +15,12 @@ from rclpy.node import Node
 from cellos.core.phase_stats import cell_errors_ns, figures, percentile
 from cellos.nodes import qos
 from cellos.nodes.lifecycle_manager import LifecycleClient
-from cellos.nodes.line_markers import cell_state_name
+from cellos.nodes.line_markers import GATE_NAMES, cell_state_name
 
 LOCKED = CellCycle.STATE_LOCKED
 WINDOW_CYCLES = 3000   # per cell, for the phase figures
 
 
-GATE_LEVELS = {GateState.LEVEL_FULL: 'full', GateState.LEVEL_ECO: 'eco',
-               GateState.LEVEL_CRITICAL_ONLY: 'critical-only', GateState.LEVEL_HALT: 'halt'}
 
 
 class LineMonitor:
@@ -195,7 +193,8 @@ class LineMonitor:
                 'flow': flow_figures(s),
                 'inspection': self._inspection_figures(),
                 'compute_share': self._compute_shares(),
-                'gates': {c: {'level': GATE_LEVELS.get(g.level, str(g.level)), 'reason': g.reason,
+                'executor_power': self._executor_power(),
+                'gates': {c: {'level': GATE_NAMES.get(g.level, str(g.level)), 'reason': g.reason,
                               'safe_fallback': g.safe_fallback, 'price_per_mwh': round(g.price_per_mwh, 2),
                               'deferred_jobs': g.deferred_jobs}
                           for c, g in sorted(self.gates.items())},
@@ -215,6 +214,13 @@ class LineMonitor:
         if st is None:
             return {}
         return {c.cell_id: round(c.compute_share, 3) for c in st.cells}
+
+    def _executor_power(self) -> dict | None:
+        st = self.executor_status
+        if st is None:
+            return None
+        return {'power_w': round(st.power_w, 1), 'measured': st.power_measured,
+                'concurrency_limit': st.concurrency_limit}
 
     @staticmethod
     def format_summary(s: dict) -> str:
@@ -241,7 +247,10 @@ class LineMonitor:
                          + ', '.join(f"{c} {v['accuracy']:.3f}" for c, v in insp.items() if v['accuracy'] is not None)
                          + (f" (mean {sum(accs) / len(accs):.3f})" if accs else ''))
         if s.get('compute_share'):
-            lines.append('executor compute share: ' + ', '.join(f'{c} {v:.2f}' for c, v in s['compute_share'].items()))
+            power = s.get('executor_power')
+            lines.append('executor compute share: ' + ', '.join(f'{c} {v:.2f}' for c, v in s['compute_share'].items())
+                         + (f"; power {power['power_w']:.1f} W ({'measured' if power['measured'] else 'modelled'})"
+                            if power else ''))
         if s.get('gates'):
             lines.append('energy gates: ' + ', '.join(
                 f"{c} {g['level']}{' (safe fallback)' if g['safe_fallback'] else ''}" for c, g in s['gates'].items())

@@ -123,3 +123,16 @@ def test_unload_answers_queued_requests(tmp_path):
     eng.stop()
     assert {o.status for o in out.values()} <= {Status.OK, Status.UNKNOWN_MODEL}
     assert any(o.status == Status.UNKNOWN_MODEL and 'unloaded' in o.reason for o in out.values())
+
+
+def test_a_power_budget_below_one_stream_rests_the_worker_but_never_critical_work(engine):
+    from cellos.core.executor_scheduler import Batch
+    from cellos.core.power_model import compute_limit
+    eng, _ = engine
+    limit = compute_limit(budget_w=35.0, idle_w=20.0, busy_w_per_stream=60.0, max_streams=1)
+    assert limit.duty_cycle == pytest.approx(0.25)
+    eng.duty_cycle = limit.duty_cycle
+    for prio, want in ((Priority.NORMAL, 0.06), (Priority.CRITICAL, 0.0)):
+        t0 = time.monotonic()
+        eng._rest_for_power(Batch('affine', [], prio, 0.0), compute_s=0.02)
+        assert time.monotonic() - t0 == pytest.approx(want, abs=0.015)

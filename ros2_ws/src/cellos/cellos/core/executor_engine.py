@@ -17,7 +17,7 @@ import numpy as np
 
 from cellos.core.executor_scheduler import POLICIES, Batch, SchedulerConfig
 from cellos.core.executor_stats import ExecutorStats
-from cellos.core.inference_types import Job, Outcome, Status
+from cellos.core.inference_types import Priority, Job, Outcome, Status
 from cellos.core.model_registry import ModelEntry, ModelRegistry, ModelSpec
 from cellos.core.tensor_check import batch_key, check_inputs
 
@@ -36,6 +36,7 @@ class ExecutorEngine:
         self.scheduler = POLICIES[policy](config, self._cost)
         self._cv = threading.Condition()
         self._stop = False
+        self.duty_cycle = 1.0   # share of time the worker may compute (site power budget)
         self._in_flight = 0
         self._workers = [threading.Thread(target=self._work, name=f'inference-{i}', daemon=True)
                          for i in range(workers)]
@@ -168,9 +169,20 @@ class ExecutorEngine:
                     self._cv.wait(None if d.wait_until is None else max(0.0, d.wait_until - now))
             self._post(d.expired)
             if d.batch is not None:
-                self._run(d.batch)
+                compute_s = self._run(d.batch)
+                self._rest_for_power(d.batch, compute_s)
 
-    def _run(self, batch: Batch) -> None:
+    def _rest_for_power(self, batch: Batch, compute_s: float) -> None:
+        """Under a site power budget below one busy stream, idle after each batch so the busy
+        share stays at ``duty_cycle``. Critical work never waits for the budget."""
+        duty = self.duty_cycle
+        if duty >= 1.0 or batch.priority == Priority.CRITICAL or not compute_s:
+            return
+        rest = compute_s * (1.0 / max(duty, 0.05) - 1.0)
+        with self._cv:
+            self._cv.wait_for(lambda: self._stop, timeout=rest)
+
+    def _run(self, batch: Batch) -> float:
         entry = self.registry.resolve(batch.model_id)
         outcomes = []
         if entry is None:
@@ -178,7 +190,8 @@ class ExecutorEngine:
                         for j in batch.jobs]
             with self._cv:
                 self.scheduler.complete(batch, 0.0, self.clock())
-            return self._post(outcomes)
+            self._post(outcomes)
+            return 0.0
         items = batch.items
         t0 = time.perf_counter()
         try:
@@ -220,6 +233,7 @@ class ExecutorEngine:
             outcomes.append(o)
         self.stats.record_batch(now, cells, items, compute_s)
         self._post(outcomes)
+        return compute_s
 
     def snapshot(self):
         with self._cv:

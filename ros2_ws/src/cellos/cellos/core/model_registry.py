@@ -78,7 +78,7 @@ def read_model_list(path: str | Path, model_dir: str | Path | None = None) -> li
         doc = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as e:
         raise RegistryError(f'model list {path}: {e}') from e
-    base = Path(model_dir) if model_dir else path.parent
+    base = Path(model_dir).expanduser() if model_dir else path.parent
     specs = []
     for i, item in enumerate(doc.get('models') or []):
         if not isinstance(item, dict) or 'name' not in item or 'path' not in item:

@@ -44,7 +44,7 @@ def correction_msg(c: Correction, stamp, send_t3_ns: int) -> PhaseCorrection:
     return msg
 
 
-def line_state_msg(line: LineCoordinator, line_id: str, stamp, now_ns: int = 0) -> LineState:
+def line_state_msg(line: LineCoordinator, line_id: str, stamp, now_ns: int = 0, gates: dict | None = None) -> LineState:
     """``now_ns`` (coordinator clock) dates the plant data; 0: its age is not known (-1)."""
     msg = LineState()
     msg.header.stamp = stamp
@@ -74,7 +74,7 @@ def line_state_msg(line: LineCoordinator, line_id: str, stamp, now_ns: int = 0) 
             cell.buffer_level, cell.buffer_capacity = station.level, station.capacity
             cell.busy, cell.overrun = station.busy, station.overrun or t.overrun
             cell.parts_done = station.parts_done
-        cell.gate_level = 255
+        cell.gate_level = (gates or {}).get(t.cell_id, 255)
         msg.cells.append(cell)
     msg.cells_known = len(msg.cells)
     msg.cells_locked = sum(c.locked for c in msg.cells)

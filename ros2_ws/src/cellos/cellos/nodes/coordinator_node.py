@@ -15,7 +15,7 @@ import re
 import threading
 import time
 
-from cellos_interfaces.msg import CellCycle, LineState, PhaseCorrection, PlantState, VisionDrift
+from cellos_interfaces.msg import CellCycle, GateState, LineState, PhaseCorrection, PlantState, VisionDrift
 from cellos_interfaces.srv import HoldCell, Resync, SetLinePeriod
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.event_handler import SubscriptionEventCallbacks
@@ -78,7 +78,8 @@ class CoordinatorNode(CellosNode):
     def __init__(self, **kwargs):
         super().__init__('coordinator', **kwargs)
         self._lock = threading.Lock()
-        self._cells: dict[str, tuple] = {}   # cell id -> (subscription, correction publisher)
+        self._cells: dict[str, tuple] = {}
+        self._gates: dict[str, int] = {}      # cell id -> GateState.LEVEL_*   # cell id -> (subscription, correction publisher)
 
     def check_params(self, p) -> None:
         stagger_offsets([], 1, p.offset_mode, parse_offsets(p.cell_offsets))
@@ -135,10 +136,11 @@ class CoordinatorNode(CellosNode):
         self._line_timers = []
 
     def cleanup(self) -> None:
-        for sub, pub, drift_sub in self._cells.values():
+        for sub, pub, drift_sub, gate_sub in self._cells.values():
             self.destroy_subscription(sub)
             self.destroy_publisher(pub)
             self.destroy_subscription(drift_sub)
+            self.destroy_subscription(gate_sub)
         self._cells.clear()
         self.destroy_subscription(self.plant_sub)
         for s in self._line_services:
@@ -171,7 +173,11 @@ class CoordinatorNode(CellosNode):
                 VisionDrift, f'{self.line_ns}/{cell}/vision/drift',
                 lambda msg, cell=cell: self._on_drift(cell, msg), qos.latched_state(),
                 callback_group=self._reports)
-            self._cells[cell] = (sub, pub, drift_sub)
+            # the cell's energy gate level, shown in line state and markers (no effect on timing)
+            gate_sub = self.create_subscription(
+                GateState, f'{self.line_ns}/{cell}/energy/gate',
+                lambda msg, cell=cell: self._gates.__setitem__(cell, msg.level), qos.latched_state())
+            self._cells[cell] = (sub, pub, drift_sub, gate_sub)
 
     def _on_report(self, cell: str, msg: CellCycle, info) -> None:
         # t2 of the clock exchange: stamped by DDS on arrival, before any executor delay
@@ -234,7 +240,7 @@ class CoordinatorNode(CellosNode):
 
     def _publish_state(self) -> None:
         with self._lock:
-            msg = line_state_msg(self.line, self.line_id, self.get_clock().now().to_msg(), time.time_ns())
+            msg = line_state_msg(self.line, self.line_id, self.get_clock().now().to_msg(), time.time_ns(), self._gates)
         self.state_pub.publish(msg)
         self.marker_pub.publish(line_markers(msg, self.params.frame_id))
 
@@ -264,7 +270,7 @@ class CoordinatorNode(CellosNode):
 
     def _diagnose_flow(self) -> DiagReport:
         with self._lock:
-            msg = line_state_msg(self.line, self.line_id, self.get_clock().now().to_msg(), time.time_ns())
+            msg = line_state_msg(self.line, self.line_id, self.get_clock().now().to_msg(), time.time_ns(), self._gates)
             line = self.line
             values = {'parts_in': msg.parts_in, 'parts_out': msg.parts_out,
                       'parts_in_buffers': msg.parts_in_buffers, 'parts_in_cells': msg.parts_in_cells,
@@ -290,7 +296,7 @@ class CoordinatorNode(CellosNode):
 
     def _diagnose(self) -> DiagReport:
         with self._lock:
-            msg = line_state_msg(self.line, self.line_id, self.get_clock().now().to_msg(), time.time_ns())
+            msg = line_state_msg(self.line, self.line_id, self.get_clock().now().to_msg(), time.time_ns(), self._gates)
             values = {'cells_known': msg.cells_known, 'cells_locked': msg.cells_locked,
                       'cells_lost': msg.cells_lost, 'period_ms': msg.period_ms,
                       'phase_error_p99_ms': msg.phase_error_p99_ms,

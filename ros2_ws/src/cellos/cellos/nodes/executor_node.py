@@ -14,6 +14,7 @@ topic's result topic, never on the claimed cell's.
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
@@ -28,11 +29,14 @@ from cellos.core.inference_types import Outcome, Status
 from cellos.core.mapping_param import parse_list, parse_mapping
 from cellos.core.model_registry import ModelRegistry, ModelSpec, RegistryError, read_model_list
 from cellos.core.params import ParameterError, ParamSpec
+from cellos.core.power_model import EnergyModel, PowerMeter, compute_limit
 from cellos.nodes import qos
 from cellos.nodes.base import CellosNode, main_for
 from cellos.nodes.convert_inference import (executor_status, model_info, outcome_to_result,
                                             request_to_job)
+from cellos.nodes.convert_energy import signal_from_msg
 from cellos.nodes.diagnostics import OK, WARN, DiagReport
+from cellos_interfaces.msg import EnergySignal as EnergySignalMsg
 from cellos_interfaces.msg import ExecutorStatus, InferenceRequest, InferenceResult
 from cellos_interfaces.srv import ListModels, LoadModel, UnloadModel
 
@@ -90,6 +94,13 @@ class ExecutorNode(CellosNode):
                   unit='s'),
         ParamSpec('status_period_s', 0.25, 'ExecutorStatus period (arbiters use it as heartbeat)',
                   min=0.02, max=10.0, unit='s'),
+        ParamSpec('energy_feed_topic', '/site/energy_feed',
+                  "site EnergySignal whose power budget limits the executor's busy share (empty: none)"),
+        ParamSpec('power_idle_w', 20.0, 'executor host idle power (power model)', min=0.0, max=1e5, unit='W'),
+        ParamSpec('power_busy_w', 60.0, 'extra power of one busy inference stream (budget limit)',
+                  min=0.001, max=1e5, unit='W'),
+        ParamSpec('energy_per_inference_j', 0.3, 'energy of one inference (power model where NVML/RAPL '
+                  'cannot be read)', min=0.0, max=1e4, unit='J'),
     ]
 
     def __init__(self, **kwargs):
@@ -161,8 +172,31 @@ class ExecutorNode(CellosNode):
         self._executor_timers = [self.create_timer(p.status_period_s, self._publish_status)]
         if p.discover_cells:
             self._executor_timers.append(self.create_timer(p.discovery_period_s, self._discover))
+        self._limit = None
+        self._meter = PowerMeter(EnergyModel(p.power_idle_w, p.energy_per_inference_j))
+        if p.energy_feed_topic:
+            self._energy_sub = self.create_subscription(EnergySignalMsg, p.energy_feed_topic, self._on_energy,
+                                                        qos.latched_state())
         self.diagnostics.add('scheduling', self._diag_scheduling)
         self.diagnostics.add('models', self._diag_models)
+
+    def _on_energy(self, msg: EnergySignalMsg) -> None:
+        p = self.params
+        budget = signal_from_msg(msg).power_budget_w
+        self._limit = compute_limit(budget, p.power_idle_w, p.power_busy_w, p.workers)
+        if self.engine is not None and self.engine.duty_cycle != self._limit.duty_cycle:
+            self.get_logger().info(f'site power budget {budget:.0f} W: {self._limit.reason}')
+            self.engine.duty_cycle = self._limit.duty_cycle
+
+    def _power(self):
+        """(watts, measured?) from NVML / RAPL where readable, else the energy-per-inference model."""
+        snap = self.engine.snapshot()
+        now = time.monotonic()
+        last_t, last_served = self._power_mark
+        self._power_mark = (now, snap.served)
+        rate = (snap.served - last_served) / (now - last_t) if now > last_t else 0.0
+        reading = self._meter.read(rate)
+        return reading.watts, reading.measured
 
     def activate(self) -> None:
         sys.setswitchinterval(self.params.gil_switch_ms / 1e3)
@@ -170,6 +204,9 @@ class ExecutorNode(CellosNode):
                                      self._publish_result, policy=self.params.policy,
                                      clock=self._now, workers=self.params.workers,
                                      log=self.get_logger().error)
+        if self._limit is not None:
+            self.engine.duty_cycle = self._limit.duty_cycle
+        self._power_mark = (time.monotonic(), 0)
         self.engine.start()
 
     def deactivate(self) -> None:
@@ -186,6 +223,9 @@ class ExecutorNode(CellosNode):
             self.destroy_subscription(self._subs.pop(cell))
             self.destroy_publisher(self._pubs.pop(cell))
         self.destroy_publisher(self._status_pub)
+        if self.params.energy_feed_topic:
+            self.destroy_subscription(self._energy_sub)
+        self._meter.close()
         for entry in self.registry.list():
             self.registry.unload(entry.id)
         self.registry.backend.close()
@@ -273,9 +313,12 @@ class ExecutorNode(CellosNode):
         engine = self.engine
         if engine is None:
             return
+        watts, measured = self._power()
         self._status_pub.publish(executor_status(
             engine.snapshot(), self.registry.list(), executor_id=self.executor_id,
-            backend=self.registry.backend.describe(), stamp=self.get_clock().now().to_msg()))
+            backend=self.registry.backend.describe(), stamp=self.get_clock().now().to_msg(),
+            power_w=watts, power_measured=measured,
+            concurrency_limit=self._limit.max_concurrency if self._limit else self.params.workers))
 
     def _diag_scheduling(self) -> DiagReport:
         if self.engine is None:

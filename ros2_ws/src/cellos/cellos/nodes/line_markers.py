@@ -3,13 +3,16 @@ hold reason, and in front of each cell its input buffer: a bar filled to level/c
 (green to red) with 'level/capacity'; a line text with the part counts."""
 from __future__ import annotations
 
-from cellos_interfaces.msg import CellPhase, LineState
+from cellos_interfaces.msg import CellPhase, GateState, LineState
 from visualization_msgs.msg import Marker, MarkerArray
 
 _COLOURS = {  # state -> RGBA
     'locked': (0.1, 0.8, 0.2, 0.9), 'locking': (1.0, 0.8, 0.0, 0.9), 'held': (0.2, 0.4, 1.0, 0.9),
     'free-running': (1.0, 0.5, 0.0, 0.9), 'lost': (0.9, 0.1, 0.1, 0.9), 'starting': (0.6, 0.6, 0.6, 0.9),
 }
+
+GATE_NAMES = {GateState.LEVEL_FULL: 'full', GateState.LEVEL_ECO: 'eco',
+              GateState.LEVEL_CRITICAL_ONLY: 'critical-only', GateState.LEVEL_HALT: 'halt'}
 
 
 def cell_state_name(c: CellPhase) -> str:
@@ -45,7 +48,8 @@ def line_markers(state: LineState, frame_id: str, spacing_m: float = 1.5) -> Mar
         text.scale.z = 0.22
         text.color.r = text.color.g = text.color.b = text.color.a = 1.0
         hold = f'\nhold: {c.hold_reason}' if c.held else ''
-        text.text = f'{c.cell_id}\n{name}\nphase {c.phase_error_ms:+.2f} ms{hold}'
+        gate = f'\nenergy: {GATE_NAMES.get(c.gate_level, c.gate_level)}' if c.gate_level != 255 else ''
+        text.text = f'{c.cell_id}\n{name}\nphase {c.phase_error_ms:+.2f} ms{hold}{gate}'
         out.markers += [cube, text]
         if c.buffer_capacity > 0:
             out.markers += _buffer(state.line_id, i, c, cube.header, (i - 0.5) * spacing_m)
