@@ -6,16 +6,11 @@ lifecycle_manager there that brings them up: configure all, then activate all.
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
-from launch_ros.substitutions import FindPackageShare
+from launch.substitutions import LaunchConfiguration
 
 from cellos import launch_plan as plan
 
 BOOL = ['true', 'false']
-
-
-def _config(name):
-    return PathJoinSubstitution([FindPackageShare('cellos'), 'config', name])
 
 
 def _arguments():
@@ -33,15 +28,8 @@ def _arguments():
                               description="start the cell's energy gate (feed: /site/energy_feed)"),
         DeclareLaunchArgument('autostart', default_value='true', choices=BOOL,
                               description='bring the cell up at once'),
-        DeclareLaunchArgument('params_file', default_value=_config(plan.PARAMS_FILES['line']),
-                              description='timing parameters'),
-        DeclareLaunchArgument('executor_params_file', default_value=_config(plan.PARAMS_FILES['executor']),
-                              description='arbiter parameters'),
-        DeclareLaunchArgument('vision_params_file', default_value=_config(plan.PARAMS_FILES['vision']),
-                              description='vision parameters'),
-        DeclareLaunchArgument('energy_params_file', default_value=_config(plan.PARAMS_FILES['energy']),
-                              description='energy gate parameters'),
-    ]
+    ] + plan.params_file_arguments({'line': 'timing parameters', 'executor': 'arbiter parameters',
+                                    'vision': 'vision parameters', 'energy': 'energy gate parameters'})
 
 
 def _nodes(context):
@@ -56,10 +44,7 @@ def _nodes(context):
         with_vision=plan.parse_bool(arg('with_vision'), 'with_vision'),
         with_energy=plan.parse_bool(arg('with_energy'), 'with_energy'))
     manager = plan.manager_node(f'{line}/{cell}', nodes, plan.parse_bool(arg('autostart'), 'autostart'))
-    files = {'line': arg('params_file'), 'executor': arg('executor_params_file'),
-             'vision': arg('vision_params_file'), 'energy': arg('energy_params_file')}
-    files['config_dir'] = plan.share_config_dir()
-    return plan.launch_actions([*nodes, manager], files)
+    return plan.launch_actions([*nodes, manager], plan.params_files(arg, plan.PARAMS_ARGUMENTS))
 
 
 def generate_launch_description():

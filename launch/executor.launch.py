@@ -5,8 +5,7 @@ brings it up. Cells are served as their arbiters appear (discover_cells) and as 
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
-from launch_ros.substitutions import FindPackageShare
+from launch.substitutions import LaunchConfiguration
 
 from cellos import launch_plan as plan
 
@@ -26,11 +25,7 @@ def _arguments():
                               description='YAML model list loaded at start; empty: from the params file'),
         DeclareLaunchArgument('autostart', default_value='true', choices=BOOL,
                               description='bring the executor up at once'),
-        DeclareLaunchArgument('executor_params_file',
-                              default_value=PathJoinSubstitution([FindPackageShare('cellos'), 'config',
-                                                                  plan.PARAMS_FILES['executor']]),
-                              description='executor parameters'),
-    ]
+    ] + plan.params_file_arguments({'executor': 'executor parameters'})
 
 
 def _nodes(context):
@@ -41,8 +36,7 @@ def _nodes(context):
     cells = [c.strip() for c in arg('cells').split(',') if c.strip()]
     executor = plan.executor_node(cells, namespace=arg('namespace'), **overrides)
     manager = plan.manager_node(arg('namespace'), [executor], plan.parse_bool(arg('autostart'), 'autostart'))
-    return plan.launch_actions([executor, manager], {'executor': arg('executor_params_file'),
-                                                     'config_dir': plan.share_config_dir()})
+    return plan.launch_actions([executor, manager], plan.params_files(arg, ['executor']))
 
 
 def generate_launch_description():

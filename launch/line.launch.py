@@ -8,16 +8,11 @@ The same parameter files as `make run` (cellos_line); cell ids and namespaces as
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
-from launch_ros.substitutions import FindPackageShare
+from launch.substitutions import LaunchConfiguration
 
 from cellos import launch_plan as plan
 
 BOOL = ['true', 'false']
-
-
-def _config(name):
-    return PathJoinSubstitution([FindPackageShare('cellos'), 'config', name])
 
 
 def _arguments():
@@ -38,15 +33,9 @@ def _arguments():
                               description='start the plant simulation (buffers, part motion) in /<line>'),
         DeclareLaunchArgument('autostart', default_value='true', choices=BOOL,
                               description='bring the line up at once (else: call <line>/lifecycle_manager/startup)'),
-        DeclareLaunchArgument('params_file', default_value=_config(plan.PARAMS_FILES['line']),
-                              description='coordinator and timing parameters'),
-        DeclareLaunchArgument('executor_params_file', default_value=_config(plan.PARAMS_FILES['executor']),
-                              description='executor and arbiter parameters'),
-        DeclareLaunchArgument('vision_params_file', default_value=_config(plan.PARAMS_FILES['vision']),
-                              description='vision parameters'),
-        DeclareLaunchArgument('energy_params_file', default_value=_config(plan.PARAMS_FILES['energy']),
-                              description='energy feed and gate parameters'),
-    ]
+    ] + plan.params_file_arguments({'line': 'coordinator and timing parameters',
+                                    'executor': 'executor and arbiter parameters',
+                                    'vision': 'vision parameters', 'energy': 'energy feed and gate parameters'})
 
 
 def _nodes(context):
@@ -67,10 +56,7 @@ def _nodes(context):
         with_energy=plan.parse_bool(arg('with_energy'), 'with_energy'),
         with_flow=plan.parse_bool(arg('with_flow'), 'with_flow'))
     manager = plan.manager_node(line, nodes, plan.parse_bool(arg('autostart'), 'autostart'))
-    files = {'line': arg('params_file'), 'executor': arg('executor_params_file'),
-             'vision': arg('vision_params_file'), 'energy': arg('energy_params_file')}
-    files['config_dir'] = plan.share_config_dir()
-    return plan.launch_actions([*nodes, manager], files)
+    return plan.launch_actions([*nodes, manager], plan.params_files(arg, plan.PARAMS_ARGUMENTS))
 
 
 def generate_launch_description():

@@ -5,8 +5,7 @@ and a lifecycle_manager there that brings it up.
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
-from launch_ros.substitutions import FindPackageShare
+from launch.substitutions import LaunchConfiguration
 
 from cellos import launch_plan as plan
 
@@ -18,11 +17,7 @@ def _arguments():
         DeclareLaunchArgument('namespace', default_value=plan.SITE_NS.strip('/'), description='site namespace'),
         DeclareLaunchArgument('autostart', default_value='true', choices=BOOL,
                               description='bring the feed up at once'),
-        DeclareLaunchArgument('energy_params_file',
-                              default_value=PathJoinSubstitution([FindPackageShare('cellos'), 'config',
-                                                                  plan.PARAMS_FILES['energy']]),
-                              description='energy feed parameters (source: trace | openadr)'),
-    ]
+    ] + plan.params_file_arguments({'energy': 'energy feed parameters'})
 
 
 def _nodes(context):
@@ -31,8 +26,7 @@ def _nodes(context):
 
     feed = plan.energy_feed_node(arg('namespace'))
     manager = plan.manager_node(arg('namespace'), [feed], plan.parse_bool(arg('autostart'), 'autostart'))
-    return plan.launch_actions([feed, manager], {'energy': arg('energy_params_file'),
-                                                 'config_dir': plan.share_config_dir()})
+    return plan.launch_actions([feed, manager], plan.params_files(arg, ['energy']))
 
 
 def generate_launch_description():

@@ -42,6 +42,27 @@ def cell_ids(n: int) -> list[str]:
     return [f'cell_{i + 1:02d}' for i in range(n)]
 
 
+# launch argument naming each area's parameter file
+PARAMS_ARGUMENTS = {'line': 'params_file', 'executor': 'executor_params_file',
+                    'vision': 'vision_params_file', 'energy': 'energy_params_file'}
+
+
+def params_file_arguments(descriptions: dict) -> list:
+    """DeclareLaunchArgument of each area's parameter file ({area: description}), defaulting
+    to the installed one. launch is imported here only."""
+    from launch.actions import DeclareLaunchArgument
+    from launch.substitutions import PathJoinSubstitution
+    from launch_ros.substitutions import FindPackageShare
+    return [DeclareLaunchArgument(PARAMS_ARGUMENTS[area], description=text, default_value=PathJoinSubstitution(
+                [FindPackageShare('cellos'), 'config', PARAMS_FILES[area]]))
+            for area, text in descriptions.items()]
+
+
+def params_files(arg, areas) -> dict:
+    """The launch_actions files mapping from the performed launch arguments of ``areas``."""
+    return {**{area: arg(PARAMS_ARGUMENTS[area]) for area in areas}, 'config_dir': share_config_dir()}
+
+
 def share_config_dir() -> str:
     """The installed config folder (needs ament_index_python, as launch does)."""
     from ament_index_python.packages import get_package_share_directory
