@@ -23,6 +23,9 @@ if 'CELLOS_TEST_DOMAIN' not in os.environ:
     os.environ['CELLOS_TEST_DOMAIN'] = str(random.Random(os.getpid()).randint(110, 199))
 os.environ['ROS_DOMAIN_ID'] = os.environ['CELLOS_TEST_DOMAIN']
 os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+# UDP on loopback only: the tests SIGKILL processes, and a killed process leaves its Fast DDS
+# shared-memory ports behind, which stalled peers and lost a restarted node's first service replies
+os.environ.setdefault('FASTDDS_BUILTIN_TRANSPORTS', 'UDPv4')
 os.environ.setdefault('PYTHONUNBUFFERED', '1')
 
 
