@@ -8,7 +8,7 @@ import time
 from collections import defaultdict, deque
 
 import rclpy
-from cellos_interfaces.msg import CellCycle, CellPhase, ExecutorStatus, GateState, Inspection, LineState
+from cellos_interfaces.msg import CellCycle, ExecutorStatus, GateState, Inspection, LineState
 from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 
