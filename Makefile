@@ -10,6 +10,8 @@ CELLS ?= 4
 PERIOD_MS ?= 50
 ROS_DOMAIN_ID ?= 42
 export ROS_DOMAIN_ID
+# property tests keep their example database in build/, not in the source tree
+export HYPOTHESIS_STORAGE_DIRECTORY := $(CURDIR)/build/.hypothesis
 
 .PHONY: setup build run test test-unit test-system bench clean
 setup:
@@ -21,11 +23,11 @@ build: setup
 
 run: build
 	@$(ENV)
-	python -m cellos.runner --cells $(CELLS) --duration $(DURATION) --period-ms $(PERIOD_MS) $(RUN_ARGS)
+	python -m cellos_bringup.runner --cells $(CELLS) --duration $(DURATION) --period-ms $(PERIOD_MS) $(RUN_ARGS)
 
 test: build
 	@$(ENV)
-	colcon --log-base log test --base-paths msg ros2_ws/src --packages-select cellos --return-code-on-test-failure --event-handlers console_direct+ --pytest-args -q -p no:cacheprovider
+	colcon --log-base log test --base-paths msg ros2_ws/src --packages-skip cellos_interfaces --return-code-on-test-failure --event-handlers console_direct+
 	python -m pytest -q -p no:cacheprovider tests $(PYTEST_ARGS)
 
 bench: build

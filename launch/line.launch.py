@@ -10,7 +10,7 @@ from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 
-from cellos import launch_plan as plan
+from cellos_bringup import launch_plan as plan
 
 BOOL = ['true', 'false']
 

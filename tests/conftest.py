@@ -18,6 +18,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# test models (small ONNX graphs) shared with the inference package's unit tests
+sys.path.insert(0, str(REPO / 'ros2_ws' / 'src' / 'cellos_inference' / 'test'))
 
 if 'CELLOS_TEST_DOMAIN' not in os.environ:
     os.environ['CELLOS_TEST_DOMAIN'] = str(random.Random(os.getpid()).randint(110, 199))
@@ -30,11 +32,11 @@ os.environ.setdefault('PYTHONUNBUFFERED', '1')
 
 
 def executable(name: str) -> str:
-    """Path of an installed cellos entry point (what `ros2 run cellos <name>` would start)."""
-    path = shutil.which(name) or str(REPO / 'install' / 'cellos' / 'lib' / 'cellos' / name)
-    if not os.path.exists(path):
+    """Path of an installed cellos entry point (what `ros2 run <package> <name>` would start)."""
+    found = shutil.which(name) or next(iter(sorted(REPO.glob(f'install/cellos_*/lib/cellos_*/{name}'))), None)
+    if found is None:
         pytest.fail(f'{name} is not installed: run `make build` first')
-    return path
+    return str(found)
 
 
 class Processes:

@@ -4,8 +4,8 @@ from __future__ import annotations
 import threading
 import time
 
-from cellos.nodes import qos
-from cellos.nodes.convert_inference import make_request
+from cellos_common.nodes import qos
+from cellos_inference.nodes.convert_inference import make_request
 from cellos_interfaces.msg import InferenceRequest, InferenceResult
 
 

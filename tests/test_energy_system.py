@@ -29,7 +29,7 @@ def latest(probe, cell):
 
 
 def test_vtn_event_gates_every_cell_and_feed_loss_gives_safe_level(processes, ros_probe, vtn):
-    from cellos.nodes import qos
+    from cellos_common.nodes import qos
     processes.start('feed', 'energy_feed_node', namespace='/site',
                     params={'autostart': True, 'source': 'openadr', 'vtn_url': vtn.url,
                             'publish_period_s': 0.5, 'openadr_price_per_mwh': 40.0})

@@ -9,10 +9,10 @@ import pytest
 from conftest import wait_for
 from inference_client import CellClient
 
-from cellos.core import testmodels
-from cellos.core.inference_types import Status
-from cellos.nodes import qos
-from cellos.nodes.convert_inference import result_outputs
+import testmodels
+from cellos_inference.core.inference_types import Status
+from cellos_common.nodes import qos
+from cellos_inference.nodes.convert_inference import result_outputs
 from cellos_interfaces.msg import ExecutorStatus, GateState
 from cellos_interfaces.srv import ListModels, LoadModel, UnloadModel
 
@@ -88,7 +88,7 @@ def test_statuses_isolation_services(processes, ros_probe, models):
         Status.REJECTED: c1.send('affine', X, cell_id='line1/cell2'),
     }
     # wrong byte size: the shape says 4 floats, the data holds 3
-    from cellos.nodes.convert_inference import make_request
+    from cellos_inference.nodes.convert_inference import make_request
     msg = make_request(request_id=999, cell_id='line1/cell1', task='inspection', model='affine',
                        priority=1, deadline_s=time.time() + 2, inputs=X)
     msg.inputs[0].data = msg.inputs[0].data[:12]
@@ -110,7 +110,7 @@ def test_statuses_isolation_services(processes, ros_probe, models):
                                                qos.latched_state())
     gate_pub.publish(GateState(cell_id='line1/cell2', level=GateState.LEVEL_ECO, reason='test peak'))
     def gated():
-        r = c2.result(c2.send('affine', X, task='maintenance_score', priority=2))
+        r = c2.result(c2.send('affine', X, task='background_score', priority=2))
         return r.status == Status.GATED and 'test peak' in r.reason
     wait_for(gated, 10, what='GATED status')
     assert c2.result(c2.send('affine', X, priority=0)).status == Status.OK

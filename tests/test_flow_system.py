@@ -22,7 +22,7 @@ from conftest import wait_for
 rclpy = pytest.importorskip('rclpy')
 from cellos_interfaces.msg import LineState, PlantState, PlantStation, VisionDrift  # noqa: E402
 
-from cellos.nodes import qos  # noqa: E402
+from cellos_common.nodes import qos  # noqa: E402
 
 LINE = '/fline'
 PERIOD_MS = 50.0
@@ -36,7 +36,7 @@ def start_line(processes, **plant):
     processes.start('coordinator', 'coordinator_node', namespace=LINE, params={
         'autostart': True, 'period_ms': PERIOD_MS, 'cells': ','.join(CELLS), 'state_rate_hz': 10.0,
         'backpressure_latency_cycles': 2})
-    processes.start('plant', sys.executable, namespace=LINE, extra_args=['-m', 'cellos.nodes.plant_node'],
+    processes.start('plant', sys.executable, namespace=LINE, extra_args=['-m', 'cellos_line.nodes.plant_node'],
                     params={'autostart': True, 'cells': ','.join(CELLS), 'period_ms': PERIOD_MS,
                             'buffer_capacity': 3, 'work_median_periods': 0.5, 'work_tail_probability': 0.02,
                             **plant})

@@ -8,7 +8,7 @@ import time
 from lifecycle_msgs.msg import State
 from std_srvs.srv import Trigger
 
-from cellos.nodes.lifecycle_manager import LifecycleClient
+from cellos_common.nodes.lifecycle_client import LifecycleClient
 from conftest import wait_for
 
 LINE = '/tlm'

@@ -11,8 +11,8 @@ from lifecycle_msgs.msg import State
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 
-from cellos.nodes import qos
-from cellos.nodes.lifecycle_manager import LifecycleClient
+from cellos_common.nodes import qos
+from cellos_common.nodes.lifecycle_client import LifecycleClient
 from conftest import wait_for
 
 LINE = '/tline'

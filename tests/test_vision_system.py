@@ -23,13 +23,13 @@ from rcl_interfaces.srv import SetParameters  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
-from cellos.nodes import qos  # noqa: E402
-from cellos.nodes.convert_inference import array_to_tensor  # noqa: E402
+from cellos_common.nodes import qos  # noqa: E402
+from cellos_inference.nodes.convert_inference import array_to_tensor  # noqa: E402
 from cellos_interfaces.msg import (InferenceRequest, InferenceResult, Inspection,  # noqa: E402
                                    VisionDrift)
 
 CELL = '/line1/cell1'
-MODELS = REPO / 'ros2_ws' / 'src' / 'cellos' / 'cellos' / 'models'
+MODELS = REPO / 'ros2_ws' / 'src' / 'cellos_vision' / 'cellos_vision' / 'models'
 
 
 def image(h, w, encoding, step, data) -> Image:
@@ -78,7 +78,7 @@ def test_bad_frames_are_undecided_with_reasons_and_the_node_keeps_running(proces
     wait_for(lambda: probe.received('annotated'), 5.0, what='annotated image of an undecided frame')
 
     # a good rgb8 frame goes to the arbiter as a 1x1x60x80 float32 tensor
-    from cellos.core.synthetic_camera import SyntheticCamera
+    from cellos_vision.core.synthetic_camera import SyntheticCamera
     cam_frames = SyntheticCamera(9100)
 
     def good_frame(i):
@@ -150,8 +150,7 @@ def test_end_to_end_verdicts_through_arbiter_and_executor_then_drift(processes, 
         'autostart': True, 'backend': 'onnxruntime', 'model_list': str(model_list),
         'cells': 'line1/cell1'})
     processes.start('arbiter', 'arbiter_node', namespace=CELL, params={
-        'autostart': True, 'executor_status_topic': '/gpu0/executor/status',
-        'maintenance_enabled': False})
+        'autostart': True, 'executor_status_topic': '/gpu0/executor/status'})
     vision_params = {
         'autostart': True, 'source': 'synthetic', 'trigger': 'timer', 'timer_rate_hz': 10.0,
         'synthetic_seed': 9100, 'deadline_ms': 500.0, 'drift_reference_size': 30,

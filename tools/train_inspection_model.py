@@ -12,7 +12,7 @@ Then, from the repo root (about 6 min per variant: 1 torch thread, measured on 2
     python tools/train_inspection_model.py                     # primary: inspection_cnn
     python tools/train_inspection_model.py --variant fallback  # drift-robust: inspection_cnn_fallback
 
-Writes ros2_ws/src/cellos/cellos/models/<model_id>.onnx and <model_id>.json (classes, input
+Writes ros2_ws/src/cellos_vision/cellos_vision/models/<model_id>.onnx and <model_id>.json (classes, input
 contract, seeds, settings, held-out accuracy and confusion matrix on seeds never used for
 training). Everything is seeded: the same settings give the same frames and, up to
 floating-point reduction order, the same weights.
@@ -29,13 +29,13 @@ from pathlib import Path
 
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / 'ros2_ws' / 'src' / 'cellos'))
+sys.path.insert(0, str(REPO / 'ros2_ws' / 'src' / 'cellos_vision'))
 
-from cellos.core.inspection_dataset import format_confusion, labelled_set, score  # noqa: E402
-from cellos.core.synthetic_camera import CLASSES  # noqa: E402
-from cellos.core.vision_preprocess import PreprocessSpec  # noqa: E402
+from cellos_vision.core.inspection_dataset import format_confusion, labelled_set, score  # noqa: E402
+from cellos_vision.core.synthetic_camera import CLASSES  # noqa: E402
+from cellos_vision.core.vision_preprocess import PreprocessSpec  # noqa: E402
 
-MODELS = REPO / 'ros2_ws' / 'src' / 'cellos' / 'cellos' / 'models'
+MODELS = REPO / 'ros2_ws' / 'src' / 'cellos_vision' / 'cellos_vision' / 'models'
 TRAIN_SEEDS = list(range(1000, 1010))
 VAL_SEEDS = [5000]                       # early feedback during training only
 HELD_OUT_SEEDS = list(range(9000, 9004))  # never used for training or model selection

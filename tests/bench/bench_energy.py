@@ -9,12 +9,12 @@ import yaml
 from cellos_interfaces.msg import GateState
 from cellos_interfaces.srv import SetEnergyOverride
 
-from cellos.core.deferral import DeferralQueue, DeferrableJob, ScoreCurve
-from cellos.core.energy_gate_policy import (POLICY_PARAMS, Action, GateMachine, TaskClass,
+from cellos_energy.core.deferral import DeferralQueue, DeferrableJob, ScoreCurve
+from cellos_energy.core.energy_gate_policy import (POLICY_PARAMS, Action, GateMachine, TaskClass,
                                             policy_from_values, task_decision)
-from cellos.core.energy_signal import EnergySignal
-from cellos.core.energy_trace import EnergyTrace, TraceReplay
-from cellos.core.params import validate
+from cellos_energy.core.energy_signal import EnergySignal
+from cellos_energy.core.energy_trace import EnergyTrace, TraceReplay
+from cellos_common.core.params import validate
 from conftest import REPO, wait_for
 
 DAYS = 14
@@ -100,7 +100,7 @@ def replay_cost():
 
 def gate_latency_ms(processes, ros_probe, rounds=6):
     """set_override on the feed (service) -> GateState level change at every gate process."""
-    from cellos.nodes import qos
+    from cellos_common.nodes import qos
     cells = ['/line1/cell_0', '/line1/cell_1']
     processes.start('feed', 'energy_feed_node', namespace='/site',
                     params={'autostart': True, 'time_compression': 60.0, 'publish_period_s': 1.0})

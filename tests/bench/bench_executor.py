@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cellos.core import testmodels
-from cellos.core.backends.onnxruntime_backend import OnnxRuntimeBackend
-from cellos.core.executor_engine import ExecutorEngine
-from cellos.core.executor_scheduler import SchedulerConfig
-from cellos.core.inference_types import Job, Priority, RawTensor, Status
-from cellos.core.model_registry import ModelRegistry, ModelSpec
+import testmodels
+from cellos_inference.core.backends.onnxruntime_backend import OnnxRuntimeBackend
+from cellos_inference.core.executor_engine import ExecutorEngine
+from cellos_inference.core.executor_scheduler import SchedulerConfig
+from cellos_inference.core.inference_types import Job, Priority, RawTensor, Status
+from cellos_inference.core.model_registry import ModelRegistry, ModelSpec
 
 HERE = Path(__file__).resolve().parent
 MAX_BATCH = 4

@@ -1,7 +1,7 @@
 """Line flow benchmark: coordinated (backpressure) vs uncoordinated (fixed timers) on the same
 line and the same work, side by side.
 
-Pure core in SIMULATED time (cellos.core.flow_sim: the plant of core.line_flow and the policy
+Pure core in SIMULATED time (cellos_line.core.flow_sim: the plant of core.line_flow and the policy
 of core.backpressure, the same code the plant and coordinator nodes run), deterministic by
 seed; the coordinator's decisions reach the cells LATENCY cycles after the plant sample they
 were made from (as over DDS: plant -> coordinator -> correction -> cell).
@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import time
 
-from cellos.core.flow_sim import simulate, standalone_parts
-from cellos.core.inference_timing import WorkTimeConfig, WorkTimes, cell_seed
+from cellos_line.core.flow_sim import simulate, standalone_parts
+from cellos_line.core.work_times import WorkTimeConfig, WorkTimes, cell_seed
 
 CELLS = [f'cell_{i:02d}' for i in range(1, 7)]
 HOLD_CELL = 'cell_04'

@@ -15,9 +15,9 @@ from cellos_interfaces.msg import CellCycle, LineState
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 
-from cellos.core.phase_stats import cell_errors_ns, figures
-from cellos.nodes import qos
-from cellos.nodes.lifecycle_manager import LifecycleClient
+from cellos_line.core.phase_stats import cell_errors_ns, figures
+from cellos_common.nodes import qos
+from cellos_common.nodes.lifecycle_client import LifecycleClient
 from conftest import wait_for
 
 LINE, CELLS, HZ = '/bench', 8, 50.0

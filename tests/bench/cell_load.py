@@ -20,10 +20,10 @@ import numpy as np
 import rclpy
 from rclpy.node import Node
 
-from cellos.nodes import qos
-from cellos.nodes.arbiter_node import ArbiterNode
-from cellos.nodes.base import spin_nodes
-from cellos.nodes.convert_inference import make_request
+from cellos_common.nodes import qos
+from cellos_inference.nodes.arbiter_node import ArbiterNode
+from cellos_common.nodes.base import spin_nodes
+from cellos_inference.nodes.convert_inference import make_request
 from cellos_interfaces.msg import InferenceRequest, InferenceResult
 
 

@@ -1,1 +1,0 @@
-"""cellos: cell-level operating layer for AI-driven factory lines."""

@@ -1,1 +1,0 @@
-"""Pure logic of cellos: no rclpy import anywhere below this package."""

@@ -1,1 +1,0 @@
-"""Thin rclpy shells around cellos.core."""

@@ -1,0 +1,208 @@
+"""Which node processes a ``ros2 launch`` of a line, a cell, an executor or a site starts:
+executable, node name, namespace, parameter files and overrides. Plain Python (no launch,
+no rclpy), so the launch files in launch/ stay a thin mapping onto launch_ros ``Node``
+actions and the plan itself is tested without a ROS install.
+
+Cell ids and namespaces follow the no-launch runner (cellos_bringup.runner): /<line>/cell_01 ...
+Every managed node gets ``autostart: false``; one lifecycle_manager per launch brings them
+all up (configure all, then activate all) in the order listed here: producers first.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# the package of each executable (its console_scripts entry point)
+PACKAGES = {
+    'timing_node': 'cellos_line',
+    'coordinator_node': 'cellos_line',
+    'plant_node': 'cellos_line',
+    'executor_node': 'cellos_inference',
+    'arbiter_node': 'cellos_inference',
+    'vision_node': 'cellos_vision',
+    'energy_feed_node': 'cellos_energy',
+    'energy_gate_node': 'cellos_energy',
+    'lifecycle_manager': 'cellos_common',
+}
+BRINGUP = 'cellos_bringup'
+# parameter file of each area (installed under share/cellos_bringup/config)
+PARAMS_FILES = {
+    'line': 'line.yaml',
+    'executor': 'executor.yaml',
+    'vision': 'vision.yaml',
+    'energy': 'energy.yaml',
+}
+# an override value 'config:<file>' names a file of the config folder (installed share or repo)
+CONFIG_PREFIX = 'config:'
+TRACE_FILE = 'caiso_np15_2023-04_4weeks_hourly.csv'   # the site feed's price and carbon trace
+EXECUTOR_NS = '/gpu0'
+SITE_NS = '/site'
+MANAGER_TIMEOUT_S = 60.0  # executor and vision load models while configuring
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    executable: str       # console_scripts entry point of its package (PACKAGES)
+    name: str             # the node's own name (what its class passes to Node.__init__)
+    namespace: str        # absolute
+    params: tuple = ()    # keys of PARAMS_FILES, in load order
+    overrides: dict = field(default_factory=dict)
+
+    @property
+    def package(self) -> str:
+        return PACKAGES[self.executable]
+
+    @property
+    def fqn(self) -> str:
+        return f'{self.namespace.rstrip("/")}/{self.name}'
+
+
+def cell_ids(n: int) -> list[str]:
+    return [f'cell_{i + 1:02d}' for i in range(n)]
+
+
+# launch argument naming each area's parameter file
+PARAMS_ARGUMENTS = {'line': 'params_file', 'executor': 'executor_params_file',
+                    'vision': 'vision_params_file', 'energy': 'energy_params_file'}
+
+
+def params_file_arguments(descriptions: dict) -> list:
+    """DeclareLaunchArgument of each area's parameter file ({area: description}), defaulting
+    to the installed one. launch is imported here only."""
+    from launch.actions import DeclareLaunchArgument
+    from launch.substitutions import PathJoinSubstitution
+    from launch_ros.substitutions import FindPackageShare
+    return [DeclareLaunchArgument(PARAMS_ARGUMENTS[area], description=text, default_value=PathJoinSubstitution(
+                [FindPackageShare(BRINGUP), 'config', PARAMS_FILES[area]]))
+            for area, text in descriptions.items()]
+
+
+def params_files(arg, areas) -> dict:
+    """The launch_actions files mapping from the performed launch arguments of ``areas``."""
+    return {**{area: arg(PARAMS_ARGUMENTS[area]) for area in areas}, 'config_dir': share_config_dir()}
+
+
+def share_config_dir() -> str:
+    """The installed config folder (needs ament_index_python, as launch does)."""
+    from ament_index_python.packages import get_package_share_directory
+    return get_package_share_directory(BRINGUP) + '/config'
+
+
+def resolve_overrides(overrides: dict, config_dir: str) -> dict:
+    return {k: (f'{config_dir.rstrip("/")}/{v[len(CONFIG_PREFIX):]}'
+                if isinstance(v, str) and v.startswith(CONFIG_PREFIX) else v)
+            for k, v in overrides.items()}
+
+
+def _ns(*parts: str) -> str:
+    return '/' + '/'.join(p.strip('/') for p in parts if p.strip('/'))
+
+
+def _managed(overrides: dict) -> dict:
+    return {'autostart': False, **overrides}
+
+
+def cell_nodes(line: str, cell: str, *, period_ms: float | None = None, with_arbiter: bool = False,
+               with_vision: bool = False, with_energy: bool = False) -> list[NodeSpec]:
+    ns = _ns(line, cell)
+    timing = {'line_id': line.strip('/')}
+    if period_ms is not None:
+        timing['period_ms'] = float(period_ms)
+    out = []
+    if with_energy:
+        out.append(NodeSpec('energy_gate_node', 'energy_gate', ns, ('energy',), _managed({})))
+    if with_arbiter or with_vision:  # vision submits through the cell's arbiter
+        out.append(NodeSpec('arbiter_node', 'arbiter', ns, ('executor',),
+                            _managed({'use_energy_gate': bool(with_energy),
+                                      'executor_status_topic': f'{EXECUTOR_NS}/executor/status'})))
+    out.append(NodeSpec('timing_node', 'timing', ns, ('line',), _managed(timing)))
+    if with_vision:
+        vision = {'cycle_period_ms': float(period_ms)} if period_ms is not None else {}
+        out.append(NodeSpec('vision_node', 'vision', ns, ('vision',), _managed(vision)))
+    return out
+
+
+def executor_node(cells_served=(), namespace: str = EXECUTOR_NS, **overrides) -> NodeSpec:
+    extra = {'model_list': CONFIG_PREFIX + 'models.yaml'}
+    if cells_served:
+        extra['cells'] = ','.join(cells_served)
+    return NodeSpec('executor_node', 'executor', _ns(namespace), ('executor',),
+                    _managed({**extra, **overrides}))
+
+
+def energy_feed_node(namespace: str = SITE_NS) -> NodeSpec:
+    return NodeSpec('energy_feed_node', 'energy_feed', _ns(namespace), ('energy',),
+                    _managed({'trace_file': CONFIG_PREFIX + TRACE_FILE}))
+
+
+def line_nodes(line: str = 'line1', cells: int = 4, *, period_ms: float | None = None,
+               offset_mode: str | None = None, with_executor: bool = False, with_vision: bool = False,
+               with_energy: bool = False, with_flow: bool = False) -> list[NodeSpec]:
+    if cells < 1:
+        raise ValueError(f'cells must be >= 1, got {cells}')
+    if period_ms is not None and not period_ms > 0:
+        raise ValueError(f'period_ms must be > 0, got {period_ms}')
+    line = line.strip('/')
+    ids = cell_ids(cells)
+    out = []
+    if with_energy:
+        out.append(energy_feed_node())
+    if with_executor:
+        out.append(executor_node([f'{line}/{c}' for c in ids]))
+    coordinator = {}
+    if period_ms is not None:
+        coordinator['period_ms'] = float(period_ms)
+    if offset_mode is not None:
+        coordinator['offset_mode'] = offset_mode
+    out.append(NodeSpec('coordinator_node', 'coordinator', _ns(line), ('line',), _managed(coordinator)))
+    if with_flow:  # the plant simulation; a real plant's PLC bridge publishes plant/state instead
+        plant = {'cells': ','.join(ids)}
+        if period_ms is not None:
+            plant['period_ms'] = float(period_ms)
+        out.append(NodeSpec('plant_node', 'plant', _ns(line), ('line',), _managed(plant)))
+    for c in ids:
+        out += cell_nodes(line, c, period_ms=period_ms, with_arbiter=with_executor,
+                          with_vision=with_vision, with_energy=with_energy)
+    return out
+
+
+def manager_node(namespace: str, managed: list[NodeSpec], autostart: bool = True) -> NodeSpec:
+    """The one lifecycle_manager of a launch; it lists absolute names, so it may sit anywhere."""
+    return NodeSpec('lifecycle_manager', 'lifecycle_manager', _ns(namespace), (),
+                    {'autostart': bool(autostart), 'node_names': [n.fqn for n in managed],
+                     'transition_timeout_s': MANAGER_TIMEOUT_S})
+
+
+def parse_bool(text: str, what: str) -> bool:
+    """A launch argument's text as a bool, or ValueError naming the argument."""
+    t = str(text).strip().lower()
+    if t in ('true', '1', 'yes', 'on'):
+        return True
+    if t in ('false', '0', 'no', 'off'):
+        return False
+    raise ValueError(f"launch argument '{what}': expected true or false, got {text!r}")
+
+
+def parse_optional_float(text: str, what: str) -> float | None:
+    t = str(text).strip()
+    if not t:
+        return None
+    try:
+        return float(t)
+    except ValueError:
+        raise ValueError(f"launch argument '{what}': expected a number, got {text!r}") from None
+
+
+def launch_actions(specs: list[NodeSpec], params_files: dict[str, str]) -> list:
+    """launch_ros Node actions for the specs; ``params_files`` maps PARAMS_FILES keys to
+    paths. launch_ros is imported here only: the rest of this module needs no ROS install."""
+    from launch_ros.actions import Node
+    actions = []
+    config_dir = params_files.get('config_dir', '')
+    for s in specs:
+        parameters = [params_files[k] for k in s.params]
+        if s.overrides:
+            parameters.append(resolve_overrides(s.overrides, config_dir))  # after the files: overrides win
+        actions.append(Node(package=s.package, executable=s.executable, name=s.name,
+                            namespace=s.namespace, parameters=parameters,
+                            output='screen', emulate_tty=True))
+    return actions

@@ -1,0 +1,228 @@
+"""Lifecycle base of every cellos node and the one ``main`` they share.
+
+A node subclass lists ``PARAMS`` (cellos_common.core.params.ParamSpec) and overrides the
+``configure / activate / deactivate / cleanup`` hooks; this class declares the parameters
+with descriptors and ranges, validates them in one place (start-up and ``ros2 param set``),
+and turns hook exceptions into lifecycle FAILURE with a clear log line.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from typing import Sequence
+
+import rclpy
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                SetParametersResult)
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+
+from cellos_common.core.params import ParameterError, ParamSet, ParamSpec, validate
+from cellos_common.nodes.diagnostics import Diagnostics
+
+_AUTOSTART = ParamSpec('autostart', False,
+                       'configure and activate on start, without a lifecycle manager')
+
+
+def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
+    d = ParameterDescriptor(description=spec.description + (f' [{spec.unit}]' if spec.unit else ''),
+                            read_only=spec.read_only)
+    if spec.choices is not None:
+        d.additional_constraints = f'one of {list(spec.choices)}'
+    if spec.min is not None and spec.max is not None and spec.type in (int, float):
+        if spec.type is int:
+            d.integer_range = [IntegerRange(from_value=int(spec.min), to_value=int(spec.max), step=0)]
+        else:
+            d.floating_point_range = [FloatingPointRange(
+                from_value=float(spec.min), to_value=float(spec.max), step=0.0)]
+    return d
+
+
+class CellosNode(LifecycleNode):
+    PARAMS: Sequence[ParamSpec] = ()
+    # rclpy executor kind its own process spins it with (make_executor): 'multi' where a
+    # callback may block, 'single' where none does (less Python per message)
+    SPIN = 'multi'
+
+    def __init__(self, name: str, **kwargs):
+        super().__init__(name, **kwargs)
+        self._specs = {s.name: s for s in (*self.PARAMS, _AUTOSTART)}
+        for spec in self._specs.values():
+            self.declare_parameter(spec.name, spec.default, _descriptor(spec))
+        self.params: ParamSet | None = None
+        self.diagnostics: Diagnostics | None = None
+        self.active = False
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+    # -- parameters -----------------------------------------------------------------------
+    def read_params(self) -> ParamSet:
+        values = {n: self.get_parameter(n).value for n in self._specs}
+        return validate(self._specs.values(), values)
+
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        current = {n: self.get_parameter(n).value for n in self._specs}
+        current.update({p.name: p.value for p in params if p.name in self._specs})
+        try:
+            new = validate(self._specs.values(), current)
+            self.check_params(new)
+        except ParameterError as e:
+            self.get_logger().error(f'rejected: {e}')
+            return SetParametersResult(successful=False, reason=str(e))
+        if self.params is not None:
+            self.params = new
+            self.on_params_changed(new)
+        return SetParametersResult(successful=True)
+
+    def check_params(self, params: ParamSet) -> None:
+        """Cross-parameter checks; raise ParameterError."""
+
+    def on_params_changed(self, params: ParamSet) -> None:
+        """Apply a validated runtime change (after configure)."""
+
+    # -- lifecycle hooks for subclasses -------------------------------------------------
+    def configure(self) -> None: ...
+    def activate(self) -> None: ...
+    def deactivate(self) -> None: ...
+    def cleanup(self) -> None: ...
+
+    def hardware_id(self) -> str:
+        return self.get_fully_qualified_name()
+
+    def _guard(self, what: str, fn) -> TransitionCallbackReturn:
+        try:
+            fn()
+        except ParameterError as e:
+            self.get_logger().error(f'{what} failed: {e}')
+            return TransitionCallbackReturn.FAILURE
+        except Exception as e:  # any other failure must also leave the node in a defined state
+            self.get_logger().error(f'{what} failed: {type(e).__name__}: {e}')
+            return TransitionCallbackReturn.FAILURE
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_configure(self, state) -> TransitionCallbackReturn:
+        def run():
+            params = self.read_params()
+            self.check_params(params)
+            self.params = params
+            self.diagnostics = Diagnostics(self, self.hardware_id())
+            self.configure()
+        return self._guard('configure', run)
+
+    def on_activate(self, state) -> TransitionCallbackReturn:
+        def run():
+            self.activate()
+            self.active = True
+        result = self._guard('activate', run)
+        if result == TransitionCallbackReturn.SUCCESS:
+            self.get_logger().info('active')
+        return result
+
+    def on_deactivate(self, state) -> TransitionCallbackReturn:
+        self.active = False
+        return self._guard('deactivate', self.deactivate)
+
+    def on_cleanup(self, state) -> TransitionCallbackReturn:
+        def run():
+            self.cleanup()
+            if self.diagnostics is not None:
+                self.diagnostics.destroy()
+                self.diagnostics = None
+            self.params = None
+        return self._guard('cleanup', run)
+
+    def on_shutdown(self, state) -> TransitionCallbackReturn:
+        if self.active:
+            self.active = False
+            self._guard('deactivate', self.deactivate)
+        if self.params is not None:
+            self._guard('cleanup', self.cleanup)
+        return TransitionCallbackReturn.SUCCESS
+
+    def bring_up(self) -> bool:
+        """configure + activate in-process (what a lifecycle manager does over services)."""
+        from lifecycle_msgs.msg import State
+        self.trigger_configure()
+        if self._state_machine.current_state[0] != State.PRIMARY_STATE_INACTIVE:
+            return False
+        self.trigger_activate()
+        return self._state_machine.current_state[0] == State.PRIMARY_STATE_ACTIVE
+
+    def autostart(self) -> bool:
+        return bool(self.get_parameter('autostart').value)
+
+
+def make_executor(kind: str = 'multi', threads: int | None = None):
+    """multi: callbacks may block (model loading, inference bookkeeping); single: light nodes;
+    events: rclpy's EventsExecutor, the lowest latency and CPU per message.
+    CELLOS_EXECUTOR overrides the kind for every process of a run."""
+    kind = os.environ.get('CELLOS_EXECUTOR') or kind
+    if kind == 'multi':
+        return MultiThreadedExecutor(num_threads=threads)
+    if kind == 'single':
+        return SingleThreadedExecutor()
+    if kind == 'events':
+        from rclpy.experimental import EventsExecutor
+        return EventsExecutor()
+    raise ValueError(f"unknown executor kind '{kind}' (multi | single | events)")
+
+
+def spin_nodes(nodes, *, executor: str = 'multi', threads: int | None = None,
+               stop: threading.Event | None = None) -> None:
+    """Spin until Ctrl-C / SIGTERM / ``stop``; then stop the executor and take every node
+    down (deactivate, cleanup, destroy) with nothing left spinning on their entities."""
+    ex = make_executor(executor, threads)
+    for n in nodes:
+        ex.add_node(n)
+    stop = stop or threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    spinner = threading.Thread(target=_spin, args=(ex, stop), daemon=False)
+    spinner.start()
+    try:
+        while not stop.wait(0.2):
+            if not spinner.is_alive():
+                break
+    finally:
+        stop.set()
+        ex.shutdown(timeout_sec=5.0)
+        spinner.join()
+        for n in nodes:
+            if isinstance(n, CellosNode):
+                n.on_shutdown(None)
+            n.destroy_node()
+
+
+def _spin(executor, stop: threading.Event) -> None:
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except Exception:
+        if not stop.is_set():  # a callback raised: the process must not keep running deaf
+            raise
+        # else: rclpy races its own shutdown (guard conditions already gone): nothing to do
+    finally:
+        stop.set()
+
+
+def main_for(node_cls, args=None) -> int:
+    """Entry point body shared by every node executable."""
+    # a thread waking from a sleep (the cell's cycle, the inference worker) waits for the GIL up
+    # to the switch interval: 5 ms by default
+    sys.setswitchinterval(0.0005)
+    rclpy.init(args=args, signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
+    try:
+        node = node_cls()
+    except (ParameterError, rclpy.exceptions.InvalidParameterValueException) as e:
+        print(f'error: {e}', file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
+    if node.autostart() and not node.bring_up():
+        node.get_logger().error('autostart failed; the node stays up, unconfigured, for a lifecycle manager')
+    try:
+        spin_nodes([node], executor=node_cls.SPIN)
+    finally:
+        rclpy.try_shutdown()
+    return 0

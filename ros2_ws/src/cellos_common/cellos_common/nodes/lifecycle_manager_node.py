@@ -1,0 +1,179 @@
+"""Lifecycle manager of a line (e.g. /line1/lifecycle_manager), in the manner of
+nav2_lifecycle_manager: brings the listed managed nodes up as a whole (configure all, then
+activate all) and down again. A plain node: it is the thing that manages, not managed.
+
+Parameters: node_names (string array; relative names are taken in this node's namespace,
+absolute ones as given, e.g. ['coordinator', 'cell_01/timing', '/gpu0/executor']),
+autostart, transition_timeout_s.
+Services (std_srvs/Trigger): ~/startup, ~/shutdown (deactivate + cleanup, reverse order),
+~/is_active (success: every managed node is active; message: each node's state).
+"""
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+
+import rclpy
+from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.exceptions import ParameterUninitializedException
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from std_srvs.srv import Trigger
+
+from cellos_common.core.params import ParameterError, ParamSpec, validate
+from cellos_common.nodes.lifecycle_client import STATE_LABELS, LifecycleClient, resolve_names
+from lifecycle_msgs.msg import State
+
+PARAMS = [
+    ParamSpec('node_names', [], 'managed nodes in bring-up order; relative names are taken in this '
+              "node's namespace", read_only=True),
+    ParamSpec('autostart', False, 'bring the managed nodes up (configure all, then activate all) at start',
+              read_only=True),
+    ParamSpec('transition_timeout_s', 30.0, 'bound on a whole bring-up (nodes still starting are waited for)',
+              min=0.0, max=600.0, min_exclusive=True, unit='s', read_only=True),
+]
+
+
+class LifecycleManagerNode(Node):
+    PARAMS = PARAMS
+
+    def __init__(self, stop: threading.Event | None = None, **kwargs):
+        super().__init__('lifecycle_manager', **kwargs)
+        values = {}
+        for spec in PARAMS:
+            desc = ParameterDescriptor(description=spec.description + (f' [{spec.unit}]' if spec.unit else ''),
+                                       read_only=spec.read_only)
+            if spec.type is float and spec.min is not None and spec.max is not None:
+                desc.floating_point_range = [FloatingPointRange(from_value=float(spec.min),
+                                                                to_value=float(spec.max), step=0.0)]
+            if spec.type is list:  # an empty default carries no type: declare it as a string array
+                self.declare_parameter(spec.name, Parameter.Type.STRING_ARRAY, desc)
+                try:
+                    value = self.get_parameter(spec.name).value
+                except ParameterUninitializedException:
+                    value = None
+                values[spec.name] = list(value) if value is not None else []
+            else:
+                values[spec.name] = self.declare_parameter(spec.name, spec.default, desc).value
+        self.params = validate(PARAMS, values)
+        try:
+            self.managed = resolve_names(self.params.node_names, self.get_namespace())
+        except ValueError as e:
+            raise ParameterError(f"parameter 'node_names': {e}") from None
+        self.stop = stop or threading.Event()
+        self.client = LifecycleClient(self, stop=self.stop)
+        # startup / shutdown / autostart one at a time; the clients' responses arrive on the
+        # default group, served by another executor thread while a bring-up waits
+        self._group = MutuallyExclusiveCallbackGroup()
+        self._manager_services = [
+            self.create_service(Trigger, '~/startup', self._on_startup, callback_group=self._group),
+            self.create_service(Trigger, '~/shutdown', self._on_shutdown, callback_group=self._group),
+            self.create_service(Trigger, '~/is_active', self._on_is_active, callback_group=self._group),
+        ]
+        self._autostart_timer = None
+        if not self.managed:
+            self.get_logger().warning('node_names is empty: nothing to manage')
+        else:
+            self.get_logger().info(f'managing {len(self.managed)} nodes: {", ".join(self.managed)}')
+        if self.params.autostart and self.managed:
+            self._autostart_timer = self.create_timer(0.0, self._autostart, callback_group=self._group)
+
+    # -- transitions ------------------------------------------------------------------------
+    def startup(self) -> list[str]:
+        log = self.get_logger()
+        log.info(f'startup: configuring then activating {len(self.managed)} nodes')
+        failed = self.client.bring_up(self.managed, timeout=self.params.transition_timeout_s,
+                                      log=log.error)
+        if self.stop.is_set():
+            log.warning('startup interrupted (shutting down)')
+        elif failed:
+            log.error(f'startup failed for {len(failed)} of {len(self.managed)} nodes: {", ".join(failed)}')
+        else:
+            log.info(f'startup: all {len(self.managed)} nodes active')
+        return failed
+
+    def shutdown(self) -> list[str]:
+        log = self.get_logger()
+        log.info(f'shutdown: deactivating and cleaning up {len(self.managed)} nodes')
+        failed = self.client.bring_down(self.managed, timeout=5.0, cleanup=True, log=log.error)
+        if failed:
+            log.error(f'shutdown failed for {", ".join(failed)}')
+        else:
+            log.info(f'shutdown: all {len(self.managed)} nodes unconfigured')
+        return failed
+
+    def _autostart(self) -> None:
+        self._autostart_timer.cancel()
+        self.startup()
+
+    # -- services ---------------------------------------------------------------------------
+    def _on_startup(self, request, response):
+        failed = self.startup()
+        response.success = not failed and bool(self.managed)
+        response.message = (f'failed: {", ".join(failed)}' if failed else
+                            f'{len(self.managed)} nodes active' if self.managed else 'no nodes to manage')
+        return response
+
+    def _on_shutdown(self, request, response):
+        failed = self.shutdown()
+        response.success = not failed
+        response.message = f'failed: {", ".join(failed)}' if failed else f'{len(self.managed)} nodes unconfigured'
+        return response
+
+    def _on_is_active(self, request, response):
+        states = self.client.states(self.managed, timeout=1.0)
+        response.success = bool(states) and all(s == State.PRIMARY_STATE_ACTIVE for s in states.values())
+        response.message = ', '.join(f'{n}={STATE_LABELS.get(s, "no answer" if s is None else s)}'
+                                     for n, s in states.items())
+        return response
+
+
+def main(args=None) -> int:
+    rclpy.init(args=args, signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
+    stop = threading.Event()
+    try:
+        node = LifecycleManagerNode(stop=stop)
+    except (ParameterError, rclpy.exceptions.InvalidParameterValueException,
+            rclpy.exceptions.InvalidParameterTypeException) as e:
+        print(f'error: {e}', file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
+    try:
+        _spin(node, stop)
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+def _spin(node, stop: threading.Event) -> None:
+    # always multi-threaded (not base.make_executor, whose kind an environment variable may
+    # change): a bring-up blocks one thread while another serves the clients' responses
+    executor = MultiThreadedExecutor(num_threads=2)
+    executor.add_node(node)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+
+    def spin():
+        try:
+            executor.spin()
+        except (KeyboardInterrupt, ExternalShutdownException):
+            pass
+        finally:
+            stop.set()
+    spinner = threading.Thread(target=spin)
+    spinner.start()
+    try:
+        while not stop.wait(0.2):
+            pass
+    finally:
+        stop.set()
+        executor.shutdown(timeout_sec=5.0)
+        spinner.join()
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""Deferrable jobs: released into the cheapest forecast window that still meets their deadline.
+
+The objective per slot is price + internal carbon price x carbon (currency per MWh). A job is
+never planned past its latest start (latest finish - duration - margin); past the forecast
+horizon the last known slot value is assumed to persist.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cellos_energy.core.energy_gate_policy import Action, GateLevel, GatePolicy, TaskClass, task_decision
+from cellos_energy.core.energy_signal import Forecast
+
+
+@dataclass(frozen=True)
+class ScoreCurve:
+    """Slot i covers [t0_s + i*step_s, t0_s + (i+1)*step_s)."""
+    t0_s: float
+    step_s: float
+    scores: tuple[float, ...]
+
+    @classmethod
+    def from_forecast(cls, stamp_s: float, fc: Forecast, carbon_price_per_t: float) -> 'ScoreCurve':
+        return cls(stamp_s - fc.offset_s, fc.step_s, fc.score(carbon_price_per_t))
+
+    def _slot(self, t: float) -> int:
+        return min(len(self.scores) - 1, max(0, int((t - self.t0_s) // self.step_s)))
+
+    def mean(self, a: float, b: float) -> float:
+        """Time-weighted mean score over [a, b]."""
+        if not self.scores or self.step_s <= 0:
+            return 0.0
+        if b <= a:
+            return self.scores[self._slot(a)]
+        total, t = 0.0, a
+        while t < b - 1e-12:
+            i = self._slot(t)
+            edge = self.t0_s + (i + 1) * self.step_s
+            end = b if i == len(self.scores) - 1 else min(b, edge)
+            total += self.scores[i] * (end - t)
+            t = end
+        return total / (b - a)
+
+    def boundaries(self, a: float, b: float) -> list[float]:
+        first = int((a - self.t0_s) // self.step_s) + 1
+        last = min(len(self.scores) - 1, int((b - self.t0_s) // self.step_s))
+        return [self.t0_s + i * self.step_s for i in range(max(first, 1), last + 1)]
+
+
+@dataclass(frozen=True)
+class DeferrableJob:
+    job_id: str
+    duration_s: float
+    latest_finish_s: float
+    submitted_s: float
+
+    def latest_start(self, margin_s: float = 0.0) -> float:
+        return self.latest_finish_s - self.duration_s - margin_s
+
+
+@dataclass(frozen=True)
+class ReleasePlan:
+    start_s: float
+    mean_score: float
+    reason: str
+
+
+def plan_release(now_s: float, job: DeferrableJob, curve: ScoreCurve | None,
+                 margin_s: float = 0.0) -> ReleasePlan:
+    """Cheapest start in [now, latest start]; ties go to the earliest start."""
+    latest = job.latest_start(margin_s)
+    if latest <= now_s:
+        return ReleasePlan(now_s, curve.mean(now_s, now_s + job.duration_s) if curve else 0.0,
+                           'latest start reached')
+    if curve is None or not curve.scores:
+        return ReleasePlan(latest, 0.0, 'no forecast: held to its latest start')
+    candidates = [now_s, *curve.boundaries(now_s, latest), latest]
+    best = min(candidates, key=lambda s: (round(curve.mean(s, s + job.duration_s), 9), s))
+    return ReleasePlan(best, curve.mean(best, best + job.duration_s),
+                       'now is the cheapest window' if best == now_s else 'cheapest window before the deadline')
+
+
+@dataclass(frozen=True)
+class Release:
+    job: DeferrableJob
+    at_s: float
+    reason: str
+
+
+@dataclass
+class DeferralQueue:
+    """The jobs a cell holds back; ``tick`` re-plans them and hands out those to run now."""
+    policy: GatePolicy
+    margin_s: float = 0.0
+    max_jobs: int = 1000
+    pending: dict[str, DeferrableJob] = field(default_factory=dict)
+    plans: dict[str, ReleasePlan] = field(default_factory=dict)
+    missed: list[Release] = field(default_factory=list)    # past their deadline while gated
+
+    def submit(self, job: DeferrableJob, now_s: float, curve: ScoreCurve | None) -> tuple[bool, ReleasePlan | None, str]:
+        if job.job_id in self.pending:
+            return False, None, f'job {job.job_id} is already queued'
+        if len(self.pending) >= self.max_jobs:
+            return False, None, f'queue full ({self.max_jobs} jobs)'
+        if job.duration_s <= 0:
+            return False, None, f'duration {job.duration_s} s must be > 0'
+        if job.latest_start(self.margin_s) < now_s:
+            return False, None, (f'cannot meet its deadline: latest start was '
+                                 f'{now_s - job.latest_start(self.margin_s):.1f} s ago')
+        plan = plan_release(now_s, job, curve, self.margin_s)
+        self.pending[job.job_id] = job
+        self.plans[job.job_id] = plan
+        return True, plan, plan.reason
+
+    def tick(self, now_s: float, level: GateLevel, curve: ScoreCurve | None) -> list[Release]:
+        """Re-plan every job on the newest forecast; return the ones released now."""
+        out = []
+        for job_id, job in list(self.pending.items()):
+            if now_s + job.duration_s > job.latest_finish_s and level > self.policy.deadline_runs_up_to:
+                del self.pending[job_id], self.plans[job_id]
+                self.missed.append(Release(job, now_s, f'missed its deadline: gate {level.name}'))
+                continue
+            plan = plan_release(now_s, job, curve, self.margin_s)
+            self.plans[job_id] = plan
+            d = task_decision(level, TaskClass.DEFERRABLE, self.policy, now_s=now_s,
+                              release_at_s=plan.start_s, latest_start_s=job.latest_start(self.margin_s))
+            if d.action is Action.RUN:
+                del self.pending[job_id], self.plans[job_id]
+                out.append(Release(job, now_s, d.reason))
+        return out
+
+    def next_release_s(self) -> float | None:
+        return min((p.start_s for p in self.plans.values()), default=None)

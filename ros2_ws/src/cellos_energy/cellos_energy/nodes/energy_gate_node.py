@@ -1,0 +1,166 @@
+"""Energy gate (one per cell, namespace /<line>/<cell>): site signal -> the cell's GateState."""
+from __future__ import annotations
+
+import time
+from collections import deque
+
+from cellos_interfaces.msg import EnergySignal as EnergySignalMsg
+from cellos_interfaces.msg import GateState as GateStateMsg
+from cellos_interfaces.srv import DeferJob
+
+from cellos_energy.core.deferral import DeferralQueue, DeferrableJob, ScoreCurve
+from cellos_energy.core.energy_gate_policy import POLICY_PARAMS, GateLevel, GateMachine, policy_from_values
+from cellos_energy.core.energy_signal import SignalTracker
+from cellos_common.core.params import ParameterError, ParamSpec
+from cellos_common.nodes import qos
+from cellos_common.nodes.base import CellosNode, main_for
+from cellos_common.nodes.convert_time import s_to_time, time_to_s
+from cellos_energy.nodes.convert_energy import gate_to_msg, signal_from_msg
+from cellos_common.nodes.diagnostics import ERROR, OK, WARN, DiagReport
+
+
+class EnergyGateNode(CellosNode):
+    SPIN = 'single'    # no callback blocks
+    PARAMS = [
+        ParamSpec('cell_id', '', 'cell this gate belongs to; empty: the node namespace'),
+        ParamSpec('feed_topic', '/site/energy_feed', 'site EnergySignal topic'),
+        ParamSpec('gate_topic', 'energy/gate', 'GateState topic (relative: under the cell namespace)'),
+        ParamSpec('stale_after_s', 5.0, 'signal older than this (receive time + its age) -> safe level',
+                  min=0.1, max=86400.0, unit='s'),
+        ParamSpec('check_period_s', 0.2, 'staleness / deferral check period', min=0.01, max=10.0, unit='s'),
+        ParamSpec('republish_period_s', 1.0, 'heartbeat of the latched GateState', min=0.05, max=60.0, unit='s'),
+        ParamSpec('deferral_margin_s', 1.0, 'slack kept before a deferrable job\'s latest start',
+                  min=0.0, max=86400.0, unit='s'),
+        ParamSpec('max_deferred_jobs', 1000, 'deferred-job queue capacity', min=1, max=100000),
+        *POLICY_PARAMS,
+    ]
+
+    def __init__(self, **kwargs):
+        super().__init__('energy_gate', **kwargs)
+
+    def check_params(self, params) -> None:
+        try:
+            policy_from_values(params)
+        except ValueError as e:
+            raise ParameterError(str(e)) from e
+
+    def configure(self) -> None:
+        p = self.params
+        self.cell_id = p.cell_id or self.get_namespace().strip('/') or self.get_name()
+        self.policy = policy_from_values(p)
+        now = time.time()
+        self.tracker = SignalTracker(p.stale_after_s)
+        self.machine = GateMachine(self.policy, now)
+        self.queue = DeferralQueue(self.policy, p.deferral_margin_s, p.max_deferred_jobs)
+        self.curve: ScoreCurve | None = None
+        self.released: deque[str] = deque(maxlen=32)
+        self._last_pub = 0.0
+        self._missed_seen = 0
+        self._pub = self.create_publisher(GateStateMsg, p.gate_topic, qos.latched_state())
+        self._sub = None
+        self._srv = self.create_service(DeferJob, 'energy/defer', self._on_defer)
+        self._timer = self.create_timer(p.check_period_s, self._tick)
+        self._timer.cancel()
+        self.diagnostics.add('energy gate', self._diag)
+
+    def activate(self) -> None:
+        self._sub = self.create_subscription(EnergySignalMsg, self.params.feed_topic, self._on_signal,
+                                             qos.latched_state())
+        self._timer.reset()
+        self._publish(time.time())
+
+    def deactivate(self) -> None:
+        self._timer.cancel()
+        if self._sub is not None:
+            self.destroy_subscription(self._sub)
+            self._sub = None
+
+    def cleanup(self) -> None:
+        self.destroy_timer(self._timer)
+        self.destroy_service(self._srv)
+        self.destroy_publisher(self._pub)
+
+    # -- signal and level ------------------------------------------------------------------
+    def _on_signal(self, msg: EnergySignalMsg) -> None:
+        now = time.time()
+        sig = signal_from_msg(msg)
+        reason = self.tracker.offer(sig, now)
+        if reason is not None:
+            self.get_logger().warning(f'rejected energy signal from {sig.source or "?"}: {reason}; '
+                                      f'keeping the last good one', throttle_duration_sec=2.0)
+            return
+        if sig.forecast.slots:
+            self.curve = ScoreCurve.from_forecast(sig.stamp_s, sig.forecast, self.policy.carbon_price_per_t)
+        self._evaluate(now)
+
+    def _evaluate(self, now: float) -> None:
+        before = self.machine.status
+        if self.tracker.is_stale(now):
+            age = self.tracker.age_s(now)
+            what = 'no signal received' if age == float('inf') else f'signal stale ({age:.1f} s old)'
+            changed = self.machine.lost(f'{what} > {self.params.stale_after_s:.1f} s', now)
+        else:
+            changed = self.machine.update(self.tracker.last_good, now)
+        status = self.machine.status
+        if changed or status.safe_fallback != before.safe_fallback:
+            text = f'gate {before.level.name} -> {status.level.name}: {status.reason}'
+            if status.safe_fallback:
+                self.get_logger().warning(text)
+            else:
+                self.get_logger().info(text)
+        for r in self.queue.tick(now, status.level, self.curve):
+            self.released.append(r.job.job_id)
+            self.get_logger().info(f'released deferred job {r.job.job_id}: {r.reason}')
+            changed = True
+        for r in self.queue.missed[self._missed_seen:]:
+            self.get_logger().error(f'deferred job {r.job.job_id}: {r.reason}')
+        self._missed_seen = len(self.queue.missed)
+        if changed or status.safe_fallback != before.safe_fallback or \
+                now - self._last_pub >= self.params.republish_period_s:
+            self._publish(now)
+
+    def _tick(self) -> None:
+        self._evaluate(time.time())
+
+    def _publish(self, now: float) -> None:
+        nxt = self.queue.next_release_s()
+        msg = gate_to_msg(self.cell_id, now, self.machine.status, self.tracker.last_good,
+                          self.tracker.age_s(now), 0.0, self.curve, list(self.queue.pending),
+                          list(self.released), max(0.0, nxt - now) if nxt is not None else 0.0)
+        self._pub.publish(msg)
+        self._last_pub = now
+
+    # -- deferred jobs ---------------------------------------------------------------------
+    def _on_defer(self, req, resp):
+        now = time.time()
+        job = DeferrableJob(req.job_id, req.duration_s, time_to_s(req.latest_finish), now)
+        if not req.job_id:
+            resp.accepted, resp.reason = False, 'empty job_id'
+            return resp
+        ok, plan, reason = self.queue.submit(job, now, self.curve)
+        resp.accepted, resp.reason = ok, reason
+        if ok:
+            resp.release_at = s_to_time(plan.start_s)
+            self.get_logger().info(f'deferred job {job.job_id}: release in {plan.start_s - now:.1f} s ({reason})')
+            self._evaluate(now)
+        else:
+            self.get_logger().warning(f'refused deferred job {job.job_id}: {reason}')
+        return resp
+
+    def _diag(self) -> DiagReport:
+        now = time.time()
+        st = self.machine.status
+        values = {'level': st.level.name, 'reason': st.reason, 'safe_fallback': st.safe_fallback,
+                  'signal_age_s': self.tracker.age_s(now), 'accepted': self.tracker.accepted,
+                  'rejected': self.tracker.rejected, 'last_rejection': self.tracker.last_rejection or '-',
+                  'deferred_jobs': len(self.queue.pending), 'missed_jobs': len(self.queue.missed),
+                  'level_changes': self.machine.changes}
+        if st.safe_fallback:
+            return DiagReport(ERROR, f'SAFE LEVEL {st.level.name}: {st.reason}', values)
+        if st.level >= GateLevel.CRITICAL_ONLY or self.queue.missed:
+            return DiagReport(WARN, f'{st.level.name}: {st.reason}', values)
+        return DiagReport(OK, f'{st.level.name}: {st.reason}', values)
+
+
+def main(args=None):
+    return main_for(EnergyGateNode, args)

@@ -1,0 +1,61 @@
+import math
+
+import pytest
+
+from cellos_energy.core.energy_signal import (DR_HIGH, EnergySignal, Forecast, Override, SignalTracker,
+                                       apply_override, check_signal)
+
+
+def sig(**kw):
+    base = dict(site_id='site', source='test', stamp_s=1000.0, data_time_s=1000.0, price_per_mwh=50.0,
+                carbon_g_per_kwh=150.0, power_budget_w=5000.0)
+    base.update(kw)
+    return EnergySignal(**base)
+
+
+def test_good_signal_passes():
+    assert check_signal(sig()) is None
+
+
+@pytest.mark.parametrize('kw, words', [
+    (dict(price_per_mwh=math.nan), 'price_per_mwh is not a finite'),
+    (dict(price_per_mwh=1e9), 'price_per_mwh'),
+    (dict(carbon_g_per_kwh=-1.0), 'carbon_g_per_kwh'),
+    (dict(power_budget_w=-5.0), 'power_budget_w'),
+    (dict(dr_level=7), 'dr_level 7'),
+    (dict(age_s=-1.0), 'age_s'),
+    (dict(site_id=''), 'site_id'),
+    (dict(dr_start_s=20.0, dr_end_s=10.0), 'DR window'),
+    (dict(forecast=Forecast(0.0, 0.0, (1.0,), ())), 'forecast step'),
+    (dict(forecast=Forecast(10.0, 0.0, (1.0, 2.0), (1.0,))), 'differ in length'),
+    (dict(forecast=Forecast(10.0, 0.0, (math.inf,), ())), 'forecast price'),
+])
+def test_bad_signal_rejected_with_reason(kw, words):
+    reason = check_signal(sig(**kw))
+    assert reason is not None and words in reason
+
+
+def test_tracker_keeps_last_good_on_rejection():
+    t = SignalTracker(stale_after_s=5.0)
+    assert t.offer(sig(price_per_mwh=42.0), now_s=0.0) is None
+    reason = t.offer(sig(price_per_mwh=math.inf), now_s=1.0)
+    assert reason and 'price' in reason
+    assert t.last_good.price_per_mwh == 42.0 and t.rejected == 1 and t.last_rejection == reason
+    assert t.received_at_s == 0.0
+
+
+def test_staleness_counts_receive_time_and_carried_age():
+    t = SignalTracker(stale_after_s=5.0)
+    assert t.is_stale(0.0) and t.age_s(0.0) == math.inf
+    t.offer(sig(age_s=2.0), now_s=10.0)
+    assert t.age_s(11.0) == pytest.approx(3.0)
+    assert not t.is_stale(12.9) and t.is_stale(13.1)
+
+
+def test_override_raises_dr_and_expires():
+    ov = Override(DR_HIGH, 800.0, until_s=100.0, reason='grid', since_s=0.0)
+    out = apply_override(sig(), ov, now_s=50.0)
+    assert out.dr_level == DR_HIGH and out.power_budget_w == 800.0 and out.dr_end_s == 100.0
+    assert 'manual' in out.source and out.dr_event_id == 'manual:grid'
+    assert apply_override(sig(), ov, now_s=100.0) == sig()
+    assert apply_override(sig(), None, now_s=0.0) == sig()

@@ -1,0 +1,160 @@
+"""A cell's own inference policy: which of its tasks' requests go to the executor now.
+
+The arbiter is the cell's only client of the executor. It applies, in order: cell id,
+deadline already past, per-task priority, the energy gate, max in flight. Everything it
+forwards is tracked until exactly one result has gone back to the task: the executor's
+result, or TIMEOUT at the request's deadline (or at once when the executor is lost with
+the request in flight). Requests accepted while no executor is reachable wait here and
+go out when it returns, or time out at their deadline.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from cellos_common.core.gate_level import GateLevel
+from cellos_inference.core.inference_types import Outcome, Priority, Status
+
+
+# Which priority classes each gate level lets through.
+GATE_ALLOWS = {
+    GateLevel.FULL: {Priority.CRITICAL, Priority.NORMAL, Priority.BACKGROUND},
+    GateLevel.ECO: {Priority.CRITICAL, Priority.NORMAL},
+    GateLevel.CRITICAL_ONLY: {Priority.CRITICAL},
+    GateLevel.HALT: set(),
+}
+
+
+@dataclass
+class EnergyGate:
+    """The hook the energy issue drives: ``set(level, reason)`` from the cell's GateState.
+
+    HALT still lets the cell's safety-critical tasks through (critical class and named in
+    ``safety_tasks``). Any callable ``(priority, task) -> (allowed, reason)`` can replace it.
+    """
+    level: GateLevel = GateLevel.FULL
+    reason: str = ''
+    safety_tasks: frozenset = frozenset({'inspection'})
+
+    def set(self, level: int, reason: str = '') -> None:
+        self.level, self.reason = GateLevel(level), reason
+
+    def __call__(self, priority: Priority, task: str) -> tuple[bool, str]:
+        if priority in GATE_ALLOWS[self.level]:
+            return True, ''
+        if self.level == GateLevel.HALT and priority == Priority.CRITICAL and task in self.safety_tasks:
+            return True, ''
+        return False, (f'energy gate {self.level.name}' + (f' ({self.reason})' if self.reason else '')
+                       + f' does not allow {priority.name.lower()} task {task!r} now')
+
+
+@dataclass
+class ArbiterConfig:
+    cell_id: str
+    max_in_flight: int = 16
+    task_priority: dict = field(default_factory=dict)   # task -> Priority (overrides the request)
+    executor_timeout_s: float = 1.0                      # no executor heartbeat for this long: lost
+
+
+@dataclass
+class Pending:
+    forward_id: int
+    request_id: int
+    task: str
+    model: str
+    priority: Priority
+    deadline: float
+    payload: Any = None          # what the shell forwards (the request message)
+    forwarded: bool = False
+
+
+@dataclass
+class Admission:
+    pending: Pending | None      # accepted (track it, forward when possible)
+    refusal: Outcome | None      # or answered at once
+
+
+class ArbiterPolicy:
+    def __init__(self, config: ArbiterConfig,
+                 gate: Callable[[Priority, str], tuple[bool, str]] | None = None):
+        self.config = config
+        self.gate = gate if gate is not None else EnergyGate()
+        self.pending: dict[int, Pending] = {}
+        self._next_id = 0
+        self._executor_seen: float | None = None
+        self.counts: dict[str, int] = {}
+
+    # -- executor presence ------------------------------------------------------------
+    def executor_seen(self, now: float) -> None:
+        self._executor_seen = now
+
+    def executor_alive(self, now: float) -> bool:
+        return self._executor_seen is not None and now - self._executor_seen <= self.config.executor_timeout_s
+
+    # -- requests from the cell's tasks -----------------------------------------------------
+    def count(self, status: int) -> None:
+        name = Status(status).name
+        self.counts[name] = self.counts.get(name, 0) + 1
+
+    def _refuse(self, request_id, task, model, status, reason) -> Admission:
+        self.count(status)
+        return Admission(None, Outcome(request_id, self.config.cell_id, task, model, Status(status), reason))
+
+    def submit(self, *, request_id: int, cell_id: str, task: str, model: str, priority: int,
+               deadline: float, now: float, payload: Any = None) -> Admission:
+        if cell_id and cell_id != self.config.cell_id:
+            return self._refuse(request_id, task, model, Status.REJECTED,
+                                f'cell id {cell_id!r} does not match this cell ({self.config.cell_id!r})')
+        if deadline <= now:
+            return self._refuse(request_id, task, model, Status.DEADLINE,
+                                f'deadline passed {1e3 * (now - deadline):.1f} ms before the arbiter got it')
+        try:
+            prio = Priority(self.config.task_priority.get(task, priority))
+        except ValueError:
+            return self._refuse(request_id, task, model, Status.REJECTED, f'unknown priority {priority}')
+        allowed, why = self.gate(prio, task)
+        if not allowed:
+            return self._refuse(request_id, task, model, Status.GATED, why)
+        if len(self.pending) >= self.config.max_in_flight:
+            return self._refuse(request_id, task, model, Status.REJECTED,
+                                f'cell has {len(self.pending)} requests in flight '
+                                f'(max_in_flight {self.config.max_in_flight})')
+        self._next_id += 1
+        p = Pending(self._next_id, request_id, task, model, prio, deadline, payload)
+        self.pending[p.forward_id] = p
+        return Admission(p, None)
+
+    def to_forward(self, now: float, can_send: bool) -> list[Pending]:
+        """Accepted requests that should go to the executor now (marked forwarded)."""
+        if not (can_send and self.executor_alive(now)):
+            return []
+        out = [p for p in self.pending.values() if not p.forwarded]
+        for p in out:
+            p.forwarded = True
+        return out
+
+    def on_result(self, forward_id: int) -> Pending | None:
+        """The pending request a result answers; None when it was already answered."""
+        return self.pending.pop(forward_id, None)
+
+    def expire(self, now: float, lead_s: float = 0.0) -> list[tuple[Pending, str]]:
+        """Requests to answer TIMEOUT now: deadline within ``lead_s`` (the caller's tick, so
+        the answer leaves no later than the deadline), or in flight to a lost executor."""
+        alive = self.executor_alive(now)
+        out = []
+        for fid, p in list(self.pending.items()):
+            if p.deadline - lead_s <= now:
+                why = ('executor did not answer before the deadline' if p.forwarded else
+                       'no executor reachable before the deadline')
+            elif p.forwarded and not alive:
+                why = (f'executor lost (no status for > {self.config.executor_timeout_s:.1f} s) '
+                       'with this request in flight')
+            else:
+                continue
+            del self.pending[fid]
+            out.append((p, why))
+        return out
+
+    def outcome(self, p: Pending, status: Status, reason: str) -> Outcome:
+        self.count(status)
+        return Outcome(p.request_id, self.config.cell_id, p.task, p.model, Status(status), reason)

@@ -1,0 +1,241 @@
+"""The executor's work loop: check a request, queue it, batch, run the model, answer.
+
+No ROS here: the node hands in Jobs and gets Outcomes through ``on_result`` (called from
+the submitting thread for immediate refusals, from the delivery thread for everything else,
+so the inference worker goes on to the next batch while results are published).
+Inference runs only in the worker thread(s). Every submitted Job produces exactly one
+Outcome, including at shutdown and when its model is unloaded.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import Callable
+
+import numpy as np
+
+from cellos_inference.core.executor_scheduler import POLICIES, Batch, SchedulerConfig
+from cellos_inference.core.executor_stats import ExecutorStats
+from cellos_inference.core.inference_types import Priority, Job, Outcome, Status
+from cellos_inference.core.model_registry import ModelEntry, ModelRegistry, ModelSpec
+from cellos_inference.core.tensor_check import batch_key, check_inputs
+
+
+class ExecutorEngine:
+    def __init__(self, registry: ModelRegistry, config: SchedulerConfig,
+                 on_result: Callable[[Outcome], None], *, policy: str = 'fair',
+                 clock: Callable[[], float] = time.time, workers: int = 1, log=None):
+        self.registry = registry
+        self.config = config
+        self.on_result = on_result
+        self.clock = clock
+        self.log = log or (lambda msg: None)
+        self.stats = ExecutorStats()
+        self.backend = registry.backend.name
+        self.scheduler = POLICIES[policy](config, self._cost)
+        self._cv = threading.Condition()
+        self._stop = False
+        self.duty_cycle = 1.0   # share of time the worker may compute (site power budget)
+        self._in_flight = 0
+        self._workers = [threading.Thread(target=self._work, name=f'inference-{i}', daemon=True)
+                         for i in range(workers)]
+        self._outbox: deque = deque()
+        self._outbox_cv = threading.Condition()
+        self._delivery_stop = False
+        self._delivery = threading.Thread(target=self._deliver, name='delivery', daemon=True)
+
+    def _cost(self, model_id: str):
+        entry = self.registry.resolve(model_id)
+        return None if entry is None else (entry.service, entry.max_batch)
+
+    # -- lifecycle ------------------------------------------------------------------
+    def start(self) -> None:
+        self._delivery.start()
+        for w in self._workers:
+            w.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Refuse new work, answer everything queued SHUTTING_DOWN, finish the batch in flight."""
+        with self._cv:
+            refused = self.scheduler.shutdown()
+            self._stop = True
+            self._cv.notify_all()
+        self._send(refused)
+        for w in self._workers:
+            if w.is_alive():
+                w.join(timeout)
+        with self._outbox_cv:
+            self._delivery_stop = True
+            self._outbox_cv.notify()
+        if self._delivery.is_alive():
+            self._delivery.join(timeout)
+        self._send(self._take_outbox())   # never started, or timed out: deliver here
+
+    # -- models ---------------------------------------------------------------------
+    def load_model(self, spec: ModelSpec) -> ModelEntry:
+        entry, replaced = self.registry.load(spec)
+        if replaced is not None:
+            self._drop_model(replaced.id, f'model {replaced.name!r} was replaced by {entry.id[:12]}')
+        return entry
+
+    def unload_model(self, ref: str) -> ModelEntry:
+        entry = self.registry.unload(ref)
+        self._drop_model(entry.id, f'model {entry.name!r} was unloaded')
+        return entry
+
+    def _drop_model(self, model_id: str, reason: str) -> None:
+        with self._cv:
+            gone = self.scheduler.drain(lambda j: j.model_id == model_id, Status.UNKNOWN_MODEL, reason)
+        self._send(gone)
+
+    # -- requests -------------------------------------------------------------------
+    def submit(self, job: Job) -> None:
+        now = self.clock()
+        job.arrival = now
+        if job.priority is None:
+            return self._send([Outcome.reject(job, Status.REJECTED, 'unknown priority class '
+                                              '(0 critical, 1 normal, 2 background)', self.backend)])
+        entry = self.registry.resolve(job.model)
+        if entry is None:
+            known = ', '.join(e.name for e in self.registry.list()) or 'none'
+            return self._send([Outcome.reject(job, Status.UNKNOWN_MODEL,
+                                              f'no model {job.model!r} loaded (loaded: {known})',
+                                              self.backend)])
+        job.model_id = entry.id
+        check = check_inputs(entry.model.inputs, job.inputs,
+                             allow_non_finite=entry.allow_non_finite, max_batch=entry.max_batch)
+        if not check.ok:
+            return self._send([Outcome.reject(job, check.status, check.reason, self.backend)])
+        job.arrays, job.items, job.batch_key = check.arrays, check.items, batch_key(check.arrays)
+        with self._cv:
+            refused = self.scheduler.submit(job, now)
+            displaced = self.scheduler.take_displaced()
+            if refused is None:
+                self._cv.notify()
+        self._send(displaced + ([refused] if refused is not None else []))
+
+    def _send(self, outcomes) -> None:
+        for o in outcomes:
+            o.backend = o.backend or self.backend
+            self.stats.record(o)
+            try:
+                self.on_result(o)
+            except Exception as e:  # a broken publisher must not kill the worker
+                self.log(f'result delivery failed for {o.cell_id}#{o.request_id}: {e}')
+
+    def _post(self, outcomes) -> None:
+        """From the worker: hand results to the delivery thread."""
+        if not outcomes:
+            return
+        with self._outbox_cv:
+            direct = self._delivery_stop     # delivery thread gone (stop timed out a worker)
+            if not direct:
+                self._outbox.extend(outcomes)
+                self._outbox_cv.notify()
+        if direct:
+            self._send(outcomes)
+
+    def _take_outbox(self) -> list:
+        with self._outbox_cv:
+            out = list(self._outbox)
+            self._outbox.clear()
+        return out
+
+    def _deliver(self) -> None:
+        while True:
+            with self._outbox_cv:
+                while not self._outbox and not self._delivery_stop:
+                    self._outbox_cv.wait()
+                if not self._outbox and self._delivery_stop:
+                    return
+                out = list(self._outbox)
+                self._outbox.clear()
+            self._send(out)
+
+    # -- worker ---------------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            with self._cv:
+                while True:
+                    if self._stop:
+                        return
+                    now = self.clock()
+                    d = self.scheduler.poll(now)
+                    if d.batch is not None:
+                        self.scheduler.started(d.batch, now)
+                    if d.batch is not None or d.expired:
+                        break
+                    self._cv.wait(None if d.wait_until is None else max(0.0, d.wait_until - now))
+            self._post(d.expired)
+            if d.batch is not None:
+                compute_s = self._run(d.batch)
+                self._rest_for_power(d.batch, compute_s)
+
+    def _rest_for_power(self, batch: Batch, compute_s: float) -> None:
+        """Under a site power budget below one busy stream, idle after each batch so the busy
+        share stays at ``duty_cycle``. Critical work never waits for the budget."""
+        duty = self.duty_cycle
+        if duty >= 1.0 or batch.priority == Priority.CRITICAL or not compute_s:
+            return
+        rest = compute_s * (1.0 / max(duty, 0.05) - 1.0)
+        with self._cv:
+            self._cv.wait_for(lambda: self._stop, timeout=rest)
+
+    def _run(self, batch: Batch) -> float:
+        entry = self.registry.resolve(batch.model_id)
+        outcomes = []
+        if entry is None:
+            outcomes = [Outcome.reject(j, Status.UNKNOWN_MODEL, f'model {j.model!r} was unloaded')
+                        for j in batch.jobs]
+            with self._cv:
+                self.scheduler.complete(batch, 0.0, self.clock())
+            self._post(outcomes)
+            return 0.0
+        items = batch.items
+        t0 = time.perf_counter()
+        try:
+            feeds = {name: (batch.jobs[0].arrays[name] if len(batch.jobs) == 1 else
+                            np.concatenate([j.arrays[name] for j in batch.jobs]))
+                     for name in batch.jobs[0].arrays}
+            outputs = entry.model.run(feeds)
+            error = None
+            for name, out in zip(entry.model.outputs, outputs):
+                if out.ndim == 0 or out.shape[0] != items:
+                    error = f"output '{name}' {list(out.shape)} has no batch dimension of {items}"
+        except Exception as e:
+            outputs, error = [], f'{type(e).__name__}: {e}'
+        compute_s = time.perf_counter() - t0
+        now = self.clock()
+        with self._cv:
+            self.scheduler.complete(batch, compute_s, now)
+        if error is None:
+            entry.service.observe(items, compute_s)
+        cells: dict[str, int] = {}
+        row = 0
+        for j in batch.jobs:
+            cells[j.cell_id] = cells.get(j.cell_id, 0) + j.items
+            if error is not None:
+                o = Outcome.reject(j, Status.INTERNAL, f'inference failed: {error}')
+            else:
+                o = Outcome(j.request_id, j.cell_id, j.task, entry.id, Status.OK,
+                            outputs=[(n, out[row:row + j.items])
+                                     for n, out in zip(entry.model.outputs, outputs)])
+                if now > j.deadline:   # ran, but late: the outputs go along with the status
+                    o.status = Status.DEADLINE
+                    o.reason = f'completed {1e3 * (now - j.deadline):.1f} ms after its deadline'
+            start = j.held_since if j.held_since is not None else batch.dispatched_at
+            o.queue_ms = 1e3 * (start - j.arrival)
+            o.batch_wait_ms = 1e3 * (batch.dispatched_at - start)
+            o.compute_ms = 1e3 * compute_s
+            o.batch_size = items
+            row += j.items
+            outcomes.append(o)
+        self.stats.record_batch(now, cells, items, compute_s)
+        self._post(outcomes)
+        return compute_s
+
+    def snapshot(self):
+        with self._cv:
+            depths = self.scheduler.queue_depths()
+        return self.stats.snapshot(self.clock(), depths, self.config.weight)

@@ -1,0 +1,138 @@
+"""The executor work loop with real ONNX Runtime: every job gets exactly one outcome."""
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import testmodels
+from cellos_inference.core.backends.onnxruntime_backend import OnnxRuntimeBackend
+from cellos_inference.core.executor_engine import ExecutorEngine
+from cellos_inference.core.executor_scheduler import SchedulerConfig
+from cellos_inference.core.inference_types import Job, Priority, RawTensor, Status
+from cellos_inference.core.model_registry import ModelRegistry, ModelSpec
+
+
+class Collector:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.out = {}
+        self.dupes = 0
+
+    def __call__(self, o):
+        with self.lock:
+            key = (o.cell_id, o.request_id)
+            self.dupes += key in self.out
+            self.out[key] = o
+
+    def wait(self, n, timeout=10.0):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            with self.lock:
+                if len(self.out) >= n:
+                    return dict(self.out)
+            time.sleep(0.005)
+        raise AssertionError(f'{len(self.out)} of {n} outcomes')
+
+
+@pytest.fixture
+def engine(tmp_path):
+    reg = ModelRegistry(OnnxRuntimeBackend(), default_max_batch=4)
+    reg.load(ModelSpec('affine', testmodels.affine(tmp_path / 'a.onnx')))
+    got = Collector()
+    eng = ExecutorEngine(reg, SchedulerConfig(max_queue_delay_s=0.02, max_queue_per_cell=8), got)
+    eng.start()
+    yield eng, got
+    eng.stop()
+
+
+def job(rid, x=None, cell='c1', model='affine', deadline=None, name='x', **kw):
+    x = np.full((1, 4), float(rid), np.float32) if x is None else x
+    return Job(rid, cell, 't', model, kw.get('prio', Priority.NORMAL),
+               deadline if deadline is not None else time.time() + 5.0, 0.0,
+               [RawTensor(name, x.dtype.name, x.shape, x.tobytes())])
+
+
+def test_results_are_correct_and_batched(engine):
+    eng, got = engine
+    for i in range(4):
+        eng.submit(job(i))
+    out = got.wait(4)
+    for i in range(4):
+        o = out[('c1', i)]
+        assert o.status == Status.OK, o.reason
+        np.testing.assert_allclose(o.outputs[0][1], 2.0 * i + 1.0)
+        assert o.backend == 'onnxruntime-cpu' and o.compute_ms > 0
+    assert max(o.batch_size for o in out.values()) >= 2      # held for the 20 ms batching window
+    snap = eng.snapshot()
+    assert snap.served == 4 and snap.cells[0].compute_share == pytest.approx(1.0)
+
+
+def test_bad_inputs_each_get_their_status(engine):
+    eng, got = engine
+    eng.submit(job(1, model='nope'))
+    eng.submit(job(2, x=np.zeros((1, 4), np.float64)))
+    eng.submit(job(3, x=np.zeros((1, 5), np.float32)))
+    j = job(4)
+    j.inputs[0].data = j.inputs[0].data[:8]
+    eng.submit(j)
+    eng.submit(job(5, x=np.array([[np.nan, 0, 0, 0]], np.float32)))
+    eng.submit(job(6, deadline=time.time() - 0.001))
+    j = job(7)
+    j.priority = None
+    eng.submit(j)
+    out = got.wait(7)
+    assert [out[('c1', i)].status for i in range(1, 8)] == [
+        Status.UNKNOWN_MODEL, Status.BAD_DTYPE, Status.BAD_SHAPE, Status.BAD_SIZE,
+        Status.NON_FINITE, Status.DEADLINE, Status.REJECTED]
+    assert all(out[('c1', i)].reason for i in range(1, 8))
+    eng.submit(job(8))                                       # and it keeps serving
+    assert got.wait(8)[('c1', 8)].status == Status.OK
+
+
+def conv_engine(tmp_path, queue_limit):
+    """An engine serving a ~2 ms conv net one image at a time, and its image."""
+    reg = ModelRegistry(OnnxRuntimeBackend(), default_max_batch=1)
+    reg.load(ModelSpec('conv', testmodels.conv_net(tmp_path / 'c.onnx', size=96, channels=32)))
+    got = Collector()
+    eng = ExecutorEngine(reg, SchedulerConfig(max_queue_delay_s=0, max_queue_per_cell=queue_limit), got)
+    eng.start()
+    return eng, got, np.zeros((1, 3, 96, 96), np.float32)
+
+
+def test_queue_full_and_shutdown_answer_everything(tmp_path):
+    eng, got, x = conv_engine(tmp_path, 3)
+    for i in range(10):
+        eng.submit(job(i, x=x, model='conv', name='image', deadline=time.time() + 60))
+    eng.stop()
+    out = got.wait(10)
+    statuses = [out[('c1', i)].status for i in range(10)]
+    assert Status.QUEUE_FULL in statuses and Status.SHUTTING_DOWN in statuses
+    assert set(statuses) <= {Status.OK, Status.QUEUE_FULL, Status.SHUTTING_DOWN}
+    assert got.dupes == 0
+    eng.submit(job(11, x=x, model='conv', name='image'))
+    assert got.wait(11)[('c1', 11)].status == Status.SHUTTING_DOWN
+
+
+def test_unload_answers_queued_requests(tmp_path):
+    eng, got, x = conv_engine(tmp_path, 50)
+    for i in range(20):
+        eng.submit(job(i, x=x, model='conv', name='image', deadline=time.time() + 60))
+    eng.unload_model('conv')
+    out = got.wait(20)
+    eng.stop()
+    assert {o.status for o in out.values()} <= {Status.OK, Status.UNKNOWN_MODEL}
+    assert any(o.status == Status.UNKNOWN_MODEL and 'unloaded' in o.reason for o in out.values())
+
+
+def test_a_power_budget_below_one_stream_rests_the_worker_but_never_critical_work(engine):
+    from cellos_inference.core.executor_scheduler import Batch
+    from cellos_inference.core.power_model import compute_limit
+    eng, _ = engine
+    limit = compute_limit(budget_w=35.0, idle_w=20.0, busy_w_per_stream=60.0, max_streams=1)
+    assert limit.duty_cycle == pytest.approx(0.25)
+    eng.duty_cycle = limit.duty_cycle
+    for prio, want in ((Priority.NORMAL, 0.06), (Priority.CRITICAL, 0.0)):
+        t0 = time.monotonic()
+        eng._rest_for_power(Batch('affine', [], prio, 0.0), compute_s=0.02)
+        assert time.monotonic() - t0 == pytest.approx(want, abs=0.015)
