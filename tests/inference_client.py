@@ -11,7 +11,8 @@ from cellos_interfaces.msg import InferenceRequest, InferenceResult
 
 class CellClient:
     """Publishes on ``<ns>/<request_leaf>`` and records results from ``<ns>/<result_leaf>``
-    with their arrival time, keyed by (task, request_id)."""
+    with their arrival time, keyed by (task, request_id).
+    """
 
     def __init__(self, probe, ns: str, request_leaf='arbiter/request', result_leaf='arbiter/result'):
         self.probe, self.ns = probe, ns

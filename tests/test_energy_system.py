@@ -1,5 +1,6 @@
 """Energy gating over real DDS: a real openleadr VTN on loopback -> energy_feed (openadr VEN,
-own process) -> several energy_gate processes; then the feed dies and the gates go safe."""
+own process) -> several energy_gate processes; then the feed dies and the gates go safe.
+"""
 from __future__ import annotations
 
 import time

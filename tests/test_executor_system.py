@@ -109,6 +109,7 @@ def test_statuses_isolation_services(processes, ros_probe, models):
     gate_pub = ros_probe.node.create_publisher(GateState, '/line1/cell2/energy/gate',
                                                qos.latched_state())
     gate_pub.publish(GateState(cell_id='line1/cell2', level=GateState.LEVEL_ECO, reason='test peak'))
+
     def gated():
         r = c2.result(c2.send('affine', X, task='background_score', priority=2))
         return r.status == Status.GATED and 'test peak' in r.reason
@@ -129,7 +130,7 @@ def test_statuses_isolation_services(processes, ros_probe, models):
 
     # services
     names = sorted(m.name for m in ros_probe.call(ListModels, '/gpu0/executor/list_models',
-                                                   ListModels.Request()).models)
+                                                  ListModels.Request()).models)
     assert names == ['affine', 'conv', 'slow']
     resp = ros_probe.call(LoadModel, '/gpu0/executor/load_model',
                           LoadModel.Request(name='affine2', path=str(models / 'affine.onnx')))

@@ -133,6 +133,7 @@ def test_drift_hold_propagates_upstream_and_bad_plant_data_is_rejected(processes
 
     drift.publish(VisionDrift(cell_id='cell_03', state=VisionDrift.STATE_FALLBACK, hold=False))
     n = len(ros_probe.received('state'))
+
     def drift_released(s):
         return not cell(s, 'cell_03').held and not any('revalidating' in c.hold_reason for c in s.cells)
     try:

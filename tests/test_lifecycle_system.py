@@ -1,6 +1,7 @@
 """The lifecycle_manager node over real DDS: it brings separate node processes up as a whole
 (configure all, then activate all), takes them down and up again on its services, reports a
-node it cannot reach, and exits cleanly on Ctrl-C."""
+node it cannot reach, and exits cleanly on Ctrl-C.
+"""
 from __future__ import annotations
 
 import time

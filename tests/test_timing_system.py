@@ -106,7 +106,8 @@ def test_line_locks_loses_and_relocks_cells(processes, line_probe):
     # DDS raises the deadline event 1.25 periods after the last report; the coordinator's Python
     # executor takes it up a few ms later on a quiet machine, tens of ms on 2 busy shared cores:
     # the bound leaves one period for that (the closing note states the measured figures)
-    assert lost_at - last_cycle <= 3 * PERIOD_MS / 1e3, f'lost {(lost_at - last_cycle) * 1e3:.1f} ms after its last cycle'
+    assert lost_at - last_cycle <= 3 * PERIOD_MS / 1e3, \
+        f'lost {(lost_at - last_cycle) * 1e3:.1f} ms after its last cycle'
     time.sleep(1.0)
     s = latest_state(line_probe)
     assert all(cell(s, c).locked for c in ('cell_01', 'cell_03')), s.cells

@@ -212,7 +212,8 @@ def test_end_to_end_verdicts_through_arbiter_and_executor_then_drift(processes, 
 
 def test_cycle_ticks_from_the_timing_node_drive_inspections(processes, ros_probe):
     """trigger=cycle: one inspection per inspect_every cycles of the cell's real timing node;
-    without an arbiter each one ends UNDECIDED (late), never as a pass."""
+    without an arbiter each one ends UNDECIDED (late), never as a pass.
+    """
     processes.start('timing', 'timing_node', namespace=CELL, params={'autostart': True, 'period_ms': 50.0})
     processes.start('vision', 'vision_node', namespace=CELL, params={
         'autostart': True, 'trigger': 'cycle', 'cycle_period_ms': 50.0, 'inspect_every': 4,

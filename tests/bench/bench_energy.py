@@ -1,5 +1,6 @@
 """BENCH energy: >= 7 days of the real CAISO trace through the real gate policy + deferral core,
-gated vs ungated on the same work in the same run; gate latency over real DDS (feed -> gates)."""
+gated vs ungated on the same work in the same run; gate latency over real DDS (feed -> gates).
+"""
 from __future__ import annotations
 
 import statistics
@@ -11,7 +12,7 @@ from cellos_interfaces.srv import SetEnergyOverride
 
 from cellos_energy.core.deferral import DeferralQueue, DeferrableJob, ScoreCurve
 from cellos_energy.core.energy_gate_policy import (POLICY_PARAMS, Action, GateMachine, TaskClass,
-                                            policy_from_values, task_decision)
+                                                   policy_from_values, task_decision)
 from cellos_energy.core.energy_signal import EnergySignal
 from cellos_energy.core.energy_trace import EnergyTrace, TraceReplay
 from cellos_common.core.params import validate

@@ -53,7 +53,8 @@ ROUNDS, RAW_S, OPEN_S, SETTLE_S, DRAIN_S = 3, 1.5, 3.5, 1.0, 0.5
 def test_executor_overhead(processes, tmp_path):
     """Raw ONNX Runtime and the executor path alternate in short windows (raw, executor,
     raw, ...) so both see the same background load of the shared machine; the cells keep
-    the executor busy only while the go file exists."""
+    the executor busy only while the go file exists.
+    """
     size = 64
     path = testmodels.conv_net(tmp_path / 'conv.onnx', size=size, channels=64, layers=4)
     (tmp_path / 'models.yaml').write_text(f'models:\n  - {{name: conv, path: conv.onnx, max_batch: {MAX_BATCH}}}\n')
@@ -216,10 +217,11 @@ def test_executor_overload(small_model):
 def test_executor_flood(small_model):
     """Victims offer 0.8 of their share, measured right before each run (the machine is
     shared, its capacity drifts); without / with the flood alternate so both see the same
-    background load."""
+    background load.
+    """
     path, size = small_model
     cells = [f'line1/cell{i}' for i in range(1, 5)]
-    victims = lambda r: r[0] != cells[0]
+    def victims(r): return r[0] != cells[0]
     met, total, unanswered, caps = defaultdict(int), defaultdict(int), 0, []
     for rnd in range(2):
         for label in ('without', 'with'):

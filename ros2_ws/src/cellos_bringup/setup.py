@@ -18,7 +18,9 @@ setup(
     zip_safe=True,
     maintainer='cellos developers',
     maintainer_email='dev@cellos.invalid',
-    description='Bring-up of a cellos line: launch files, parameter files, the launch plan and the cellos_line runner.',
+    description=(
+        'Bring-up of a cellos line: launch files, parameter files, the launch plan and the cellos_line '
+        'runner.'),
     license='Apache-2.0',
     extras_require={'test': ['pytest', 'hypothesis']},
     entry_points={

@@ -1,5 +1,3 @@
-from glob import glob
-
 from setuptools import find_packages, setup
 
 package_name = 'cellos_common'
@@ -16,7 +14,9 @@ setup(
     zip_safe=True,
     maintainer='cellos developers',
     maintainer_email='dev@cellos.invalid',
-    description='Common base of the cellos packages: parameter specs, lifecycle node base, QoS table, diagnostics, lifecycle client and manager.',
+    description=(
+        'Common base of the cellos packages: parameter specs, lifecycle node base, QoS table, '
+        'diagnostics, lifecycle client and manager.'),
     license='Apache-2.0',
     extras_require={'test': ['pytest', 'hypothesis']},
     entry_points={

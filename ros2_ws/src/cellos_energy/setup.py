@@ -1,5 +1,3 @@
-from glob import glob
-
 from setuptools import find_packages, setup
 
 package_name = 'cellos_energy'
@@ -16,7 +14,9 @@ setup(
     zip_safe=True,
     maintainer='cellos developers',
     maintainer_email='dev@cellos.invalid',
-    description='Energy gating: site energy feed (trace replay, OpenADR 2.0b VEN), per-cell gate policy and deferral.',
+    description=(
+        'Energy gating: site energy feed (trace replay, OpenADR 2.0b VEN), per-cell gate policy and '
+        'deferral.'),
     license='Apache-2.0',
     extras_require={'test': ['pytest', 'hypothesis']},
     entry_points={

@@ -1,5 +1,3 @@
-from glob import glob
-
 from setuptools import find_packages, setup
 
 package_name = 'cellos_line'
@@ -16,7 +14,9 @@ setup(
     zip_safe=True,
     maintainer='cellos developers',
     maintainer_email='dev@cellos.invalid',
-    description='Line timing and flow: cell cycle clock, clock sync, line coordinator, backpressure, plant simulation.',
+    description=(
+        'Line timing and flow: cell cycle clock, clock sync, line coordinator, backpressure, plant '
+        'simulation.'),
     license='Apache-2.0',
     extras_require={'test': ['pytest', 'hypothesis']},
     entry_points={

@@ -1,5 +1,3 @@
-from glob import glob
-
 from setuptools import find_packages, setup
 
 package_name = 'cellos_vision'
@@ -17,7 +15,9 @@ setup(
     zip_safe=True,
     maintainer='cellos developers',
     maintainer_email='dev@cellos.invalid',
-    description='Cell vision: cameras, preprocessing, inspection verdicts, drift monitor and the shipped inspection models.',
+    description=(
+        'Cell vision: cameras, preprocessing, inspection verdicts, drift monitor and the shipped '
+        'inspection models.'),
     license='Apache-2.0',
     extras_require={'test': ['pytest', 'hypothesis']},
     entry_points={

@@ -1,5 +1,6 @@
 """Node classes behind the executables, for composing several nodes in one process
-(the no-launch runner: one process per namespace of the launch plan)."""
+(the no-launch runner: one process per namespace of the launch plan).
+"""
 from __future__ import annotations
 
 import importlib

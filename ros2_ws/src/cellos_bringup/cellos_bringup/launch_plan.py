@@ -67,7 +67,8 @@ PARAMS_ARGUMENTS = {'line': 'params_file', 'executor': 'executor_params_file',
 
 def params_file_arguments(descriptions: dict) -> list:
     """DeclareLaunchArgument of each area's parameter file ({area: description}), defaulting
-    to the installed one. launch is imported here only."""
+    to the installed one. launch is imported here only.
+    """
     from launch.actions import DeclareLaunchArgument
     from launch.substitutions import PathJoinSubstitution
     from launch_ros.substitutions import FindPackageShare
@@ -194,7 +195,8 @@ def parse_optional_float(text: str, what: str) -> float | None:
 
 def launch_actions(specs: list[NodeSpec], params_files: dict[str, str]) -> list:
     """launch_ros Node actions for the specs; ``params_files`` maps PARAMS_FILES keys to
-    paths. launch_ros is imported here only: the rest of this module needs no ROS install."""
+    paths. launch_ros is imported here only: the rest of this module needs no ROS install.
+    """
     from launch_ros.actions import Node
     actions = []
     config_dir = params_files.get('config_dir', '')

@@ -1,5 +1,6 @@
 """The runner's view of a line: lifecycle bring-up, live progress and the final summary,
-from the line state and the cells' raw cycle stamps."""
+from the line state and the cells' raw cycle stamps.
+"""
 from __future__ import annotations
 
 import sys
@@ -20,8 +21,6 @@ from cellos_line.nodes.line_markers import cell_state_name
 
 LOCKED = CellCycle.STATE_LOCKED
 WINDOW_CYCLES = 3000   # per cell, for the phase figures
-
-
 
 
 class LineMonitor:
@@ -276,7 +275,6 @@ class LineMonitor:
             n.destroy_node()
         self.executor.shutdown()
         self.node.destroy_node()
-
 
 
 def flow_figures(s: LineState | None) -> dict | None:

@@ -153,7 +153,8 @@ def main(argv=None) -> int:
                 ns = group[0].namespace
                 overrides = log_dir / f'{name}.params.yaml'
                 overrides.write_text(yaml.safe_dump(overrides_yaml(group, args.config_dir)))
-                cmd = [sys.executable, '-m', 'cellos_bringup.runner', '--process', ','.join(s.executable for s in group),
+                cmd = [sys.executable, '-m', 'cellos_bringup.runner',
+                       '--process', ','.join(s.executable for s in group),
                        '--ros-args', '-r', f'__ns:={ns}',
                        *[a for f in params_files(group, args.config_dir) for a in ('--params-file', f)],
                        '--params-file', str(overrides)]

@@ -1,6 +1,7 @@
 """rclpy's Node keeps its entities in attributes such as ``_timers`` and ``_services``: a
 subclass that assigns one of those names silently hides its own lifecycle services or
-timers from the executor. Every cellos node must use names of its own."""
+timers from the executor. Every cellos node must use names of its own.
+"""
 import ast
 from pathlib import Path
 

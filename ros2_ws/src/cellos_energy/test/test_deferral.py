@@ -34,7 +34,8 @@ def test_plan_never_past_latest_start(scores, duration, slack, now, margin):
 
 def test_full_replay_no_deferrable_deadline_missed_and_critical_never_gated():
     """Four weeks of the real trace, one row per simulated second; jobs arrive every 3 rows
-    with 1-row runs and 12-row deadlines; the gate level comes from the real policy."""
+    with 1-row runs and 12-row deadlines; the gate level comes from the real policy.
+    """
     trace = EnergyTrace.load(SHIPPED)
     replay = TraceReplay(trace, compression=3600.0, loop=False)
     policy = GatePolicy(min_dwell_s=2.0)

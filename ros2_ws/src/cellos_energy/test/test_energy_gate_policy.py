@@ -3,7 +3,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cellos_energy.core.energy_gate_policy import (POLICY_PARAMS, Action, GateLevel, GateMachine, GatePolicy,
-                                            TaskClass, policy_from_values, target_level, task_decision)
+                                                   TaskClass, policy_from_values, target_level, task_decision)
 from cellos_energy.core.energy_signal import DR_HIGH, DR_SPECIAL, EnergySignal
 from cellos_common.core.params import validate
 

@@ -3,7 +3,7 @@ import math
 import pytest
 
 from cellos_energy.core.energy_signal import (DR_HIGH, EnergySignal, Forecast, Override, SignalTracker,
-                                       apply_override, check_signal)
+                                              apply_override, check_signal)
 
 
 def sig(**kw):

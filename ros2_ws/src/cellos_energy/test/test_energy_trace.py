@@ -25,7 +25,7 @@ def test_gap_and_bad_value_and_header_rejected(tmp_path):
     hdr = 'timestamp_utc,price_per_mwh,carbon_g_per_kwh\n'
     with pytest.raises(TraceError, match='breaks the 3600 s step'):
         EnergyTrace.load(write(tmp_path, hdr + '2023-01-01T00:00:00Z,1,1\n2023-01-01T01:00:00Z,1,1\n'
-                                             '2023-01-01T03:00:00Z,1,1\n'))
+                               '2023-01-01T03:00:00Z,1,1\n'))
     with pytest.raises(TraceError, match='row 2'):
         EnergyTrace.load(write(tmp_path, hdr + '2023-01-01T00:00:00Z,1,1\n2023-01-01T01:00:00Z,x,1\n'))
     with pytest.raises(TraceError, match='header'):

@@ -1,5 +1,6 @@
 """Scheduler properties: strict priority classes, EDF within a class, weighted fair share
-across cells (a flooding cell cannot starve the others), batching, admission control."""
+across cells (a flooding cell cannot starve the others), batching, admission control.
+"""
 from collections import defaultdict
 
 from hypothesis import given, settings, strategies as st
@@ -72,7 +73,8 @@ def test_edf_within_a_class_when_shares_do_not_bind(specs):
        st.floats(0.0, 0.05), st.integers(0, 3))
 def test_weighted_fair_share_among_backlogged_cells(weights, max_batch, window, flooder):
     """Every cell stays backlogged (cell `flooder` keeps 20x more queued); compute per unit of
-    weight never differs by more than the window plus one batch."""
+    weight never differs by more than the window plus one batch.
+    """
     cells = [f'c{i}' for i in range(len(weights))]
     flooder = cells[flooder % len(cells)]
     s = sched(max_batch=max_batch, fair_window_s=window, weights=dict(zip(cells, weights)))

@@ -4,7 +4,7 @@ import pytest
 import testmodels
 from cellos_inference.core.backends.onnxruntime_backend import OnnxRuntimeBackend
 from cellos_inference.core.model_registry import (ModelRegistry, ModelSpec, RegistryError, file_sha256,
-                                        read_model_list)
+                                                  read_model_list)
 
 
 @pytest.fixture(scope='module')

@@ -1,5 +1,6 @@
 """TensorRT backend: plan cache keys and backend selection run everywhere; the engine
-build and inference run only where tensorrt, pycuda and a CUDA GPU exist."""
+build and inference run only where tensorrt, pycuda and a CUDA GPU exist.
+"""
 import json
 
 import numpy as np
@@ -8,7 +9,7 @@ import pytest
 import testmodels
 from cellos_inference.core.backends.plan_cache import PlanCache, PlanKey
 from cellos_inference.core.backends.selection import (BackendUnavailable, GpuProbe, choose_backend,
-                                            make_backend, probe_gpu)
+                                                      make_backend, probe_gpu)
 from cellos_inference.core.backends.tensorrt_backend import precision_for
 
 KEY = PlanKey('ab' * 32, 'NVIDIA H100 80GB HBM3', '10.3.0', 'fp16', 8)

@@ -43,7 +43,8 @@ def conv_net(path: str | Path, size: int = 64, channels: int = 32, layers: int =
              classes: int = 8, seed: int = 0) -> str:
     """A vision-like net: ``layers`` 3x3 conv + ReLU, global average pool, dense.
     Input 'image' float32 [N, 3, size, size] -> 'scores' float32 [N, classes]. Its cost
-    scales with size^2 * channels^2 * layers (about 5 ms per image on one core at 96/32/3)."""
+    scales with size^2 * channels^2 * layers (about 5 ms per image on one core at 96/32/3).
+    """
     from onnx import TensorProto, helper, numpy_helper
     rng = np.random.default_rng(seed)
     nodes, inits, prev, cin = [], [], 'image', 3

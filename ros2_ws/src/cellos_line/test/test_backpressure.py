@@ -1,5 +1,6 @@
 """Backpressure: no overflow under any work-time sequence, release as soon as the jam clears,
-holds propagate upstream naming their root cause."""
+holds propagate upstream naming their root cause.
+"""
 from hypothesis import given, settings, strategies as st
 
 from cellos_line.core.backpressure import backpressure_holds, is_backpressure

@@ -1,5 +1,6 @@
 """Cell cycle clock + line coordinator closed together, without rclpy: a deterministic
-simulation of cells on clocks with offsets, message delays and a coordinator."""
+simulation of cells on clocks with offsets, message delays and a coordinator.
+"""
 import random
 
 import pytest

@@ -1,5 +1,6 @@
 """The coordinator's side of line flow: plant data checked, backpressure and drift holds on
-the existing hold mechanism, counted and released."""
+the existing hold mechanism, counted and released.
+"""
 from cellos_line.core.cycle_clock import Command
 from cellos_line.core.line_coordinator import DRIFT, CycleReport, LineConfig, LineCoordinator
 from cellos_line.core.line_flow import FlowSnapshot, StationView

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from cellos_vision.core.inspection import (Decision, DriftBounds, DriftMonitor, DriftState, ModelMeta,
-                                    Verdict, decide, ks_statistic, softmax, undecided)
+                                           Verdict, decide, ks_statistic, softmax, undecided)
 
 CLASSES = ('ok', 'scratch', 'spot', 'missing_hole', 'crack')
 

@@ -1,5 +1,6 @@
 """The shipped inspection model: loads with ONNX Runtime and meets its accuracy target on
-synthetic frames from seeds never used in training (the seeds its JSON records)."""
+synthetic frames from seeds never used in training (the seeds its JSON records).
+"""
 import hashlib
 
 import numpy as np

@@ -1,5 +1,6 @@
 """'key=value, key=value' strings: how a ROS parameter (which cannot be a dict) carries a
-mapping such as per-cell weights or per-task priorities."""
+mapping such as per-cell weights or per-task priorities.
+"""
 from __future__ import annotations
 
 from typing import Callable

@@ -58,6 +58,7 @@ class ParamSpec:
 @dataclass
 class ParamSet:
     """Validated values of one node's parameters, read as attributes."""
+
     specs: Mapping[str, ParamSpec]
     values: dict = field(default_factory=dict)
 

@@ -156,7 +156,8 @@ class CellosNode(LifecycleNode):
 def make_executor(kind: str = 'multi', threads: int | None = None):
     """multi: callbacks may block (model loading, inference bookkeeping); single: light nodes;
     events: rclpy's EventsExecutor, the lowest latency and CPU per message.
-    CELLOS_EXECUTOR overrides the kind for every process of a run."""
+    CELLOS_EXECUTOR overrides the kind for every process of a run.
+    """
     kind = os.environ.get('CELLOS_EXECUTOR') or kind
     if kind == 'multi':
         return MultiThreadedExecutor(num_threads=threads)
@@ -171,7 +172,8 @@ def make_executor(kind: str = 'multi', threads: int | None = None):
 def spin_nodes(nodes, *, executor: str = 'multi', threads: int | None = None,
                stop: threading.Event | None = None) -> None:
     """Spin until Ctrl-C / SIGTERM / ``stop``; then stop the executor and take every node
-    down (deactivate, cleanup, destroy) with nothing left spinning on their entities."""
+    down (deactivate, cleanup, destroy) with nothing left spinning on their entities.
+    """
     ex = make_executor(executor, threads)
     for n in nodes:
         ex.add_node(n)

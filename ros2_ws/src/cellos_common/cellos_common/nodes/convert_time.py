@@ -14,7 +14,8 @@ def time_to_s(t: Time) -> float:
 
 def s_to_time(s: float) -> Time:
     """Seconds -> Time; 0 or less gives the zero Time ('not set'). Raises ValueError for a
-    value that is not finite or past what Time can carry."""
+    value that is not finite or past what Time can carry.
+    """
     if not math.isfinite(s):
         raise ValueError(f'time {s!r} is not a finite number of seconds')
     if s <= 0:

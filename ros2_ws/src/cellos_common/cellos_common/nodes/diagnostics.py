@@ -1,5 +1,6 @@
 """/diagnostics for every cellos node: diagnostic_updater where importable, else the same
-DiagnosticArray content (REP-107 levels, hardware id, key values) from a small publisher."""
+DiagnosticArray content (REP-107 levels, hardware id, key values) from a small publisher.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -25,7 +25,8 @@ STATE_LABELS = {
 
 def resolve_names(names, namespace: str) -> list[str]:
     """Fully qualified node names: a relative name is taken in ``namespace`` (as nav2 does),
-    an absolute one as is. Blank entries are dropped; a duplicate is an error."""
+    an absolute one as is. Blank entries are dropped; a duplicate is an error.
+    """
     ns = '/' + namespace.strip('/') if namespace.strip('/') else ''
     out = []
     for raw in names:
@@ -78,7 +79,8 @@ class LifecycleClient:
 
         get_state is asked again every second: a request sent while the graph still lists a
         dead process's service (DDS forgets a killed participant only after its lease), or
-        before a restarted node's server matched, is never answered."""
+        before a restarted node's server matched, is never answered.
+        """
         _, get = self._pair(fqn)
         deadline = time.monotonic() + timeout
         while not self._stop.is_set():
@@ -127,7 +129,8 @@ class LifecycleClient:
 
     def bring_down(self, names, timeout: float = 5.0, cleanup: bool = False, log=print) -> list[str]:
         """deactivate every active node (and, with ``cleanup``, clean up every inactive one), in
-        reverse order. Returns the nodes that failed."""
+        reverse order. Returns the nodes that failed.
+        """
         failed = []
         for fqn in reversed(list(names)):
             if self._stop.is_set():

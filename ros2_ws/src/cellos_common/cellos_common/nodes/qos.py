@@ -1,17 +1,28 @@
 """Every QoS profile of the graph, in one table. README "QoS" mirrors this file.
 
-| topic                               | reliability | durability      | depth | deadline        | liveliness          | why |
-|-------------------------------------|-------------|-----------------|-------|-----------------|---------------------|-----|
-| cell_i/timing/cycle                 | best effort | volatile        | 5     | 1 x period offered, 1.25 x requested | automatic, 1 s      | latest report matters, a late retransmit is worse than none; deadline tells the coordinator a cell is lost within 2 periods |
-| cell_i/timing/cycle (watch)         | best effort | volatile        | 50    | none requested  | -                   | monitors: match any period, keep a burst |
-| cell_i/timing/correction            | best effort | volatile        | 1     | none offered    | automatic, 1 s      | each correction carries the absolute schedule, so a lost one is replaced by the next |
-| line state, gate state, energy feed | reliable    | transient local | 1     | -               | -                   | state: late joiners (RViz, ros2 topic echo, a restarted cell) get the current value |
-| inference request / result          | reliable    | volatile        | 100   | -               | -                   | every request ends with exactly one result: nothing may be dropped by the transport |
-| plant/state (PlantState)            | reliable    | volatile        | 1     | -               | -                   | full flow state in every message: only the latest counts, a backlog would make backpressure act on stale levels |
-| executor / line status, markers     | reliable    | volatile        | 5     | -               | -                   | what RViz and `ros2 topic echo` subscribe with by default |
-| annotated image out                 | reliable    | volatile        | 1     | -               | -                   | reliable so RViz' default (reliable) subscription matches; depth 1 drops stale frames |
-| camera image in                     | best effort | volatile        | 1     | -               | -                   | sensor data: matches every camera driver, reliable or not |
-| /diagnostics                        | reliable    | volatile        | 10    | -               | -                   | diagnostic_updater's and diagnostic_aggregator's default |
+topic                        reliability  durability       depth  deadline / liveliness
+cell_i/timing/cycle          best effort  volatile         5      1 x period offered, 1.25 x requested; automatic, 1 s
+    latest report matters, a late retransmit is worse than none; the deadline tells the
+    coordinator a cell is lost
+cell_i/timing/cycle (watch)  best effort  volatile         50     none requested
+    monitors: match any period, keep a burst
+cell_i/timing/correction     best effort  volatile         1      none offered; automatic, 1 s
+    each correction carries the absolute schedule, so a lost one is replaced by the next
+line, gate state, feed       reliable     transient local  1      -
+    state: late joiners (RViz, ros2 topic echo, a restarted cell) get the current value
+inference request / result   reliable     volatile         100    -
+    every request ends with exactly one result: nothing may be dropped by the transport
+plant/state                  reliable     volatile         1      -
+    full flow state in every message: only the latest counts, a backlog would make
+    backpressure act on stale levels
+status, markers              reliable     volatile         5      -
+    what RViz and `ros2 topic echo` subscribe with by default
+annotated image out          reliable     volatile         1      -
+    reliable so RViz' default (reliable) subscription matches; depth 1 drops stale frames
+camera image in              best effort  volatile         1      -
+    sensor data: matches every camera driver, reliable or not
+/diagnostics                 reliable     volatile         10     -
+    diagnostic_updater's and diagnostic_aggregator's default
 """
 from rclpy.duration import Duration
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, LivelinessPolicy, QoSProfile,
@@ -25,7 +36,8 @@ CYCLE_DEADLINE_PERIODS = 1.0
 
 def cycle_report(period_s: float, deadline_periods: float = CYCLE_DEADLINE_PERIODS, depth: int = 5) -> QoSProfile:
     """depth 1: the plant simulation, which after a stall must step each cell once on its latest
-    report (with the cycles missed), not replay a backlog the coordinator never saw."""
+    report (with the cycles missed), not replay a backlog the coordinator never saw.
+    """
     return QoSProfile(
         history=HistoryPolicy.KEEP_LAST, depth=depth,
         reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE,
@@ -35,7 +47,8 @@ def cycle_report(period_s: float, deadline_periods: float = CYCLE_DEADLINE_PERIO
 
 def cycle_watch() -> QoSProfile:
     """For tools that only watch the cycle reports (the runner's monitor, tests): no deadline
-    requested, so it matches a timing node of any period."""
+    requested, so it matches a timing node of any period.
+    """
     return _keep_last(50, reliable=False)
 
 

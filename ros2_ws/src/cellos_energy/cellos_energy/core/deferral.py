@@ -15,6 +15,7 @@ from cellos_energy.core.energy_signal import Forecast
 @dataclass(frozen=True)
 class ScoreCurve:
     """Slot i covers [t0_s + i*step_s, t0_s + (i+1)*step_s)."""
+
     t0_s: float
     step_s: float
     scores: tuple[float, ...]
@@ -90,6 +91,7 @@ class Release:
 @dataclass
 class DeferralQueue:
     """The jobs a cell holds back; ``tick`` re-plans them and hands out those to run now."""
+
     policy: GatePolicy
     margin_s: float = 0.0
     max_jobs: int = 1000
@@ -97,7 +99,8 @@ class DeferralQueue:
     plans: dict[str, ReleasePlan] = field(default_factory=dict)
     missed: list[Release] = field(default_factory=list)    # past their deadline while gated
 
-    def submit(self, job: DeferrableJob, now_s: float, curve: ScoreCurve | None) -> tuple[bool, ReleasePlan | None, str]:
+    def submit(self, job: DeferrableJob, now_s: float,
+               curve: ScoreCurve | None) -> tuple[bool, ReleasePlan | None, str]:
         if job.job_id in self.pending:
             return False, None, f'job {job.job_id} is already queued'
         if len(self.pending) >= self.max_jobs:

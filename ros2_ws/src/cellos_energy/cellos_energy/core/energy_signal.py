@@ -14,7 +14,9 @@ DR_NONE, DR_MODERATE, DR_HIGH, DR_SPECIAL = 0, 1, 2, 3
 @dataclass(frozen=True)
 class Forecast:
     """Per-slot values from slot 0 (the current one); slot i starts at
-    ``t0_s + i * step_s - offset_s`` where t0_s is the signal's stamp."""
+    ``t0_s + i * step_s - offset_s`` where t0_s is the signal's stamp.
+    """
+
     step_s: float = 0.0
     offset_s: float = 0.0
     price_per_mwh: tuple[float, ...] = ()
@@ -51,6 +53,7 @@ class EnergySignal:
 @dataclass(frozen=True)
 class SignalLimits:
     """Plausible ranges; outside them a value is a fault, not a price."""
+
     price_min_per_mwh: float = -2000.0
     price_max_per_mwh: float = 20000.0
     carbon_max_g_per_kwh: float = 2000.0
@@ -100,6 +103,7 @@ def check_signal(sig: EnergySignal, limits: SignalLimits = SignalLimits()) -> st
 @dataclass
 class SignalTracker:
     """Keeps the last good signal; rejects bad ones with a reason; knows when it is stale."""
+
     stale_after_s: float
     limits: SignalLimits = field(default_factory=SignalLimits)
     last_good: EnergySignal | None = None
@@ -131,6 +135,7 @@ class SignalTracker:
 @dataclass(frozen=True)
 class Override:
     """Manual DR override from the site feed's set_override service."""
+
     dr_level: int
     power_budget_w: float      # <= 0: keep the source's budget
     until_s: float             # math.inf: until cleared

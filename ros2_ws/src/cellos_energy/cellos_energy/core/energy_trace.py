@@ -90,6 +90,7 @@ class ReplayPoint:
 @dataclass(frozen=True)
 class TraceReplay:
     """Trace time = start + compression x real elapsed; wraps at the end when ``loop``."""
+
     trace: EnergyTrace
     compression: float
     start_row: int = 0

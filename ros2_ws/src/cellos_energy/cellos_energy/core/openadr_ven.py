@@ -96,6 +96,7 @@ class VenSnapshot:
 @dataclass
 class VenEvents:
     """Events in force, keyed by event id; thread-safe (the VEN thread writes, ROS reads)."""
+
     events: dict[str, list[VenEvent]] = field(default_factory=dict)
     received: int = 0
     last_note: str = ''

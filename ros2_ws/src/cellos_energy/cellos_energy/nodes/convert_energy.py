@@ -1,7 +1,6 @@
 """EnergySignal / GateState / DeferJob messages <-> the energy core types (the one place)."""
 from __future__ import annotations
 
-from builtin_interfaces.msg import Time
 from cellos_common.nodes.convert_time import s_to_time, time_to_s
 from cellos_interfaces.msg import EnergySignal as EnergySignalMsg
 from cellos_interfaces.msg import GateState as GateStateMsg

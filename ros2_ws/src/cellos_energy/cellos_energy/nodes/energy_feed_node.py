@@ -10,7 +10,7 @@ from cellos_interfaces.msg import EnergySignal as EnergySignalMsg
 from cellos_interfaces.srv import SetEnergyOverride
 
 from cellos_energy.core.energy_signal import (DR_SPECIAL, EnergySignal, Forecast, Override, apply_override,
-                                       check_signal)
+                                              check_signal)
 from cellos_energy.core.energy_trace import EnergyTrace, TraceError, TraceReplay
 from cellos_energy.core.openadr_ven import VenEvents, VenThread
 from cellos_common.core.params import ParameterError, ParamSpec
@@ -18,6 +18,7 @@ from cellos_common.nodes import qos
 from cellos_common.nodes.base import CellosNode, main_for
 from cellos_energy.nodes.convert_energy import signal_to_msg
 from cellos_common.nodes.diagnostics import ERROR, OK, WARN, DiagReport
+
 
 class EnergyFeedNode(CellosNode):
     SPIN = 'single'    # no callback blocks

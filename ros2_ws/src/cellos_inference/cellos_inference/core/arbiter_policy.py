@@ -32,6 +32,7 @@ class EnergyGate:
     HALT still lets the cell's safety-critical tasks through (critical class and named in
     ``safety_tasks``). Any callable ``(priority, task) -> (allowed, reason)`` can replace it.
     """
+
     level: GateLevel = GateLevel.FULL
     reason: str = ''
     safety_tasks: frozenset = frozenset({'inspection'})
@@ -139,7 +140,8 @@ class ArbiterPolicy:
 
     def expire(self, now: float, lead_s: float = 0.0) -> list[tuple[Pending, str]]:
         """Requests to answer TIMEOUT now: deadline within ``lead_s`` (the caller's tick, so
-        the answer leaves no later than the deadline), or in flight to a lost executor."""
+        the answer leaves no later than the deadline), or in flight to a lost executor.
+        """
         alive = self.executor_alive(now)
         out = []
         for fid, p in list(self.pending.items()):

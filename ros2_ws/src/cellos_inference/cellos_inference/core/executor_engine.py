@@ -174,7 +174,8 @@ class ExecutorEngine:
 
     def _rest_for_power(self, batch: Batch, compute_s: float) -> None:
         """Under a site power budget below one busy stream, idle after each batch so the busy
-        share stays at ``duty_cycle``. Critical work never waits for the budget."""
+        share stays at ``duty_cycle``. Critical work never waits for the budget.
+        """
         duty = self.duty_cycle
         if duty >= 1.0 or batch.priority == Priority.CRITICAL or not compute_s:
             return

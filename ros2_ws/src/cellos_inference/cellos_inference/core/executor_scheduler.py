@@ -173,7 +173,8 @@ class FairScheduler(_SchedulerBase):
     # -- admission ------------------------------------------------------------------
     def _displace_for(self, job: Job) -> bool:
         """A full cell queue makes room for a higher class: the cell's lowest-class,
-        latest-deadline request leaves with QUEUE_FULL (see ``take_displaced``)."""
+        latest-deadline request leaves with QUEUE_FULL (see ``take_displaced``).
+        """
         victims = [j for p in Priority if p > job.priority for j in self._queues[p][job.cell_id]]
         if not victims:
             return False
@@ -217,7 +218,8 @@ class FairScheduler(_SchedulerBase):
         its cell's earlier deadlines, and of each other cell the earlier deadlines only up
         to what fair share lets that cell run first: it is served only while its virtual
         time is within the window of the least-served busy cell, which is at most ``job``'s
-        cell at the point ``job`` runs (plus one batch of granularity)."""
+        cell at the point ``job`` runs (plus one batch of granularity).
+        """
         per_item = _PerItem(self.cost)
         p, cell = job.priority, job.cell_id
         ahead = sum(per_item(q.model_id) * q.items for h in Priority if h < p
@@ -326,6 +328,7 @@ class FairScheduler(_SchedulerBase):
 
 class FifoScheduler(_SchedulerBase):
     """Baseline: one queue in arrival order, batching the head with same-shape followers."""
+
     name = 'fifo'
 
     def __init__(self, config: SchedulerConfig, cost: CostLookup):

@@ -1,5 +1,6 @@
 """What the executor reports about itself: per-cell compute share, queue depth, latency
-percentiles split into queue / batch wait / compute, batch sizes."""
+percentiles split into queue / batch wait / compute, batch sizes.
+"""
 from __future__ import annotations
 
 import threading

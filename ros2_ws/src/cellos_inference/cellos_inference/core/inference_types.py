@@ -37,6 +37,7 @@ class Status(IntEnum):
 @dataclass
 class RawTensor:
     """A tensor as it travels: dtype name, shape, little-endian row-major bytes."""
+
     name: str
     dtype: str
     shape: tuple
@@ -46,6 +47,7 @@ class RawTensor:
 @dataclass
 class Job:
     """One inference request inside the executor. Times are seconds on the executor clock."""
+
     request_id: int
     cell_id: str
     task: str
@@ -65,6 +67,7 @@ class Job:
 @dataclass
 class Outcome:
     """Exactly one per Job."""
+
     request_id: int
     cell_id: str
     task: str

@@ -28,6 +28,7 @@ class RegistryError(ValueError):
 @dataclass(frozen=True)
 class ModelSpec:
     """One line of a model list."""
+
     name: str
     path: str
     max_batch: int = 0               # 0: the executor's default
@@ -59,7 +60,8 @@ PACKAGE_PREFIX = 'pkg://'
 
 def resolve_model_path(text: str, base: Path) -> Path:
     """``pkg://<python package>/<file>`` (models shipped inside a package, e.g.
-    pkg://cellos_vision/models/inspection_cnn.onnx), an absolute path, or a path relative to ``base``."""
+    pkg://cellos_vision/models/inspection_cnn.onnx), an absolute path, or a path relative to ``base``.
+    """
     if text.startswith(PACKAGE_PREFIX):
         package, _, rel = text[len(PACKAGE_PREFIX):].partition('/')
         try:
@@ -72,7 +74,8 @@ def resolve_model_path(text: str, base: Path) -> Path:
 
 def read_model_list(path: str | Path, model_dir: str | Path | None = None) -> list[ModelSpec]:
     """YAML ``models: [{name, path, max_batch?, allow_non_finite?}]``; relative paths are
-    taken from ``model_dir`` if given, else from the list file's folder."""
+    taken from ``model_dir`` if given, else from the list file's folder.
+    """
     path = Path(path)
     try:
         doc = yaml.safe_load(path.read_text()) or {}
@@ -135,7 +138,8 @@ class ModelRegistry:
 
     def _warm_up(self, entry: ModelEntry) -> None:
         """First runs are slow (allocations, kernel selection): run them here, and seed the
-        service time estimate for batch 1 and max batch from the later runs."""
+        service time estimate for batch 1 and max batch from the later runs.
+        """
         for batch in sorted({1, entry.max_batch}):
             feeds = _zeros(entry.model, batch)
             try:

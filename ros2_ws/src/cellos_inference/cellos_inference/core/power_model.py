@@ -102,6 +102,7 @@ class RaplPower:
 @dataclass(frozen=True)
 class EnergyModel:
     """Modelled power: idle + energy per inference x inference rate."""
+
     idle_w: float
     energy_per_inference_j: float
 
@@ -156,7 +157,8 @@ def compute_limit(budget_w: float, idle_w: float, busy_w_per_stream: float,
                   max_streams: int) -> ComputeLimit:
     """Largest concurrency whose power (idle + n x per-stream) fits the budget; below one
     stream, the duty cycle that averages one stream into the budget (at least one slot is
-    kept for critical work, which counts against the budget but is never stopped)."""
+    kept for critical work, which counts against the budget but is never stopped).
+    """
     if max_streams < 1 or busy_w_per_stream <= 0 or idle_w < 0:
         raise ValueError('max_streams >= 1, busy_w_per_stream > 0 and idle_w >= 0 required')
     if not math.isfinite(budget_w) or budget_w <= 0:

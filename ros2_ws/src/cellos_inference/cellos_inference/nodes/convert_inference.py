@@ -1,5 +1,6 @@
 """The one place converting inference messages <-> core types (Tensor, InferenceRequest,
-InferenceResult, ModelInfo, ExecutorStatus/CellShare)."""
+InferenceResult, ModelInfo, ExecutorStatus/CellShare).
+"""
 from __future__ import annotations
 
 import numpy as np

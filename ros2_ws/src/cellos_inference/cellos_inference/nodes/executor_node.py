@@ -21,7 +21,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallb
 
 from cellos_inference.core.backends.base import BackendError
 from cellos_inference.core.backends.selection import (CHOICES, BackendUnavailable, choose_backend,
-                                            make_backend, probe_gpu)
+                                                      make_backend, probe_gpu)
 from cellos_inference.core.executor_engine import ExecutorEngine
 from cellos_inference.core.executor_scheduler import POLICIES, SchedulerConfig
 from cellos_inference.core.inference_types import Outcome, Status
@@ -32,7 +32,7 @@ from cellos_inference.core.power_model import EnergyModel, PowerMeter, compute_l
 from cellos_common.nodes import qos
 from cellos_common.nodes.base import CellosNode, main_for
 from cellos_inference.nodes.convert_inference import (executor_status, model_info, outcome_to_result,
-                                            request_to_job)
+                                                      request_to_job)
 from cellos_energy.nodes.convert_energy import signal_from_msg
 from cellos_common.nodes.diagnostics import OK, WARN, DiagReport
 from cellos_interfaces.msg import EnergySignal as EnergySignalMsg
@@ -51,8 +51,6 @@ def result_topic(cell_id: str) -> str:
 
 
 class ExecutorNode(CellosNode):
-
-
 
     PARAMS = [
         ParamSpec('executor_id', '', 'name in status and diagnostics; empty: the node namespace'),

@@ -24,14 +24,16 @@ REASON_PREFIX = 'backpressure'
 
 def margin(latency_cycles: int, capacity: int) -> int:
     """Parts a cell may start before a hold reaches it; never so many that a buffer of
-    ``capacity`` could never let the cell run (capacity < latency is refused by the nodes)."""
+    ``capacity`` could never let the cell run (capacity < latency is refused by the nodes).
+    """
     return max(0, min(latency_cycles - 1, capacity - 1))
 
 
 def backpressure_holds(s: FlowSnapshot, latency_cycles: int = 1,
                        other_holds: Mapping[str, str] | None = None) -> dict[str, str]:
     """cell id -> hold reason, for every cell the flow says to hold now.
-    ``other_holds``: cells held for other reasons (cell id -> reason), named as root causes."""
+    ``other_holds``: cells held for other reasons (cell id -> reason), named as root causes.
+    """
     if latency_cycles < 1:
         raise ValueError(f'latency_cycles must be >= 1, got {latency_cycles}')
     other = dict(other_holds or {})

@@ -83,7 +83,8 @@ class CycleClock:
         """Record the actual start of the current cycle; returns its jitter (actual - intended).
 
         The wake-up is moved earlier by the median wake-up latency, tracked by +-1 step per
-        cycle: a mean would follow the rare long stalls and make every other cycle start early."""
+        cycle: a mean would follow the rare long stalls and make every other cycle start early.
+        """
         step = self.config.latency_step_ns
         self._wake_latency_ns += step if actual_ns - woke_for_ns > self._wake_latency_ns else -step
         return actual_ns - self.intended_ns

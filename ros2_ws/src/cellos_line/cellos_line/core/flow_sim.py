@@ -36,7 +36,8 @@ class SimResult:
 
 def standalone_parts(work: Sequence[int], cycles: int) -> int:
     """Parts one cell could finish in ``cycles`` if it never waited for a part or for room:
-    its own capacity over this work sequence."""
+    its own capacity over this work sequence.
+    """
     t = n = 0
     for w in work:
         t += w
@@ -55,7 +56,8 @@ def simulate(cells: Sequence[str], capacities: int | Mapping[str, int],
     ``external_holds(k)``: cells held at cycle k for other reasons (drift, operator); they act
     with the same latency. ``order_seed``: step the cells of a cycle in a random order (the
     real line's cells start their cycles in no fixed order); None: downstream first.
-    ``check(k, snapshot, holds)`` is called after every cycle (tests)."""
+    ``check(k, snapshot, holds)`` is called after every cycle (tests).
+    """
     flow = LineFlow(cells, capacities)
     policy_latency = latency_cycles if policy_latency_cycles is None else policy_latency_cycles
     pending: deque = deque([{}] * latency_cycles)   # decisions on their way to the cells

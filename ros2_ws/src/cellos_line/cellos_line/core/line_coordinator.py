@@ -136,7 +136,7 @@ class LineCoordinator:
     def set_offsets(self, mode: str, custom_ms: dict | None = None) -> None:
         stagger_offsets([], self.schedule.period_ns, mode, custom_ms)  # raises on unknown mode
         self.config = replace(self.config, offset_mode=mode,
-                               custom_offsets_ms=dict(custom_ms or self.config.custom_offsets_ms))
+                              custom_offsets_ms=dict(custom_ms or self.config.custom_offsets_ms))
         self._recompute_offsets()
 
     # -- reports ----------------------------------------------------------------------------
@@ -225,7 +225,8 @@ class LineCoordinator:
         """Cells silent for ``factor * lost_after_periods`` periods are lost. The node calls it
         for one cell, factor 1, on that cell's QoS deadline event (raised by DDS only when no
         report arrived in time), and for every cell with a wide factor from a backup timer (a
-        busy coordinator's timer fires late, after reports it has not taken yet)."""
+        busy coordinator's timer fires late, after reports it has not taken yet).
+        """
         lost_after = factor * self.config.lost_after_periods * self.schedule.period_ns
         events = []
         for t in self.cells.values():
@@ -240,7 +241,7 @@ class LineCoordinator:
 
     # -- commands ---------------------------------------------------------------------------
     def hold(self, cell_id: str, hold: bool, reason: str = '') -> tuple[bool, str]:
-        """The operator's hold (service); other sources keep theirs."""
+        """Hold or release for the operator (hold_cell service); the other hold sources keep theirs."""
         t = self.cells.get(cell_id)
         if t is None:
             return False, f"unknown cell '{cell_id}' (known: {', '.join(sorted(self.cells)) or 'none'})"
@@ -250,7 +251,8 @@ class LineCoordinator:
     def set_hold(self, cell_id: str, source: str, reason: str | None) -> str:
         """Hold (reason) or release (None) ``cell_id`` for ``source``. The cell may not have
         reported yet: the hold waits for it. Returns the event text when the cell's held state
-        changed, else ''."""
+        changed, else ''.
+        """
         mine = self.holds.setdefault(cell_id, {})
         had = source in mine
         if reason is None:
@@ -295,7 +297,8 @@ class LineCoordinator:
 
     def on_plant(self, snapshot: FlowSnapshot, recv_ns: int) -> tuple[bool, str, list[str], list[str]]:
         """A plant snapshot: check it, keep it, hold/release cells by backpressure.
-        Returns (accepted, rejection reason, event texts, cells whose held state changed)."""
+        Returns (accepted, rejection reason, event texts, cells whose held state changed).
+        """
         problem = check_snapshot(snapshot, self.known_cells())
         if problem:
             self.plant_rejected += 1
@@ -313,7 +316,8 @@ class LineCoordinator:
 
     def correction_now(self, cell_id: str, now_ns: int) -> Correction | None:
         """A correction to send right away (a hold or release decided between two reports),
-        answering the cell's last report; None before the first one."""
+        answering the cell's last report; None before the first one.
+        """
         t = self.cells.get(cell_id)
         if t is None or t.last_report is None or t.lost:
             return None
@@ -341,4 +345,3 @@ class LineCoordinator:
             return 0.0, 0.0
         a = sorted(abs(e) for e in t.errors_ns)
         return a[len(a) // 2] / 1e6, a[min(len(a) - 1, int(0.99 * len(a)))] / 1e6
-

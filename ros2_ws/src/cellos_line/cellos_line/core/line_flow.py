@@ -20,6 +20,7 @@ from typing import Callable, Mapping, Sequence
 @dataclass
 class Station:
     """One station; the plant's own (mutable) ones, or copies inside a snapshot."""
+
     cell_id: str
     level: int
     capacity: int            # input buffer; 0 for the infeed-fed first station
@@ -64,7 +65,8 @@ class FlowSnapshot:
 
 def check_snapshot(s: FlowSnapshot, known_cells: Sequence[str] | None = None) -> str:
     """Why a plant snapshot from outside cannot be used ('' when it can). ``known_cells``:
-    the cells the line has (None: any cell id is accepted)."""
+    the cells the line has (None: any cell id is accepted).
+    """
     if not s.stations:
         return 'plant data has no stations'
     ids = [st.cell_id for st in s.stations]
@@ -126,7 +128,8 @@ class LineFlow:
     def step(self, cell_id: str, held: bool, work_cycles: Callable[[], int],
              cycles: int = 1) -> list[StepEvent]:
         """One cycle start of ``cell_id`` (``cycles`` > 1: reports were missed in between).
-        ``work_cycles()`` is asked only when the station takes a new part."""
+        ``work_cycles()`` is asked only when the station takes a new part.
+        """
         i = self._index.get(cell_id)
         if i is None:
             raise KeyError(f"unknown cell '{cell_id}'")
@@ -177,4 +180,3 @@ class LineFlow:
             seq=self.seq, parts_in=self.parts_in, parts_out=self.parts_out, dropped=self.dropped,
             overflows=self.overflows,
             stations=tuple(replace(s) for s in self.stations))
-

@@ -1,5 +1,6 @@
 """Phase figures from the cells' raw cycle stamps (one clock: the cells share a host or are
-corrected beforehand): each cell's own timer jitter, and inter-cell phase error per tick."""
+corrected beforehand): each cell's own timer jitter, and inter-cell phase error per tick.
+"""
 from __future__ import annotations
 
 from collections import defaultdict
@@ -28,7 +29,8 @@ class PhaseFigures:
 
 def cell_errors_ns(stamps: dict, offsets_ns: dict | None = None) -> dict:
     """stamps: cell -> {cycle_index: actual_start_ns}; offsets: the cells' configured stagger.
-    Returns cell -> [start minus the median start of the same tick over the line]."""
+    Returns cell -> [start minus the median start of the same tick over the line].
+    """
     offsets_ns = offsets_ns or {}
     by_tick = defaultdict(dict)
     for cell, cycles in stamps.items():

@@ -39,7 +39,8 @@ class Schedule:
 def stagger_offsets(cell_ids, period_ns: int, mode: str, custom_ms: dict | None = None,
                     slots: int = 0) -> dict:
     """Per-cell schedule offsets: aligned (all 0), staggered (evenly spread over one period,
-    in the given cell order, ``slots`` places at least), or custom (ms per cell id)."""
+    in the given cell order, ``slots`` places at least), or custom (ms per cell id).
+    """
     cells = list(cell_ids)
     if mode == 'aligned':
         return {c: 0 for c in cells}

@@ -47,7 +47,8 @@ class WorkTimeConfig:
 
 def cycles_for(work_periods: float) -> int:
     """Cycles a part occupies its station: work starts at a cycle start, the part moves on at
-    the first cycle start after the work is done (at least the next one)."""
+    the first cycle start after the work is done (at least the next one).
+    """
     return max(1, math.ceil(work_periods - 1e-9))
 
 

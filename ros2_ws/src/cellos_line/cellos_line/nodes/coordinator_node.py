@@ -78,8 +78,8 @@ class CoordinatorNode(CellosNode):
     def __init__(self, **kwargs):
         super().__init__('coordinator', **kwargs)
         self._lock = threading.Lock()
-        self._cells: dict[str, tuple] = {}
-        self._gates: dict[str, int] = {}      # cell id -> GateState.LEVEL_*   # cell id -> (subscription, correction publisher)
+        self._cells: dict[str, tuple] = {}    # cell id -> (report sub, correction pub, drift sub, gate sub)
+        self._gates: dict[str, int] = {}      # cell id -> GateState.LEVEL_*
 
     def check_params(self, p) -> None:
         stagger_offsets([], 1, p.offset_mode, parse_offsets(p.cell_offsets))
@@ -156,7 +156,7 @@ class CoordinatorNode(CellosNode):
                 continue
             if 'cellos_interfaces/msg/CellCycle' not in types:
                 self.get_logger().warning(f'{name} has type {types}, not CellCycle: ignored',
-                                       throttle_duration_sec=30.0)
+                                          throttle_duration_sec=30.0)
                 continue
             cell = m.group(1)
             events = SubscriptionEventCallbacks(
@@ -184,7 +184,7 @@ class CoordinatorNode(CellosNode):
         recv = info['received_timestamp'] or time.time_ns()
         if msg.cell_id != cell:
             self.get_logger().warning(f"report naming cell '{msg.cell_id}' on cell '{cell}''s topic ignored",
-                                   throttle_duration_sec=10.0)
+                                      throttle_duration_sec=10.0)
             return
         entry = self._cells[cell]
         with self._lock:

@@ -1,6 +1,7 @@
 """RViz view of a line: one cube per cell (colour: state) with a text of its phase error and
 hold reason, and in front of each cell its input buffer: a bar filled to level/capacity
-(green to red) with 'level/capacity'; a line text with the part counts."""
+(green to red) with 'level/capacity'; a line text with the part counts.
+"""
 from __future__ import annotations
 
 from cellos_interfaces.msg import CellPhase, LineState

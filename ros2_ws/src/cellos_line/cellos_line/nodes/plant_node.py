@@ -152,11 +152,13 @@ class PlantNode(CellosNode):
             self.get_logger().warning(f"buffer_capacities names cells not on the line: {', '.join(unknown)}")
         caps = ', '.join(f'{s.cell_id}[{s.capacity or "infeed"}]' for s in self.flow.stations)
         self.get_logger().info(f"line '{self.line_id}': {caps}"
-                               + (f'; long holds at {self.params.long_hold_cell}' if self.params.long_hold_cell else ''))
+                               + (f'; long holds at {self.params.long_hold_cell}'
+                                  if self.params.long_hold_cell else ''))
 
     def _discover(self) -> None:
         """cells empty: build the line from the cells seen, once no new one appeared for one
-        discovery period (so cell_02 is not put behind cell_03 because it started later)."""
+        discovery period (so cell_02 is not put behind cell_03 because it started later).
+        """
         seen = {m.group(1) for name, _ in self.get_topic_names_and_types() if (m := self._topic.match(name))}
         if self.flow is None:
             if seen and seen == self._seen_before:

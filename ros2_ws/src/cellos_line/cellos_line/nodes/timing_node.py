@@ -104,7 +104,7 @@ class TimingNode(CellosNode):
         t4 = (info['received_timestamp'] + self._clock_offset_ns) if info['received_timestamp'] else self.now_ns()
         if msg.cell_id != self.cell_id:
             self.get_logger().warning(f"correction for cell '{msg.cell_id}' on this cell's topic ignored",
-                                   throttle_duration_sec=5.0)
+                                      throttle_duration_sec=5.0)
             return
         if msg.session != self.session:
             return  # computed for an earlier run of this cell: the next one will be ours
@@ -148,10 +148,10 @@ class TimingNode(CellosNode):
                 intended, wake = self.clock.advance(self.now_ns())
                 if state_before != CycleState.FREE_RUNNING and self.clock.state == CycleState.FREE_RUNNING:
                     self.get_logger().warning('no correction from the coordinator: free-running on the last '
-                                           f'schedule, period {self.clock.period_ns / 1e6:.3f} ms')
+                                              f'schedule, period {self.clock.period_ns / 1e6:.3f} ms')
             if wake < self.now_ns() - self.clock.period_ns:
                 self.get_logger().warning('cycle thread fell more than a period behind',
-                                       throttle_duration_sec=5.0)
+                                          throttle_duration_sec=5.0)
 
     def _diagnose(self) -> DiagReport:
         if not hasattr(self, 'clock'):

@@ -25,6 +25,7 @@ class BadFrame(ValueError):
 @dataclass(frozen=True)
 class ImageFields:
     """The sensor_msgs/Image fields that carry pixels."""
+
     height: int
     width: int
     encoding: str

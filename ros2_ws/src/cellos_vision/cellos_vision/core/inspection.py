@@ -164,7 +164,8 @@ class DriftMonitor:
     # -- inputs ---------------------------------------------------------------------------
     def observe(self, decision: Decision) -> DriftStatus:
         """Every inspection with a model answer (decided or low-confidence) goes in here;
-        undecided-without-answer (late, rejected, bad frame) says nothing about the model."""
+        undecided-without-answer (late, rejected, bad frame) says nothing about the model.
+        """
         if decision.confidence <= 0.0 or not decision.defect_class:
             return self.status()
         conf = float(decision.confidence)
@@ -253,6 +254,7 @@ MODELS_DIR = Path(__file__).resolve().parents[1] / 'models'
 @dataclass(frozen=True)
 class ModelMeta:
     """What a cell needs to know about a model: written next to the .onnx by the trainer."""
+
     model_id: str
     classes: tuple[str, ...]
     ok_class: str

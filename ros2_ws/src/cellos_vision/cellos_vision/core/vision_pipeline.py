@@ -48,7 +48,8 @@ class SyntheticSource:
 class VideoSource:
     """cv2.VideoCapture on a device index ('0'), a file or a stream URL. Never raises on a
     failed read: the capture carries the error, and a closed source is reopened at most every
-    ``reopen_s``. Files restart from the beginning when ``loop``."""
+    ``reopen_s``. Files restart from the beginning when ``loop``.
+    """
 
     def __init__(self, uri: str, loop: bool = True, reopen_s: float = 2.0):
         self.uri = uri
@@ -112,7 +113,9 @@ class Pending:
 @dataclass
 class InFlight:
     """Requests submitted and not yet answered. ``expire`` hands back those whose deadline
-    (plus grace) has passed, so the node can publish them as UNDECIDED (late)."""
+    (plus grace) has passed, so the node can publish them as UNDECIDED (late).
+    """
+
     max_in_flight: int = 4
     _pending: dict[int, Pending] = field(default_factory=dict)
     _next_id: int = 1

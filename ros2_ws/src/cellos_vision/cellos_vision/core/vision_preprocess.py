@@ -92,7 +92,8 @@ def preprocess_batch(images: Sequence[np.ndarray], spec: PreprocessSpec) -> np.n
 
 def to_image(tensor: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """Inverse of ``preprocess`` up to resizing: 1 x C x H x W (or C x H x W) -> uint8 BGR/mono
-    at model resolution: what the model saw, for display next to the frame."""
+    at model resolution: what the model saw, for display next to the frame.
+    """
     x = np.asarray(tensor, np.float32)
     if x.ndim == 4:
         if x.shape[0] != 1:

@@ -1,5 +1,6 @@
 """The one place converting vision messages <-> core types: sensor_msgs/Image <-> numpy
-(cv_bridge where installed, cellos_vision.core.image_codec where not), Inspection and VisionDrift."""
+(cv_bridge where installed, cellos_vision.core.image_codec where not), Inspection and VisionDrift.
+"""
 from __future__ import annotations
 
 import numpy as np

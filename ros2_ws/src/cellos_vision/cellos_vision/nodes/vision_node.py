@@ -25,14 +25,14 @@ from std_srvs.srv import Trigger
 from cellos_vision.core import vision_preprocess as vp
 from cellos_inference.core.inference_types import Priority, Status
 from cellos_vision.core.inspection import (Decision, DriftBounds, DriftMonitor, DriftState, ModelMeta,
-                                    Verdict, decide, undecided)
+                                           Verdict, decide, undecided)
 from cellos_common.core.params import ParameterError, ParamSpec
 from cellos_vision.core.vision_pipeline import Capture, InFlight, SyntheticSource, VideoSource
 from cellos_common.nodes import qos
 from cellos_common.nodes.base import CellosNode, main_for
 from cellos_inference.nodes.convert_inference import make_request, result_outputs
 from cellos_vision.nodes.convert_vision import (IMAGE_BACKEND, BadFrame, array_to_image, drift_msg,
-                                         feedback_from_msg, image_to_array, inspection_msg)
+                                                feedback_from_msg, image_to_array, inspection_msg)
 from cellos_common.nodes.diagnostics import ERROR, OK, WARN, DiagReport
 from cellos_interfaces.msg import CellCycle, InferenceRequest, InferenceResult, Inspection, VisionDrift
 
@@ -83,14 +83,16 @@ PARAMS = [
     ParamSpec('annotate', True, 'publish the annotated image'),
     ParamSpec('drift_enabled', True, 'watch confidence and feedback, switch to the fallback on drift'),
     ParamSpec('drift_reference_size', 60, 'confidences in the reference window', min=1, max=100000, read_only=True),
-    ParamSpec('drift_window_size', 30, 'recent confidences compared with the reference', min=1, max=100000, read_only=True),
+    ParamSpec('drift_window_size', 30, 'recent confidences compared with the reference', min=1, max=100000,
+              read_only=True),
     ParamSpec('drift_max_ks', 0.45, 'one-sided KS statistic (recent confidences below the reference) counted as drift',
               min=0.0, max=1.0, read_only=True),
     ParamSpec('drift_max_mean_drop', 0.12, 'mean confidence drop counted as drift', min=0.0, max=1.0, read_only=True),
     ParamSpec('drift_feedback_window', 30, 'downstream feedback outcomes kept', min=1, max=100000, read_only=True),
     ParamSpec('drift_min_feedback', 10, 'feedback outcomes needed to judge the mismatch rate', min=1,
               max=100000, read_only=True),
-    ParamSpec('drift_max_mismatch', 0.15, 'downstream mismatch rate counted as drift', min=0.0, max=1.0, read_only=True),
+    ParamSpec('drift_max_mismatch', 0.15, 'downstream mismatch rate counted as drift', min=0.0, max=1.0,
+              read_only=True),
     ParamSpec('drift_revalidate_samples', 20, 'fallback inspections before the hold can be released',
               min=1, max=100000, read_only=True),
     ParamSpec('drift_revalidate_min_confidence', 0.7, "fallback's mean confidence needed to release",

@@ -16,6 +16,7 @@ class BackendError(RuntimeError):
 @dataclass
 class LoadedModel:
     """A model ready to run. ``run`` takes a full batch and returns outputs in ``outputs`` order."""
+
     inputs: list[InputSpec]
     outputs: list[str]
     precision: str

@@ -9,6 +9,7 @@ CHOICES = ('auto', 'tensorrt', 'onnxruntime')
 @dataclass(frozen=True)
 class GpuProbe:
     """What this host offers; every None says why in ``missing``."""
+
     tensorrt_version: str | None = None
     pycuda: bool = False
     gpu_name: str | None = None
