@@ -198,7 +198,10 @@ def spin_nodes(nodes, *, executor: str = 'multi', threads: int | None = None,
 
 def _spin(executor, stop: threading.Event) -> None:
     try:
-        executor.spin()
+        # what Executor.spin() does; rclpy 9.1's EventsExecutor.spin() busy-loops and never
+        # fires a timer, while its spin_once() works
+        while not stop.is_set() and executor.context.ok():
+            executor.spin_once(timeout_sec=0.1)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except Exception:

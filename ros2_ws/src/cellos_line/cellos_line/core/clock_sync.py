@@ -5,6 +5,11 @@ clock), t4: cell receives (cell clock). RFC 5905: offset = ((t2 - t1) + (t3 - t4
 coordinator clock minus the cell clock; delay = (t4 - t1) - (t3 - t2). The error of one sample
 is at most delay / 2, so, as NTP's clock filter does, the estimate follows the sample of least
 delay among the recent ones, and a linear fit over the filtered samples gives the rate (skew).
+
+Both ends of the exchange live here: ``CellExchange`` is the cell's (the last complete
+exchange, returned in its next reports), ``OffsetEstimator`` the coordinator's, one per cell.
+Exchanges need not run at the cycle rate: the coordinator answers at its own sync rate, and a
+report carrying an exchange already counted is ignored.
 """
 from __future__ import annotations
 
@@ -29,6 +34,19 @@ def sample(t1: int, t2: int, t3: int, t4: int) -> SyncSample | None:
     return SyncSample(offset_ns=-((t2 - t1) + (t3 - t4)) / 2.0, delay_ns=float(delay), at_ns=t3)
 
 
+class CellExchange:
+    """The cell's end: the coordinator's echo of one of its reports (t1, t2, t3) and when the
+    echo arrived (t4, cell clock). Reports carry the last complete exchange.
+    """
+
+    def __init__(self):
+        self.stamps: tuple[int, int, int, int] = (0, 0, 0, 0)
+
+    def on_echo(self, t1: int, t2: int, t3: int, t4: int) -> None:
+        if t1 and t2 and t3 and t4 >= t1:
+            self.stamps = (t1, t2, t3, t4)
+
+
 class OffsetEstimator:
     def __init__(self, window: int = 32, skew_window: int = 64, max_skew_ppm: float = 100.0,
                  step_ns: float = 1e6):
@@ -40,10 +58,22 @@ class OffsetEstimator:
         self.offset_ns: float | None = None
         self.delay_ns: float | None = None
         self.skew = 0.0
+        self._last_t1 = 0
 
     @property
     def ready(self) -> bool:
         return self.offset_ns is not None
+
+    def add_exchange(self, stamps: tuple[int, int, int, int]) -> bool:
+        """A cell report's exchange; one already counted (same t1) is ignored."""
+        if not stamps[0] or stamps[0] == self._last_t1:
+            return False
+        self._last_t1 = stamps[0]
+        return self.add(sample(*stamps))
+
+    @property
+    def skew_ppm(self) -> float:
+        return self.skew * 1e6
 
     def add(self, s: SyncSample | None) -> bool:
         if s is None:
