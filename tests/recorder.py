@@ -4,7 +4,9 @@ the timing benchmarks and the multi-host test (inside a network namespace, where
 own process may not speak DDS), it writes everything to a JSON file when it gets SIGINT or
 SIGTERM, or after --duration seconds.
 
-python recorder.py --line /hline --cells cell_01,cell_02 --out rec.json [--duration 60]
+python recorder.py --line /hline --cells cell_01,cell_02 --out rec.json [--duration 60] [--status s.json]
+
+--status: the latest line state, rewritten twice a second, for a test that waits on it.
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ def main() -> None:
     ap.add_argument('--cells', required=True)
     ap.add_argument('--out', required=True)
     ap.add_argument('--duration', type=float, default=600.0)
+    ap.add_argument('--status', default='')
     args, _ = ap.parse_known_args()   # (--ros-args from the test fixture)
     rclpy.init(signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
     node = Node('cellos_recorder')
@@ -66,8 +69,16 @@ def main() -> None:
     ex.add_node(node)
     end = time.monotonic() + args.duration
     open(args.out + '.ready', 'w').close()
+    next_status = 0.0
     while not stop.is_set() and time.monotonic() < end:
         ex.spin_once(timeout_sec=0.1)
+        if args.status and time.monotonic() >= next_status:
+            next_status = time.monotonic() + 0.5
+            with lock:
+                latest = states[-1] if states else None
+            with open(args.status + '.tmp', 'w') as f:
+                json.dump(latest, f)
+            os.replace(args.status + '.tmp', args.status)
     with lock:
         data = {'fields': ['recv_ns', *CYCLE_FIELDS], 'cycles': cycles, 'states': states}
     with open(args.out + '.tmp', 'w') as f:

@@ -21,7 +21,7 @@ def start_recorder(processes, key: str, line: str, cells, out: Path, duration: f
     processes.start(key, sys.executable, extra_args=[
         str(TESTS / 'recorder.py'), '--line', line, '--cells', ','.join(cells), '--out', str(out),
         '--duration', str(duration)])
-    wait_for(lambda: Path(str(out) + '.ready').exists(), 30.0, what='the recorder up')
+    wait_for(lambda: Path(str(out) + '.ready').exists(), 120.0, what='the recorder up')
 
 
 def stop_recorder(processes, key: str, out: Path) -> dict:

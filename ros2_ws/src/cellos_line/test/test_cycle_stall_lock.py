@@ -134,3 +134,29 @@ def test_relock_counts_every_return_to_lock_after_the_first():
         line.on_report(CycleReport('c', 1, i + 1, 0, 0, P, 2 if locked else 1, i + 1, locked=locked), i + 1)
     t = line.cells['c']
     assert t.lock_time_s is not None and t.relock_count == 2 and t.lost_count == 0
+
+
+def test_one_silent_cell_is_lost_at_lost_after_but_a_common_silence_waits_longer():
+    line = LineCoordinator(LineConfig(P, lost_after_periods=2.5, common_silence_periods=10.0), 0)
+    for c in 'abcd':
+        line.on_report(CycleReport(c, 1, 1, 0, 0, P, 2, 1), 1)
+    t = 1
+    for k in range(1, 12):           # everyone reports every period but d
+        t = 1 + k * P
+        for c in 'abc':
+            line.on_report(CycleReport(c, 1, k + 1, 0, 0, P, 2, k + 1), t)
+        lost = line.check_lost(t)
+        if lost:
+            break
+    assert lost == [f"cell 'd' lost: no report for {(t - 1) / 1e6:.1f} ms"] and k == 3
+    # now all fall silent at once: not lost at 2.5 periods, lost after 10
+    assert line.check_lost(t + 3 * P) == [] and line.common_silences == 1
+    assert len(line.check_lost(t + 11 * P)) == 3
+
+
+def test_a_late_lost_check_judges_nothing():
+    line = LineCoordinator(LineConfig(P), 0)
+    line.on_report(CycleReport('a', 1, 1, 0, 0, P, 2, 1), 1)
+    assert line.check_lost(P, every_ns=P // 4) == []
+    assert line.check_lost(10 * P, every_ns=P // 4) == [] and line.late_checks == 1   # this side stalled
+    assert line.check_lost(10 * P + P // 4, every_ns=P // 4)

@@ -13,7 +13,7 @@ import errno
 import os
 import resource
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 from cellos_common.core.params import ParamSpec
 
@@ -51,6 +51,7 @@ class Result:
     cpus: tuple = ()
     memory_locked: bool = False
     refused: list = field(default_factory=list)   # one sentence per refused setting
+    dds_threads: int = 0      # middleware threads set to the same priority (apply_to_threads)
 
     @property
     def text(self) -> str:
@@ -59,6 +60,8 @@ class Result:
             got += f", CPUs {','.join(map(str, self.cpus))}"
         if self.memory_locked:
             got += ', memory locked'
+        if self.dds_threads:
+            got += f', with {self.dds_threads} DDS threads'
         return got + (' (' + '; '.join(self.refused) + ')' if self.refused else '')
 
 
@@ -102,6 +105,64 @@ def apply(req: Request) -> Result:
             res.refused.append(_why(e, 'mlockall', 'CAP_IPC_LOCK or a memlock limit above the process size')
                                .replace('CAP_SYS_NICE or ', ''))
     return res
+
+
+DDS_THREADS = 'dds.'   # Fast DDS names its threads dds.udp.<port>, dds.ev.<n>, dds.shm.<port> ...
+
+
+def apply_to_threads(req: Request, prefix: str = DDS_THREADS) -> tuple[int, list]:
+    """SCHED_FIFO ``req.priority`` (and affinity) for every thread of this process whose name
+    starts with ``prefix``: the middleware's receive and event threads, which stamp and hand on
+    what the real-time path waits for. Returns (threads set, refusals).
+    """
+    done, refused = 0, []
+    for tid in os.listdir('/proc/self/task'):
+        try:
+            with open(f'/proc/self/task/{tid}/comm') as f:
+                if not f.read().startswith(prefix):
+                    continue
+            if req.priority:
+                os.sched_setscheduler(int(tid), os.SCHED_FIFO, os.sched_param(req.priority))
+            if req.cpus:
+                os.sched_setaffinity(int(tid), req.cpus)
+            done += 1
+        except FileNotFoundError:
+            continue   # the thread ended meanwhile
+        except OSError as e:
+            refused.append(_why(e, f'SCHED_FIFO priority {req.priority} for thread {tid}', 'an rtprio limit'))
+            break
+    return done, refused
+
+
+def apply_in_executor(node, req: Request, done: Callable[[Result], None]):
+    """Apply ``req`` to the thread that runs ``node``'s callbacks (its executor's spin thread),
+    from a one-shot timer of the node; ``done(result)`` is called there. Returns the timer
+    (destroy it with the node's other timers).
+    """
+    applied = []
+
+    def run():
+        timer.cancel()
+        if not applied:   # a timer event may be queued before the cancel took effect
+            applied.append(True)
+            done(apply(req))
+    timer = node.create_timer(0.0, run)
+    return timer
+
+
+NONBLOCKING_TRANSPORTS = 'UDPv4?non_blocking=true'
+
+
+def prefer_nonblocking_sends() -> None:
+    """Fast DDS over UDP with non-blocking sends, unless the site configured its transports.
+
+    With a blocking socket, a send to a host whose link is down can wait for the address
+    resolution to fail (seen: 1.6 s); rclpy holds the interpreter lock through a publish, so
+    every thread of the process waits with it, the real-time cycle included. Non-blocking, such
+    a datagram is dropped. Call before rclpy.init. (rmw_fastrtps applies its own transports
+    under ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST, where no datagram leaves the host.)
+    """
+    os.environ.setdefault('FASTDDS_BUILTIN_TRANSPORTS', NONBLOCKING_TRANSPORTS)
 
 
 def normal() -> None:

@@ -183,9 +183,9 @@ def spin_nodes(nodes, *, executor: str = 'multi', threads: int | None = None,
     spinner = threading.Thread(target=_spin, args=(ex, stop), daemon=False)
     spinner.start()
     try:
-        while not stop.wait(0.2):
-            if not spinner.is_alive():
-                break
+        # no polling: a thread of this process that wakes at normal priority can be preempted
+        # holding the interpreter lock, and a real-time thread of the node then waits for it
+        stop.wait()   # set by a signal handler, or by the spinner when it ends
     finally:
         stop.set()
         ex.shutdown(timeout_sec=5.0)
@@ -201,7 +201,7 @@ def _spin(executor, stop: threading.Event) -> None:
         # what Executor.spin() does; rclpy 9.1's EventsExecutor.spin() busy-loops and never
         # fires a timer, while its spin_once() works
         while not stop.is_set() and executor.context.ok():
-            executor.spin_once(timeout_sec=0.1)
+            executor.spin_once(timeout_sec=1.0)   # shutdown() wakes it at once
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except Exception:

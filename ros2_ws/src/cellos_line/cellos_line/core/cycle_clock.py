@@ -23,7 +23,6 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 from enum import IntEnum
-from statistics import median
 
 from cellos_line.core.clock_sync import CellExchange
 from cellos_line.core.schedule import Schedule, wrap
@@ -118,7 +117,7 @@ class CycleClock:
             self._since_disturbance += 1
             bound = self.config.lock_threshold_ns * (2 if self.locked else 1)
             self.locked = (self._since_disturbance >= self.config.lock_cycles
-                           and median(self._errors) <= bound)
+                           and sorted(self._errors)[len(self._errors) // 2] <= bound)
         return actual_ns - self.intended_ns
 
     def _disturbed(self) -> None:

@@ -60,6 +60,7 @@ class LineConfig:
     expected_cells: tuple = ()
     accept_unknown_cells: bool = True
     lost_after_periods: float = 2.5
+    common_silence_periods: float = 10.0  # most cells silent at once: lost only after this long
     sync_interval_ns: int = 100_000_000   # a locked cell's reports are answered this often; 0: every one
     clock_mode: str = 'exchange'          # system: PTP/chrony discipline the clocks, offsets taken as 0
     window_ns: int = 2_000_000_000        # phase error percentiles over this much recent time
@@ -126,6 +127,10 @@ class LineCoordinator:
         self.flow_recv_ns = 0
         self.plant_rejected = 0
         self.plant_status = ''
+        self._last_check_ns = 0
+        self.late_checks = 0     # lost checks skipped because this process was stalled
+        self.common_silences = 0  # times most cells went silent at once
+        self._common_silence = False
         self._recompute_offsets()
 
     # -- schedule ---------------------------------------------------------------------------
@@ -252,21 +257,38 @@ class LineCoordinator:
             period_ns=int(round(self.schedule.period_ns * (1.0 + skew))),
             command=command, reason=track.hold_reason, echo_t1_ns=r.cell_send_ns, recv_t2_ns=recv_ns)
 
-    def check_lost(self, now_ns: int, factor: float = 1.0, cell_id: str | None = None) -> list[str]:
-        """Cells silent for ``factor * lost_after_periods`` periods are lost. The node calls it
-        for one cell, factor 1, on that cell's QoS deadline event (raised by DDS when no report
-        arrived for lost_after_periods; the check here only drops an event that a report
-        processed meanwhile made stale), and for every cell with a wider factor from a backup
-        timer.
+    def check_lost(self, now_ns: int, every_ns: int = 0) -> list[str]:
+        """Cells silent for ``lost_after_periods`` periods are lost. The node calls it from a
+        timer every ``every_ns``. Two kinds of silence say more about this side than about the
+        cells:
+
+        - a check that comes more than twice ``every_ns`` late: this process was stalled, and
+          reports may be waiting behind the check; it judges nothing, the next check does;
+        - several cells silent at once (three or more, and at least a quarter of the line):
+          one side stalled, most likely this one (its DDS participant pauses while it matches
+          many new participants, e.g. cells or tools starting); they are lost only after
+          ``common_silence_periods``. A single failure (a dead cell, a cut link) is judged at
+          ``lost_after_periods``.
         """
-        lost_after = factor * self.config.lost_after_periods * self.schedule.period_ns
-        # DDS timed the silence from the report's arrival; this process stamped it a little later
-        margin = self.schedule.period_ns // 2 if factor == 1.0 else 0
+        late = every_ns and self._last_check_ns and now_ns - self._last_check_ns > 2 * every_ns
+        self._last_check_ns = now_ns
+        if late:
+            self.late_checks += 1
+            return []
+        period = self.schedule.period_ns
+        lost_after = self.config.lost_after_periods * period
+        live = [t for t in self.cells.values() if not t.lost]
+        silent = [t for t in live if now_ns - t.last_recv_ns > lost_after]
+        if len(silent) >= 3 and 4 * len(silent) >= len(live):
+            if not self._common_silence:
+                self.common_silences += 1
+            self._common_silence = True
+            lost_after = max(lost_after, self.config.common_silence_periods * period)
+        else:
+            self._common_silence = False
         events = []
-        for t in self.cells.values():
-            if cell_id is not None and t.cell_id != cell_id:
-                continue
-            if not t.lost and now_ns - t.last_recv_ns > lost_after - margin:
+        for t in silent:
+            if now_ns - t.last_recv_ns > lost_after:
                 t.lost, t.locked = True, False
                 t.lost_count += 1
                 events.append(f"cell '{t.cell_id}' lost: no report for "

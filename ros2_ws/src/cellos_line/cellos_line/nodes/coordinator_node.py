@@ -7,9 +7,10 @@ that cell's correction on ``<line>/<cell>/timing/correction``, publishes ``line_
 Cost per cell does not grow with the number of cells: the node spins on rclpy's EventsExecutor
 (one queued event per message, no wait set rebuilt over every entity), a locked cell's reports
 are answered at ``sync_rate_hz`` rather than every cycle (the clock exchange needs no more,
-and holds go out at once anyway), and a lost cell is found by DDS's own deadline timer on its
-reports. ``thread_priority`` puts the thread that takes the reports and sends the corrections
-at SCHED_FIFO.
+and holds go out at once anyway), and a lost cell is found by one timer at a quarter period
+that compares each cell's last report with lost_after_periods (not a DDS deadline per cell,
+whose timer every report restarts on both sides). ``thread_priority`` puts the thread that
+takes the reports, sends the corrections and runs that timer at SCHED_FIFO.
 
 Line flow: reads the plant's buffers from ``plant_topic`` (PlantState, from plant_node or a PLC
 bridge) and each cell's ``vision/drift``; holds a cell while its drift monitor revalidates and
@@ -25,7 +26,6 @@ import time
 from cellos_interfaces.msg import CellCycle, GateState, LineState, PhaseCorrection, PlantState, VisionDrift
 from cellos_interfaces.srv import HoldCell, Resync, SetLinePeriod
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.event_handler import SubscriptionEventCallbacks
 from visualization_msgs.msg import MarkerArray
 
 from cellos_common.core import realtime
@@ -39,8 +39,7 @@ from cellos_line.nodes.convert_timing import correction_msg, line_state_msg, rep
 from cellos_common.nodes.diagnostics import ERROR, OK, WARN, DiagReport
 from cellos_line.nodes.line_markers import line_markers
 
-BACKUP_FACTOR = 2.0   # the timer path, for a missed deadline event
-BACKUP_PERIOD_S = 0.25
+LOST_CHECKS_PER_PERIOD = 4
 
 PARAMS = [
     ParamSpec('line_id', '', "line id; empty: the last part of the node's namespace"),
@@ -50,10 +49,12 @@ PARAMS = [
     ParamSpec('cells', '', 'expected cell ids, comma separated, in line order (empty: discover)'),
     ParamSpec('cell_offsets', '', "custom offsets, 'cell_01=0.0,cell_02=5.0' in ms"),
     ParamSpec('accept_unknown_cells', True, 'take cells that are not in cells into the line'),
-    ParamSpec('lost_after_periods', 2.5, 'a cell whose reports stop this long is lost: the QoS deadline of '
-              'the cycle reports, timed by DDS (a backup timer declares it after twice as long). A failure '
-              'is reported between lost_after_periods - 1 and lost_after_periods after it happened',
-              min=qos.CYCLE_DEADLINE_PERIODS + 0.5, max=100.0),
+    ParamSpec('lost_after_periods', 2.5, 'a cell whose reports stop this long is lost (checked every quarter '
+              'period): a failure is reported between lost_after_periods - 1 and lost_after_periods + 0.25 '
+              'periods after it happened', min=1.5, max=100.0),
+    ParamSpec('common_silence_periods', 10.0, 'when several cells (three or more, a quarter of the line) fall '
+              'silent at once, the silence is most likely on this side (a stalled process, a DDS pause while '
+              'many participants are matched): they are lost only after this long', min=1.5, max=1000.0),
     ParamSpec('sync_rate_hz', 10.0, "rate of the clock exchange with a locked cell: its reports are answered "
               "this often (a cell not locked: every report); the cells' coordinator_timeout_ms must be "
               'longer than the interval. 0: every report', min=0.0, max=1000.0, unit='Hz'),
@@ -113,11 +114,9 @@ class CoordinatorNode(CellosNode):
             if period_changed:
                 self.line.set_period(int(p.period_ms * 1e6), time.time_ns())
             self.line.set_offsets(p.offset_mode, parse_offsets(p.cell_offsets))
-        if period_changed:
-            # the reports' QoS deadline is lost_after_periods of the new period
-            for cell, entry in list(self._cells.items()):
-                self.destroy_subscription(entry[0])
-                self._cells[cell] = (self._report_sub(cell),) + entry[1:]
+        if period_changed and self._line_timers:
+            self.destroy_timer(self._line_timers[1])
+            self._line_timers[1] = self._lost_timer()
 
     def configure(self) -> None:
         p = self.params
@@ -128,6 +127,7 @@ class CoordinatorNode(CellosNode):
             custom_offsets_ms=parse_offsets(p.cell_offsets),
             expected_cells=tuple(c.strip() for c in p.cells.split(',') if c.strip()),
             accept_unknown_cells=p.accept_unknown_cells, lost_after_periods=p.lost_after_periods,
+            common_silence_periods=max(p.common_silence_periods, p.lost_after_periods),
             sync_interval_ns=int(1e9 / p.sync_rate_hz) if p.sync_rate_hz > 0 else 0,
             clock_mode=p.clock_mode, backpressure_latency_cycles=p.backpressure_latency_cycles)
         self.line = LineCoordinator(cfg, time.time_ns())
@@ -154,25 +154,28 @@ class CoordinatorNode(CellosNode):
         p = self.params
         self._line_timers = [
             self.create_timer(p.discovery_period_s, self._discover),
-            self.create_timer(BACKUP_PERIOD_S, lambda: self._check_lost(BACKUP_FACTOR)),
+            self._lost_timer(),
             self.create_timer(1.0 / p.state_rate_hz, self._publish_state),
         ]
-        # the executor's thread takes the reports and sends the corrections: set it real-time from
-        # inside (Linux applies a scheduling policy per thread)
-        self._rt_timer = self.create_timer(0.0, self._enter_realtime)
+        # the executor's thread takes the reports and sends the corrections
+        self._rt_timer = realtime.apply_in_executor(self, realtime.Request.from_params(p), self._realtime_applied)
         self._discover()
 
-    def _enter_realtime(self) -> None:
-        self._rt_timer.cancel()
-        if self.realtime is not None:
-            return   # a timer event queued before the cancel
-        request = realtime.Request.from_params(self.params)
-        self.realtime = realtime.apply(request)
-        if self.realtime.refused:
-            self.get_logger().warning(f'receive and correction path runs at {self.realtime.text}: lost-cell '
+    def _lost_timer(self):
+        return self.create_timer(self.line.schedule.period_ns / 1e9 / LOST_CHECKS_PER_PERIOD, self._check_lost)
+
+    def _realtime_applied(self, result: realtime.Result) -> None:
+        if result.priority:
+            # the DDS threads receive the reports before this thread takes them
+            threads, refused = realtime.apply_to_threads(realtime.Request(result.priority, result.cpus))
+            result.refused += refused
+            result.dds_threads = threads
+        self.realtime = result
+        if result.refused:
+            self.get_logger().warning(f'receive and correction path runs at {result.text}: lost-cell '
                                       'detection and corrections wait behind other load (docs/realtime.md)')
-        elif request.wanted:
-            self.get_logger().info(f'receive and correction path: {self.realtime.text}')
+        elif result.priority or result.cpus or result.memory_locked:
+            self.get_logger().info(f'receive and correction path: {result.text}')
 
     def deactivate(self) -> None:
         for t in [*self._line_timers, self._rt_timer]:
@@ -217,14 +220,10 @@ class CoordinatorNode(CellosNode):
             self._cells[cell] = (sub, pub, drift_sub, gate_sub)
 
     def _report_sub(self, cell: str):
-        events = SubscriptionEventCallbacks(
-            deadline=lambda _e, cell=cell: self._check_lost(1.0, cell),
-            liveliness=lambda e, cell=cell: self._check_lost(1.0, cell) if e.alive_count == 0 else None)
         return self.create_subscription(
             CellCycle, f'{self.line_ns}/{cell}/timing/cycle', lambda msg, cell=cell: self._on_report(cell, msg),
             # depth 1: after a stall the newest report is taken first, not a backlog
-            qos.cycle_report(self.line.schedule.period_ns / 1e9, self.params.lost_after_periods, depth=1),
-            event_callbacks=events, callback_group=self._reports)
+            qos.cycle_report(depth=1), callback_group=self._reports)
 
     def _on_report(self, cell: str, msg: CellCycle) -> None:
         # t2 of the clock exchange (the EventsExecutor hands no DDS reception stamp; the delay
@@ -244,7 +243,6 @@ class CoordinatorNode(CellosNode):
             self.get_logger().warning(event, throttle_duration_sec=2.0)
         elif event:
             self.get_logger().info(event)
-            self._publish_state()   # a cell back or re-locked: line state says so now
 
     # -- line flow ------------------------------------------------------------------------------
     def _on_plant(self, msg: PlantState) -> None:
@@ -282,13 +280,20 @@ class CoordinatorNode(CellosNode):
             if entry is not None and correction is not None:
                 entry[1].publish(correction_msg(correction, self.get_clock().now().to_msg(), time.time_ns()))
 
-    def _check_lost(self, factor: float, cell: str | None = None) -> None:
+    def _check_lost(self) -> None:
         with self._lock:
-            events = self.line.check_lost(time.time_ns(), factor, cell)
+            before = self.line.common_silences
+            events = self.line.check_lost(time.time_ns(), self.line.schedule.period_ns // LOST_CHECKS_PER_PERIOD)
+        if self.line.common_silences > before:
+            self.get_logger().warning('most cells fell silent at once: waiting common_silence_periods before '
+                                      'calling them lost (a stall on this side is the likelier cause)',
+                                      throttle_duration_sec=10.0)
         for e in events:
             self.get_logger().warning(e)
-        if events:
-            self._publish_state()   # a lost cell is news now, not at the next state_rate_hz tick
+        if events:   # a lost cell is news now, not at the next state_rate_hz tick (markers wait for it)
+            with self._lock:
+                msg = self._state()
+            self.state_pub.publish(msg)
 
     def _state(self):
         return line_state_msg(self.line, self.line_id, self.get_clock().now().to_msg(), time.time_ns(),
@@ -357,6 +362,7 @@ class CoordinatorNode(CellosNode):
                       'cells_lost': msg.cells_lost, 'period_ms': msg.period_ms,
                       'phase_error_p99_ms': msg.phase_error_p99_ms,
                       'duplicate_reports': self.line.duplicates, 'out_of_order_reports': self.line.out_of_order,
+                      'late_lost_checks': self.line.late_checks, 'common_silences': self.line.common_silences,
                       'clock_mode': msg.clock_mode,
                       'realtime': self.realtime.text if self.realtime else 'not active'}
         not_rt = []
@@ -386,4 +392,5 @@ class CoordinatorNode(CellosNode):
 
 
 def main(args=None):
+    realtime.prefer_nonblocking_sends()
     return main_for(CoordinatorNode, args)

@@ -35,8 +35,6 @@ PARAMS = [
     ParamSpec('buffer_capacity', 4, 'input buffer capacity of every cell but the first (fed by the infeed)',
               min=1, max=100000, unit='parts'),
     ParamSpec('buffer_capacities', '', "per-cell capacities, 'cell_03=8,cell_04=2' (override buffer_capacity)"),
-    ParamSpec('period_ms', 20.0, 'nominal cycle period of the cells (QoS of the cycle reports only)',
-              min=0.0, max=60000.0, min_exclusive=True, unit='ms'),
     ParamSpec('seed', 1, 'work time seed (each cell has its own stream)', min=0, max=2**31 - 1),
     ParamSpec('work_median_periods', 0.6, 'median work time of a part', min=0.0, max=1000.0,
               min_exclusive=True, unit='periods'),
@@ -143,7 +141,7 @@ class PlantNode(CellosNode):
         self._work[cell] = self._work_for(cell)
         self._subs[cell] = self.create_subscription(
             CellCycle, f'{self.line_ns}/{cell}/timing/cycle', lambda m, c=cell: self._on_cycle(c, m),
-            qos.cycle_report(self.params.period_ms / 1e3, 100.0, depth=1))
+            qos.cycle_report(depth=1))
 
     def _build(self, cells: list[str]) -> None:
         for c in cells:

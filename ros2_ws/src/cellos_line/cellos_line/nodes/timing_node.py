@@ -3,16 +3,25 @@
 Publishes ``timing/cycle`` (CellCycle) at every cycle start; applies ``timing/correction``
 (PhaseCorrection). The cycle runs on its own thread with absolute wake-ups, at SCHED_FIFO
 ``thread_priority`` where the OS allows (normal priority, said once, where it does not), so
-executor load does not add to the timer jitter. Its work per wake-up is bounded: build and
-publish one report. The process holds only this node: nothing else in it competes with the
-cycle thread for the interpreter lock but the executor taking a correction (rarely: the
-coordinator answers at its sync rate). It spins single-threaded, not on the EventsExecutor:
-this node has one subscription, and the single-threaded executor hands the correction's DDS
-reception stamp (t4 of the clock exchange, before any executor delay), which rclpy's
-EventsExecutor cannot.
+executor load does not add to the timer jitter. Its work per wake-up is bounded: take the
+cycle's figures and hand them to a RealtimePublisher, whose own thread publishes them (a
+publish can block on the network: it never stalls the cycle).
+
+The interpreter lock: a woken cycle thread must take it from whichever thread of this process
+holds it. The process holds only this node, so that is the executor taking a correction
+(rarely: the coordinator answers at its sync rate). Left at normal priority on a loaded
+machine, that thread can wait tens of milliseconds for a CPU while holding the lock, and the
+real-time cycle thread waits with it (32 cells on 2 cores showed 20-60 ms stalls). So the
+executor's thread runs one priority below the cycle thread (its work is bounded too), with
+the DDS threads that stamp and deliver the corrections; the main thread sleeps until the end.
+
+The node spins single-threaded, not on the EventsExecutor: it has one subscription, and the
+single-threaded executor hands the correction's DDS reception stamp (t4 of the clock
+exchange, before any executor delay), which rclpy's EventsExecutor cannot.
 """
 from __future__ import annotations
 
+import gc
 import random
 import threading
 import time
@@ -25,7 +34,8 @@ from cellos_common.nodes import qos
 from cellos_common.nodes.base import CellosNode, main_for
 from cellos_common.nodes.diagnostics import ERROR, OK, WARN, DiagReport
 from cellos_line.core.cycle_clock import CycleClock, CycleConfig, CycleState
-from cellos_line.nodes.convert_timing import cycle_msg
+from cellos_common.nodes.realtime_publisher import RealtimePublisher
+from cellos_line.nodes.convert_timing import cycle_msg, cycle_payload, fill_cycle_msg
 
 PARAMS = [
     ParamSpec('line_id', 'line1', 'line this cell belongs to'),
@@ -63,6 +73,7 @@ class TimingNode(CellosNode):
         self._cycles = 0
         self._clock_offset_ns = 0
         self.realtime: realtime.Result | None = None
+        self.clock: CycleClock | None = None   # made by the cycle thread when it starts
 
     # -- clock --------------------------------------------------------------------------------
     def now_ns(self) -> int:
@@ -91,7 +102,7 @@ class TimingNode(CellosNode):
             lock_threshold_ns=int(p.lock_threshold_ms * 1e6), lock_cycles=p.lock_cycles,
             coordinator_timeout_ns=int(p.coordinator_timeout_ms * 1e6))
         self.rt_request = realtime.Request.from_params(p)
-        self.cycle_pub = self.create_publisher(CellCycle, 'timing/cycle', qos.cycle_report(p.period_ms / 1e3))
+        self.cycle_pub = self.create_publisher(CellCycle, 'timing/cycle', qos.cycle_report())
         self.correction_sub = self.create_subscription(
             PhaseCorrection, 'timing/correction', self._on_correction, qos.correction())
         self.diagnostics.add('cycle', self._diagnose)
@@ -99,16 +110,33 @@ class TimingNode(CellosNode):
                                f"{p.period_ms:.3f} ms, session {self.session:#010x}")
 
     def activate(self) -> None:
-        self.clock = CycleClock(self.config, self.now_ns())
+        gc.freeze()   # what start-up made stays out of the collections the cycle thread may run
+        req = self.rt_request
+        below = realtime.Request(max(0, req.priority - 1), req.cpus)
+        self._rt_timer = realtime.apply_in_executor(self, below, self._executor_realtime)
+        self._reports = RealtimePublisher(
+            self.cycle_pub, cycle_msg(self.params.line_id, self.cell_id, self.session),
+            lambda msg, payload: fill_cycle_msg(msg, payload, stamp_ns=time.time_ns(), send_ns=self.now_ns()),
+            f'{self.cell_id}-report', below)
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name=f'{self.cell_id}-cycle', daemon=True)
         self._thread.start()
 
+    def _executor_realtime(self, result: realtime.Result) -> None:
+        if result.priority:
+            # the DDS threads stamp a correction's arrival (t4) and hand it to the executor
+            result.dds_threads, refused = realtime.apply_to_threads(realtime.Request(result.priority, result.cpus))
+            result.refused += refused
+        if result.refused and self.rt_request.priority:
+            self.get_logger().warning(f'executor and DDS threads run at {result.text}')
+
     def deactivate(self) -> None:
+        self.destroy_timer(self._rt_timer)
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5.0)
             self._thread = None
+        self._reports.close()
 
     def cleanup(self) -> None:
         self.destroy_publisher(self.cycle_pub)
@@ -126,7 +154,7 @@ class TimingNode(CellosNode):
         if msg.session != self.session:
             return  # computed for an earlier run of this cell: the next one will be ours
         with self._lock:
-            if not hasattr(self, 'clock'):
+            if self.clock is None:
                 return
             self.clock.exchange.on_echo(msg.echo_t1_ns, msg.recv_t2_ns, msg.send_t3_ns, t4)
             if msg.period_ns > 0:
@@ -152,6 +180,9 @@ class TimingNode(CellosNode):
     def _run(self) -> None:
         self._enter_realtime()
         with self._lock:
+            # the first cycle counts from when this thread runs, not from activate() (the
+            # thread may start late on a busy machine: that is no stall)
+            self.clock = CycleClock(self.config, self.now_ns())
             intended, wake = self.clock.advance(self.now_ns())
         last_work = 0
         while not self._stop.is_set():
@@ -169,17 +200,14 @@ class TimingNode(CellosNode):
                     missed = 0
                     jitter = self.clock.on_started(actual, wake)
                     state_before = self.clock.state
-                    msg = cycle_msg(stamp=self.get_clock().now().to_msg(), line_id=self.params.line_id,
-                                    cell_id=self.cell_id, session=self.session, clock=self.clock,
-                                    cycle_start_ns=actual, work_ns=last_work, send_ns=self.now_ns(),
-                                    realtime=self.realtime)
+                    payload = cycle_payload(self.clock, actual, last_work, self.realtime)
             if missed:
                 # no cycle now: the next one starts on the schedule, the missed ones never run
                 self.get_logger().warning(f'cycle thread stalled {late_ms:.1f} ms: skipped {missed} cycle(s), '
                                           f'next on the schedule ({self.clock.missed_cycles} missed in all)',
                                           throttle_duration_sec=1.0)
                 continue
-            self.cycle_pub.publish(msg)
+            self._reports.try_publish(payload)
             self._jitter_ns = jitter
             self._cycles += 1
             last_work = self.now_ns() - actual
@@ -191,7 +219,7 @@ class TimingNode(CellosNode):
         realtime.normal()
 
     def _diagnose(self) -> DiagReport:
-        if not hasattr(self, 'clock'):
+        if self.clock is None:
             return DiagReport(WARN, 'not active', {})
         with self._lock:
             state = self.clock.state
@@ -199,6 +227,7 @@ class TimingNode(CellosNode):
                       'period_ms': self.clock.period_ns / 1e6, 'phase_error_ms': self.clock.error_ns / 1e6,
                       'last_jitter_ms': self._jitter_ns / 1e6, 'cycles': self._cycles,
                       'missed_cycles': self.clock.missed_cycles, 'stalls': self.clock.stalls,
+                      'reports_sent': self._reports.sent, 'reports_replaced_unsent': self._reports.replaced,
                       'realtime': self.realtime.text if self.realtime else 'not started',
                       'session': f'{self.session:#010x}'}
         level = {CycleState.LOCKED: OK, CycleState.HELD: OK, CycleState.FREE_RUNNING: WARN,
@@ -210,4 +239,5 @@ class TimingNode(CellosNode):
 
 
 def main(args=None):
+    realtime.prefer_nonblocking_sends()
     return main_for(TimingNode, args)
