@@ -38,9 +38,9 @@ if [ "$mode" = wheels ]; then
   for r in "${reqs[@]}"; do args+=(-r "$r"); done
   "$venv/bin/python" -m pip install -q --disable-pip-version-check "${args[@]}" 2> >(grep -v "is ignored: it is neither" >&2)
 else
-  # the distro's message packages are built against its numpy: keep numpy, PyYAML, OpenCV from apt
+  # the distro's message packages are built against its numpy: keep numpy, PyYAML, OpenCV, matplotlib from apt
   "$venv/bin/python" -c 'import numpy; print(f"numpy=={numpy.__version__}")' > "$venv/constraints.txt"
-  grep -vE '^(numpy|pyyaml|opencv-python-headless)==' "$here/requirements-py.txt" > "$venv/requirements-distro.txt"
+  grep -vE '^(numpy|pyyaml|opencv-python-headless|matplotlib)==' "$here/requirements-py.txt" > "$venv/requirements-distro.txt"
   "$venv/bin/python" -m pip install -q --disable-pip-version-check -c "$venv/constraints.txt" -r "$venv/requirements-distro.txt"
 fi
 

@@ -6,6 +6,10 @@ default: a process per cell, one for the coordinator and the plant, one for the 
 for the site energy feed) or every node in this process (``--mode composed``). It brings all
 nodes up through their lifecycle services (configure all, then activate all), prints a live
 one-line progress and, at the end (``--duration`` seconds, 0 = until Ctrl-C), a summary.
+
+The line's audit recorder (part 'audit', on unless ``--without audit``) records the run to
+log/audit/<line>_<UTC time>/ (``CELLOS_AUDIT_DIR`` moves it); the summary says where, and
+``--report`` draws the recording's figures there at the end.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 
@@ -24,7 +29,7 @@ import yaml
 from cellos_bringup import launch_plan as plan
 from cellos_bringup.composition import executor_kind, node_class
 
-PARTS = ('executor', 'vision', 'energy', 'flow')
+PARTS = ('executor', 'vision', 'energy', 'flow', 'audit')
 
 
 def config_dir() -> str:
@@ -49,6 +54,8 @@ def parse_args(argv=None):
     ap.add_argument('--timing-only', action='store_true', help='coordinator and timing nodes only')
     ap.add_argument('--config-dir', default=None, help='parameter YAML folder (default: config/)')
     ap.add_argument('--summary-json', default=None, help='also write the final summary here')
+    ap.add_argument('--report', action='store_true', help="draw the audit recording's figures at the end "
+                    '(cellos_audit_report, into <recording>/report/)')
     ap.add_argument('--process', default=None, help=argparse.SUPPRESS)  # internal: one process's nodes
     args, ros_args = ap.parse_known_args(argv)
     if args.process:
@@ -64,6 +71,8 @@ def parse_args(argv=None):
         ap.error(f"--without: unknown part(s) {', '.join(sorted(without - set(PARTS)))} (one of {', '.join(PARTS)})")
     args.parts = set() if args.timing_only else set(PARTS) - without
     args.config_dir = args.config_dir or config_dir()
+    args.audit_dir = str(Path(os.environ.get('CELLOS_AUDIT_DIR', 'log/audit')).resolve())
+    args.audit_name = f'{args.line.strip("/")}_{time.strftime("%Y%m%d-%H%M%S", time.gmtime())}'
     return args, ros_args
 
 
@@ -71,7 +80,8 @@ def line_plan(args) -> list[plan.NodeSpec]:
     return plan.line_nodes(args.line, args.cells, period_ms=args.period_ms, offset_mode=args.offset_mode,
                            with_executor='executor' in args.parts or 'vision' in args.parts,
                            with_vision='vision' in args.parts, with_energy='energy' in args.parts,
-                           with_flow='flow' in args.parts)
+                           with_flow='flow' in args.parts, with_audit='audit' in args.parts,
+                           audit_dir=args.audit_dir, audit_name=args.audit_name)
 
 
 def node_names(args) -> list[str]:
@@ -79,8 +89,9 @@ def node_names(args) -> list[str]:
 
 
 # a cell's timing node gets a process of its own: its cycle thread must not wait behind
-# vision's image work for the interpreter lock
-OWN_PROCESS = {'timing_node', 'coordinator_node'}
+# vision's image work for the interpreter lock; the audit recorder's file writes must not
+# delay the plant simulation of its namespace
+OWN_PROCESS = {'timing_node', 'coordinator_node', 'audit_recorder_node'}
 
 
 def processes(specs) -> 'OrderedDict[str, list[plan.NodeSpec]]':
@@ -186,9 +197,42 @@ def main(argv=None) -> int:
         monitor.close()
         rclpy.try_shutdown()
     print(monitor.format_summary(summary), flush=True)
+    if 'audit' in args.parts:
+        summary['audit'] = audit_summary(Path(args.audit_dir) / args.audit_name, args.report)
     if args.summary_json:
         Path(args.summary_json).write_text(json.dumps(summary, indent=2))
     return 0
+
+
+def audit_summary(folder: Path, report: bool) -> dict:
+    """Where the recording is, what it holds, and (``report``) its figures."""
+    files = sorted(folder.glob('*.mcap'))
+    size = sum(f.stat().st_size for f in files)
+    out = {'recording': str(folder), 'files': len(files), 'mb': round(size / 1e6, 3)}
+    if not files:
+        print(f'audit: no recording in {folder}/ (see the audit_recorder log)', flush=True)
+        return out
+    print(f'audit: recording {folder}/ ({len(files)} file(s), {size / 1e6:.2f} MB); '
+          f'query: {_tool("cellos_lineage")} model {folder}; figures: {_tool("cellos_audit_report")} {folder}',
+          flush=True)
+    if report:
+        from cellos_audit.report_cli import draw_report
+        pngs = draw_report([folder], folder / 'report')
+        out['report'] = [str(p) for p in pngs]
+        print(f'audit: {len(pngs)} figure(s) in {folder}/report/', flush=True)
+    return out
+
+
+def _tool(name: str) -> str:
+    """How to start a cellos_audit command here: ros2 run where the ros2 CLI is, else its installed path."""
+    import shutil
+    if shutil.which('ros2'):
+        return f'ros2 run cellos_audit {name}'
+    try:
+        from ament_index_python.packages import get_package_prefix
+        return f'{get_package_prefix("cellos_audit")}/lib/cellos_audit/{name}'
+    except (ImportError, LookupError):
+        return f'python -m cellos_audit.{name.replace("cellos_audit_", "").replace("cellos_", "")}_cli'
 
 
 def _die_with_parent() -> None:
