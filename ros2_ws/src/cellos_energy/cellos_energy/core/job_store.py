@@ -23,7 +23,7 @@ from pathlib import Path
 
 from cellos_energy.core.deferral import DeferrableJob
 
-MEMORY = ':memory:'
+MEMORY = ''   # the job_store value for a store in memory: not durable
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS deferred_jobs (
     job_id TEXT PRIMARY KEY,
@@ -42,7 +42,7 @@ class JobStoreError(RuntimeError):
 
 class JobStore:
     def __init__(self, path: str):
-        self.path = path
+        self.path = path or ':memory:'
         self.durable = path != MEMORY
         self._lock = threading.Lock()
         try:
@@ -50,7 +50,7 @@ class JobStore:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             # the gate's callbacks and its lifecycle transitions may run on different threads;
             # the lock serializes them
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             if self.durable:
                 mode = self._db.execute('PRAGMA journal_mode=WAL').fetchone()[0]
                 if mode.lower() != 'wal':
@@ -110,7 +110,7 @@ class JobStore:
 
 def store_path(template: str, cell_id: str) -> str:
     """The job_store parameter with '{cell}' replaced by the cell id ('/' -> '_'); relative paths
-    stay relative to the working directory; ':memory:' is kept (not durable).
+    stay relative to the working directory; '' stays '' (in memory, not durable).
     """
     if template == MEMORY:
         return MEMORY

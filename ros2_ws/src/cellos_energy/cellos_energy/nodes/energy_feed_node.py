@@ -161,13 +161,13 @@ class EnergyFeedNode(CellosNode):
             self._published += 1
 
     def _on_override(self, req, resp):
-        resp = self._override(req, resp)
+        resp = self._apply_override(req, resp)
         self.actions.record('set_override', 'energy_override' if req.active else 'clear_energy_override',
                             target=self.params.site_id, reason=req.reason, request=req, success=resp.success,
                             message=resp.message)
         return resp
 
-    def _override(self, req, resp):
+    def _apply_override(self, req, resp):
         if req.active and req.dr_level > DR_SPECIAL:
             resp.success, resp.message = False, f'dr_level {req.dr_level} is not one of 0..3'
             return resp

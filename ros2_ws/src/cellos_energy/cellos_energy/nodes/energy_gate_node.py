@@ -15,7 +15,7 @@ from cellos_interfaces.srv import DeferJob
 from cellos_energy.core.deferral import DeferralQueue, DeferrableJob, ScoreCurve
 from cellos_energy.core.energy_gate_policy import POLICY_PARAMS, GateLevel, GateMachine, policy_from_values
 from cellos_energy.core.energy_signal import SignalTracker
-from cellos_energy.core.job_store import MEMORY, JobStore, JobStoreError, store_path
+from cellos_energy.core.job_store import JobStore, JobStoreError, store_path
 from cellos_common.core.params import ParameterError, ParamSpec
 from cellos_common.nodes import qos
 from cellos_common.nodes.base import CellosNode, main_for
@@ -39,7 +39,7 @@ class EnergyGateNode(CellosNode):
         ParamSpec('max_deferred_jobs', 1000, 'deferred-job queue capacity', min=1, max=100000),
         ParamSpec('job_store', 'log/state/deferred_jobs_{cell}.sqlite3', "SQLite file of the deferred jobs "
                   "('{cell}': this cell's id; relative: to the working directory, the workspace under make run); "
-                  f"'{MEMORY}': not durable", read_only=True),
+                  "empty: in memory, not durable", read_only=True),
         *POLICY_PARAMS,
     ]
 

@@ -292,13 +292,13 @@ class ExecutorNode(CellosNode):
             resp.success, resp.message = False, str(e)
             self.get_logger().error(f'load_model: {e}')
             self._registry_change('load_failed', name=req.name, path=spec.path, cause='service', reason=str(e))
-            self.actions.record('load_model', 'load_model', target=req.name, request=req, success=False,
+            self.actions.record('~/load_model', 'load_model', target=req.name, request=req, success=False,
                                 message=resp.message)
             return resp
         resp.success, resp.message, resp.model = True, f'loaded {entry.name} {entry.id[:12]}', model_info(entry)
         self.get_logger().info(resp.message)
         self._registry_change('loaded', entry=entry, path=spec.path, cause='service')
-        self.actions.record('load_model', 'load_model', target=f'{entry.name} {entry.id}', request=req,
+        self.actions.record('~/load_model', 'load_model', target=f'{entry.name} {entry.id}', request=req,
                             message=resp.message)
         return resp
 
@@ -308,13 +308,13 @@ class ExecutorNode(CellosNode):
                      else self.registry.unload(req.model))
         except RegistryError as e:
             resp.success, resp.message = False, str(e)
-            self.actions.record('unload_model', 'unload_model', target=req.model, request=req, success=False,
+            self.actions.record('~/unload_model', 'unload_model', target=req.model, request=req, success=False,
                                 message=resp.message)
             return resp
         resp.success, resp.message = True, f'unloaded {entry.name} {entry.id[:12]}'
         self.get_logger().info(resp.message)
         self._registry_change('unloaded', entry=entry, cause='service')
-        self.actions.record('unload_model', 'unload_model', target=f'{entry.name} {entry.id}', request=req,
+        self.actions.record('~/unload_model', 'unload_model', target=f'{entry.name} {entry.id}', request=req,
                             message=resp.message)
         return resp
 
