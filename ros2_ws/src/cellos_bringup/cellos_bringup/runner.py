@@ -184,16 +184,19 @@ def main(argv=None) -> int:
     finally:
         stop.set()
         summary = monitor.summary()
-        for name, p in children.items():
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT)
-        for name, p in children.items():
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                print(f'cellos: {name} did not stop on SIGINT, killing it', file=sys.stderr)
-                p.kill()
-                p.wait()
+        # the audit recorder stops last: it hears the decisions the others publish as they stop
+        recorders = [n for n in children if any(s.executable == 'audit_recorder_node' for s in groups[n])]
+        for group in ([n for n in children if n not in recorders], recorders):
+            for name in group:
+                if children[name].poll() is None:
+                    children[name].send_signal(signal.SIGINT)
+            for name in group:
+                try:
+                    children[name].wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    print(f'cellos: {name} did not stop on SIGINT, killing it', file=sys.stderr)
+                    children[name].kill()
+                    children[name].wait()
         monitor.close()
         rclpy.try_shutdown()
     print(monitor.format_summary(summary), flush=True)

@@ -192,8 +192,7 @@ class AuditRecorderNode(CellosNode):
             self._subs[topic] = self.create_subscription(cls, topic, on_result, profile)
         elif rule.keep == 'decimated':
             def on_correction(msg, info, topic=topic):
-                now = info.get('received_timestamp') or time.time_ns()
-                if self._decimator.keep(topic, (msg.command, msg.reason), now):
+                if self._decimator.keep(topic, (msg.command, msg.reason), time.time_ns()):
                     self._receive(topic, rule.type, serialize_message(msg), info, latched)
             self._subs[topic] = self.create_subscription(cls, topic, on_correction, profile)
         else:
@@ -201,7 +200,9 @@ class AuditRecorderNode(CellosNode):
 
     # -- recording ------------------------------------------------------------------------------
     def _receive(self, topic: str, type_name: str, data: bytes, info, latched: bool) -> None:
-        log_time = info.get('received_timestamp') or time.time_ns()
+        # log time: when the recorder takes the message, so a file's order is its time order (as
+        # rosbag2 records); publish time: the publisher's DDS source timestamp
+        log_time = time.time_ns()
         item = (topic, type_name, bytes(data), log_time, info.get('source_timestamp') or log_time, latched)
         if not self.active:
             if len(self._preroll) == self._preroll.maxlen:
