@@ -21,7 +21,7 @@ from cellos_interfaces.msg import GateState
 from cellos_interfaces.srv import SetEnergyOverride
 
 from cellos_energy.core.deferral import DeferralQueue, DeferrableJob, ScoreCurve
-from cellos_energy.core.energy_gate_policy import (POLICY_PARAMS, Action, GateLevel, GateMachine, TaskClass,
+from cellos_energy.core.energy_gate_policy import (POLICY_PARAMS, Action, GateMachine, TaskClass,
                                                    policy_from_values, task_decision)
 from cellos_energy.core.energy_schedule import JobWindow, NormalWork, schedule, slot_cost
 from cellos_energy.core.energy_signal import EnergySignal

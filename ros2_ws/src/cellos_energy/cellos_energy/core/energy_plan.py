@@ -133,7 +133,7 @@ def plan_normal(now_s: float, curve: ScoreCurve, held: HeldWork, deadline_s: flo
                           f'held work cannot be planned within its deadline ({e})')
     # intervals: the forecast slots, cut where a deadline falls due inside one
     ends = tuple(now_s + b * step for b in plan.bounds_h[1:])
-    rates = tuple(x / (b1 - b0) for x, b0, b1 in zip(plan.normal_kwh, plan.bounds_h, plan.bounds_h[1:]))
+    rates = tuple(max(0.0, x) / (b1 - b0) for x, b0, b1 in zip(plan.normal_kwh, plan.bounds_h, plan.bounds_h[1:]))
     return NormalPlan(now_s, ends, rates,
                       f'plan on {len(scores)} forecast slot(s): serve {rates[0]:.2f}x nominal now '
                       f'({scores[0]:.1f}/MWh vs mean {terminal:.1f})')
