@@ -176,7 +176,8 @@ def gate_latency_ms(processes, ros_probe, rounds=6):
     from cellos_common.nodes import qos
     cells = ['/line1/cell_0', '/line1/cell_1']
     processes.start('feed', 'energy_feed_node', namespace='/site',
-                    params={'autostart': True, 'time_compression': 60.0, 'publish_period_s': 1.0})
+                    params={'autostart': True, 'time_compression': 60.0, 'publish_period_s': 1.0,
+                            'trace_file': str(TRACE)})
     for ns in cells:
         processes.start(ns, 'energy_gate_node', namespace=ns,
                         params={'autostart': True, 'min_dwell_s': 0.0, 'check_period_s': 0.1,
