@@ -35,7 +35,7 @@ def split_budget(budget_w: float, line_ids: Sequence[str], weights: Sequence[flo
     if reason is not None:
         raise ValueError(reason)
     total = sum(weights)
-    return tuple(budget_w * w / total for w in weights)
+    return tuple(budget_w * (w / total) for w in weights)   # share first: w / total <= 1 exactly
 
 
 def with_line_parts(sig: EnergySignal, line_ids: Sequence[str], weights: Sequence[float]) -> EnergySignal:
