@@ -172,7 +172,11 @@ def optimum(trace, objective, within_window=False, catch_up=1.0, deadline_h=JOB_
 
 
 def gate_latency_ms(processes, ros_probe, rounds=6):
-    """set_override on the feed (service) -> GateState level change at every gate process."""
+    """set_override on the feed (service) -> GateState level change at every gate process.
+
+    The gates run on thresholds here, so that the level after the override is cleared does not
+    depend on where the replay's prices are (the plan's own cost is ~2 ms a solve, once a slot).
+    """
     from cellos_common.nodes import qos
     cells = ['/line1/cell_0', '/line1/cell_1']
     processes.start('feed', 'energy_feed_node', namespace='/site',
@@ -252,3 +256,4 @@ def test_bench_energy(processes, ros_probe):
           f'max_backlog_age_h={run["max_backlog_age_h"]:.2f} level_changes={run["level_changes"]} '
           f'gate_latency_ms={lat_med:.1f}')
     assert run['critical_misses'] == 0 and run['deferrable_misses'] == 0 and run['normal_late_kwh'] < 1e-6
+    assert cost_pct / opt_cost_pct >= 0.90      # the simulation is deterministic: no timing in it
