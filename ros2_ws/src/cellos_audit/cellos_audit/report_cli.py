@@ -15,12 +15,12 @@ from cellos_audit.core import lineage, timelines
 from cellos_audit.core.recording_reader import RecordingError
 
 
-def draw_report(recordings: list, out_dir: Path) -> list[Path]:
-    from cellos_audit.core.report_figures import draw   # matplotlib only when drawing
+def draw_report(recordings: list, out_dir: Path, dpi: int | None = None) -> list[Path]:
+    from cellos_audit.core.report_figures import DPI, draw   # matplotlib only when drawing
     audit = lineage.load(recordings)
     tl = timelines.load(recordings)
     names = ', '.join(Path(r).name for r in recordings)
-    return draw(tl, audit.decisions, Path(out_dir), title=f'cellos audit: {names}')
+    return draw(tl, audit.decisions, Path(out_dir), title=f'cellos audit: {names}', dpi=dpi or DPI)
 
 
 def main(argv=None) -> int:
@@ -28,11 +28,12 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('recordings', nargs='+', help='bag folders or .mcap files')
     ap.add_argument('-o', '--out', default=None, help='output folder (default: <first recording>/report)')
+    ap.add_argument('--dpi', type=int, default=None, help='pixels per inch (default 100; overview is 14 x 12 in)')
     args = ap.parse_args(argv)
     first = Path(args.recordings[0])
     out = Path(args.out) if args.out else (first if first.is_dir() else first.parent) / 'report'
     try:
-        paths = draw_report(args.recordings, out)
+        paths = draw_report(args.recordings, out, args.dpi)
     except RecordingError as e:
         print(f'cellos_audit_report: {e}', file=sys.stderr)
         return 2

@@ -62,7 +62,15 @@ def recording(tmp_path_factory):
     write(w, '/line1/cell_01/vision/inspection', Inspection(
         cell_id='line1/cell_01', part_id=18, verdict=Inspection.VERDICT_UNDECIDED, model_id='insp',
         reason='busy: 4 requests in flight', frame_sha256=SHA), 3700.0)     # next hour, no request
-    write(w, '/line1/cell_02/arbiter/result', InferenceResult(request_id=9, model_id=MODEL), 3700.5)  # late
+    write(w, '/line1/cell_02/arbiter/result', InferenceResult(request_id=9, model_id=MODEL), 3700.5)  # no inspection
+    # the recorder took this inspection a few microseconds before its result
+    write(w, '/line1/cell_02/vision/inspection', Inspection(part_id=30, request_id=11, verdict=0), 3701.0)
+    write(w, '/line1/cell_02/arbiter/result', InferenceResult(request_id=11, model_id=MODEL, compute_ms=1.0,
+                                                              energy_wh=1e-4, energy_source='rapl'), 3701.00001)
+    # published late (UNDECIDED), its result came half a second after: not the cause of that verdict
+    write(w, '/line1/cell_02/vision/inspection', Inspection(part_id=31, request_id=12, verdict=2,
+                                                            reason='late: no result'), 3702.0)
+    write(w, '/line1/cell_02/arbiter/result', InferenceResult(request_id=12, model_id=MODEL), 3702.5)
     write(w, '/audit/operator_action', OperatorAction(
         node='/line1/review', service='/line1/review/decide', action='review', target='line1/cell_01',
         reason='scratch confirmed', success=True, operator_name='anna', part_id=17), 3800.0)
@@ -84,7 +92,11 @@ def test_the_chain_of_a_part(recording):
     assert d.model_loaded['cause'] == 'model_list' and d.model_loaded['path'] == '/models/insp.onnx'
     assert [r['operator_name'] for r in d.reviews] == ['anna']
     assert lineage.by_part(audit, 17, 'cell_02') == []
-    assert audit.unmatched_results == 1
+    [early] = lineage.by_part(audit, 30)
+    assert early.model_id == MODEL and early.energy_source == 'rapl' and early.measured
+    [late] = lineage.by_part(audit, 31)
+    assert late.model_id == '' and late.status == '' and late.verdict == 'UNDECIDED'
+    assert audit.unmatched_results == 2
     text = lineage_cli.chain_text(d)
     for piece in (SHA, MODEL, 'FAIL scratch', 'eco', 'modelled', 'review   ', 'anna', 'scratch confirmed'):
         assert piece in text
@@ -93,14 +105,14 @@ def test_the_chain_of_a_part(recording):
 def test_window_model_and_energy(recording):
     audit = lineage.load([recording])
     assert [d.part_id for d in lineage.by_window(audit, 'cell_01', T0, T0 + int(60e9))] == [17]
-    assert [d.part_id for d in lineage.by_window(audit, None, lineage.parse_time('+3000', T0), None)] == [18]
+    assert [d.part_id for d in lineage.by_window(audit, None, lineage.parse_time('+3000', T0), None)] == [18, 30, 31]
     models = {m['model_id']: m for m in lineage.by_model(audit)}
-    assert models[MODEL]['decisions'] == 1 and models[MODEL]['shares'] == {'FAIL': 1.0}
+    assert models[MODEL]['decisions'] == 2 and models[MODEL]['shares'] == {'FAIL': 0.5, 'PASS': 0.5}
     assert models['(no result) insp']['verdicts'] == {'UNDECIDED': 1}
     hours = lineage.energy(audit, 'hour')
     assert [h['hour'] for h in hours] == ['2024-05-01T12:00Z', '2024-05-01T13:00Z']
     assert hours[0]['energy_wh'] == pytest.approx(3.6e-4) and hours[0]['modelled'] == 1
-    assert hours[1]['not_run'] == 1 and hours[1]['energy_wh'] == 0
+    assert hours[1]['not_run'] == 2 and hours[1]['measured'] == 1
     parts = {p['part']: p for p in lineage.energy(audit, 'part')}
     assert parts['line1 part 17']['carbon_g'] == pytest.approx(7.2e-5)
     with pytest.raises(ValueError, match='one of'):
@@ -125,7 +137,7 @@ def test_cli_formats_and_exit_codes(recording, capsys, tmp_path):
     assert code == 1 and 'not in the recording' in out
     code, out = run_cli(capsys, '--format', 'csv', 'export', str(recording))
     rows = list(csv.DictReader(io.StringIO(out)))
-    assert code == 0 and [r['part_id'] for r in rows] == ['17', '18'] and rows[0]['frame_sha256'] == SHA
+    assert code == 0 and [r['part_id'] for r in rows] == ['17', '18', '30', '31'] and rows[0]['frame_sha256'] == SHA
     code, out = run_cli(capsys, 'energy', '--by', 'model', str(recording))
     assert code == 0 and MODEL in out
     code, out = run_cli(capsys, 'actions', str(recording))
@@ -140,7 +152,9 @@ def test_timelines_and_report_figures(recording, tmp_path):
     assert tl.cells == ['cell_01']
     assert tl.phase_error_ms['cell_01'].v == pytest.approx([0.0, 0.1, 0.2])
     assert timelines.hold_intervals(tl.held['cell_01'], tl.end_s) == [(pytest.approx(1.2, abs=0.01),
-                                                                       pytest.approx(1.0, abs=0.01), 'operator: jam')]
+                                                                       pytest.approx(1.0, abs=0.01), 'operator')]
+    assert timelines.hold_kind('backpressure: cell_03 buffer full; operator: jam (2 s)') == 'backpressure+operator'
+    assert tl.actions == [(pytest.approx(3800.0 - 0.0, abs=1.0), 'review', 'line1/cell_01', 'scratch confirmed')]
     assert tl.gate_level['cell_01'].v == [1] and tl.carbon_g_per_kwh.v == [200.0]
     assert tl.commands[0][1:] == ('cell_01', 'HOLD', 'operator: jam')
     paths = report_cli.draw_report([recording], tmp_path / 'report')

@@ -144,18 +144,27 @@ def load(paths: Iterable[str | Path]) -> Audit:
             names[key] = constants(record.schema.data.decode(), prefix) if record.schema is not None else {}
         return names[key].get(int(value), str(value))
 
-    results: dict[tuple, tuple] = {}
+    # a result and its inspection arrive microseconds apart on two topics, in either order: each
+    # inspection takes its cell's result of the same request id nearest before it (or just after)
+    results: dict[tuple, list] = defaultdict(list)
+    for r in records:
+        if type_short(r.type) == 'InferenceResult':
+            where = split_cell_topic(r.topic)
+            msg = decode(r)
+            results[(f'{where[0]}/{where[1]}' if where else '', int(msg.request_id))].append((r, msg))
     gates: dict[str, object] = {}
     feed = None
     loaded: dict[str, dict] = {}
     for r in records:
         kind = type_short(r.type)
+        if kind == 'InferenceResult':
+            continue
         msg = decode(r)
         where = split_cell_topic(r.topic)
         cell_key = f'{where[0]}/{where[1]}' if where else ''
         if kind == 'InferenceResult':
-            results[(cell_key, int(msg.request_id))] = (r, msg)
-        elif kind == 'GateState':
+            continue
+        if kind == 'GateState':
             gates[cell_key] = msg
         elif kind == 'EnergySignal':
             feed = msg
@@ -171,11 +180,28 @@ def load(paths: Iterable[str | Path]) -> Audit:
                 loaded[ch.model_id] = {'time': ch.time, 'cause': ch.cause, 'executor': ch.executor_id,
                                        'path': ch.path}
         elif kind == 'Inspection' and where:
-            audit.decisions.append(_decision(r, msg, where, named, results.pop((cell_key, int(
-                getattr(msg, 'request_id', 0))), None), gates.get(cell_key), feed, loaded))
-    audit.unmatched_results = len(results)
+            request_id = int(getattr(msg, 'request_id', 0))
+            result = _take(results.get((cell_key, request_id)), r.log_time) if request_id else None
+            audit.decisions.append(_decision(r, msg, where, named, result, gates.get(cell_key), feed, loaded))
+    audit.unmatched_results = sum(len(v) for v in results.values())
     _attach_reviews(audit)
     return audit
+
+
+# a result taken after its inspection by the recorder: the same moment, callbacks in the other order
+# (microseconds); a result much later came after its request was published as late: not its cause
+AFTER_NS = 50_000_000
+
+
+def _take(candidates: list | None, t_ns: int):
+    if not candidates:
+        return None
+    before = [c for c in candidates if c[0].log_time <= t_ns + AFTER_NS]
+    if not before:
+        return None
+    best = max(before, key=lambda c: c[0].log_time)
+    candidates.remove(best)
+    return best
 
 
 def _decision(r, msg, where, named, result, gate, feed, loaded) -> Decision:

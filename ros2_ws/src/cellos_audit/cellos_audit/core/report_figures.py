@@ -70,10 +70,10 @@ def holds(ax, tl: Timelines) -> None:
         return _empty(ax, 'no line state recorded')
     reasons = {}
     for i, cell in enumerate(cells):
-        for start, length, reason in hold_intervals(tl.held[cell], tl.end_s):
-            kind = (reason or 'held').split(':')[0].split(' (')[0]
+        for start, length, kind in hold_intervals(tl.held[cell], tl.end_s):
             color = reasons.setdefault(kind, f'C{len(reasons)}')
             ax.broken_barh([(start, max(length, tl.end_s / 500))], (i - 0.4, 0.8), color=color)
+    _mark_actions(ax, tl, ('hold', 'release', 'resync'))
     ax.set_yticks(range(len(cells)))
     ax.set_yticklabels(cells)
     ax.set_xlim(0, max(tl.end_s, 1e-3))
@@ -85,28 +85,42 @@ def holds(ax, tl: Timelines) -> None:
         ax.text(0.5, 0.5, 'no cell was held', ha='center', va='center', transform=ax.transAxes, color='grey')
 
 
-def energy_gate(ax, tl: Timelines) -> None:
+def _mark_actions(ax, tl: Timelines, actions) -> None:
+    """Operator actions as dashed lines, labelled with what and on what."""
+    for t, action, target, _reason in tl.actions:
+        if action in actions:
+            ax.axvline(t, color='black', ls='--', lw=0.8)
+            ax.annotate(f'{action} {target}', (t, 1.0), xycoords=('data', 'axes fraction'), rotation=90,
+                        va='top', ha='right', fontsize=6)
+
+
+def energy_gate(axes, tl: Timelines) -> None:
+    """Two axes sharing time: price and carbon above, each cell's gate level below."""
+    ax, low = axes
     ax.set_title('Gate level against price and carbon')
     if not tl.price_per_mwh.t and not tl.gate_level:
+        _empty(low, '')
         return _empty(ax, 'no energy feed or gate recorded')
     ax.step(tl.price_per_mwh.t, tl.price_per_mwh.v, where='post', color='tab:blue', label='price')
     ax.set_ylabel('price [USD/MWh]', color='tab:blue')
-    ax.set_xlabel('time [s]')
     ax2 = ax.twinx()
-    ax2.step(tl.carbon_g_per_kwh.t, tl.carbon_g_per_kwh.v, where='post', color='tab:green', label='carbon')
+    ax2.step(tl.carbon_g_per_kwh.t, tl.carbon_g_per_kwh.v, where='post', color='tab:green', ls='--', label='carbon')
     ax2.set_ylabel('carbon [g/kWh]', color='tab:green')
-    ax3 = ax.twinx()
-    ax3.spines['right'].set_position(('axes', 1.12))
+    handles = [h for a in (ax, ax2) for h in a.get_legend_handles_labels()[0]]
+    ax.legend(handles, ['price', 'carbon'], fontsize=7, loc='upper left')
+    ax.tick_params(labelbottom=False)
     levels = list(GateLevel)
     for i, cell in enumerate(sorted(tl.gate_level)):
         s = tl.gate_level[cell]
-        ax3.step(s.t, [v + 0.06 * i for v in s.v], where='post', lw=1, ls=':', label=f'{cell} gate')
-    ax3.set_yticks([lv.value for lv in levels])
-    ax3.set_yticklabels([lv.label for lv in levels], fontsize=7)
-    ax3.set_ylim(-0.5, len(levels) - 0.5)
-    handles = [h for a in (ax, ax2, ax3) for h in a.get_legend_handles_labels()[0]]
-    labels = [lb for a in (ax, ax2, ax3) for lb in a.get_legend_handles_labels()[1]]
-    ax.legend(handles, labels, fontsize=7, loc='upper left')
+        low.step(s.t, [v + 0.08 * i for v in s.v], where='post', lw=1.2, label=cell)
+    low.set_yticks([lv.value for lv in levels])
+    low.set_yticklabels([lv.label for lv in levels], fontsize=7)
+    low.set_ylim(-0.5, len(levels) - 0.3)
+    low.set_xlabel('time [s]')
+    low.set_ylabel('gate')
+    _mark_actions(ax, tl, ('energy_override', 'clear_energy_override'))
+    if tl.gate_level:
+        low.legend(fontsize=6, ncol=4, loc='upper left')
 
 
 def compute_share(ax, tl: Timelines) -> None:
@@ -150,22 +164,34 @@ FIGURES = {'phase_error': phase_error, 'flow': flow, 'holds': holds, 'energy_gat
            'compute_share': compute_share, 'verdict_mix': None}
 
 
-def draw(tl: Timelines, decisions, out_dir: Path, title: str = '') -> list[Path]:
+def _panel(fig, spec, name, fn, tl, decisions) -> None:
+    if name == 'energy_gate':
+        sub = spec.subgridspec(2, 1, height_ratios=[2, 1], hspace=0.0)
+        top = fig.add_subplot(sub[0])
+        fn((top, fig.add_subplot(sub[1], sharex=top)), tl)
+    elif fn is None:
+        verdict_mix(fig.add_subplot(spec), decisions)
+    else:
+        fn(fig.add_subplot(spec), tl)
+
+
+def draw(tl: Timelines, decisions, out_dir: Path, title: str = '', dpi: int = DPI) -> list[Path]:
     """Every figure as its own PNG, plus overview.png; returns the paths written."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, fn in FIGURES.items():
-        fig, ax = plt.subplots(figsize=(9, 4.5), dpi=DPI, layout='constrained')
-        verdict_mix(ax, decisions) if fn is None else fn(ax, tl)
+        fig = plt.figure(figsize=(9, 4.5), dpi=dpi, layout='constrained')
+        _panel(fig, fig.add_gridspec(1, 1)[0], name, fn, tl, decisions)
         if title:
             fig.suptitle(title, fontsize=9)
         path = out_dir / f'{name}.png'
         fig.savefig(path)
         plt.close(fig)
         written.append(path)
-    fig, axes = plt.subplots(3, 2, figsize=(14, 12), dpi=DPI, layout='constrained')
-    for ax, (name, fn) in zip(axes.flat, FIGURES.items()):
-        verdict_mix(ax, decisions) if fn is None else fn(ax, tl)
+    fig = plt.figure(figsize=(14, 12), dpi=dpi, layout='constrained')
+    grid = fig.add_gridspec(3, 2)
+    for spec, (name, fn) in zip(grid, FIGURES.items()):
+        _panel(fig, spec, name, fn, tl, decisions)
     if title:
         fig.suptitle(title)
     path = out_dir / 'overview.png'

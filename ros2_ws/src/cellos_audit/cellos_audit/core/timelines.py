@@ -13,7 +13,8 @@ from cellos_audit.core.audit_topics import IFACE, split_cell_topic
 from cellos_audit.core.message_definitions import constants
 from cellos_audit.core.recording_reader import Decoder, read_records, type_short
 
-TYPES = {IFACE + t for t in ('LineState', 'GateState', 'EnergySignal', 'ExecutorStatus', 'PhaseCorrection')}
+TYPES = {IFACE + t for t in ('LineState', 'GateState', 'EnergySignal', 'ExecutorStatus', 'PhaseCorrection',
+                             'OperatorAction')}
 
 
 @dataclass
@@ -41,6 +42,7 @@ class Timelines:
     carbon_g_per_kwh: Series = field(default_factory=Series)
     compute_share: dict = field(default_factory=lambda: defaultdict(Series))    # cell -> share
     commands: list = field(default_factory=list)       # (t, cell, command name, reason), HOLD/RELEASE/RESYNC
+    actions: list = field(default_factory=list)        # (t, action, target, reason): operator actions
     end_s: float = 0.0
 
     @property
@@ -83,6 +85,8 @@ def load(paths: Iterable[str | Path]) -> Timelines:
         elif kind == 'ExecutorStatus':
             for c in msg.cells:
                 tl.compute_share[_cell_name(c.cell_id)].add(t, c.compute_share)
+        elif kind == 'OperatorAction':
+            tl.actions.append((t, msg.action, msg.target, msg.reason))
         elif kind == 'PhaseCorrection' and msg.command:
             if r.type not in names:
                 names[r.type] = constants(r.schema.data.decode(), 'COMMAND_') if r.schema is not None else {}
@@ -93,15 +97,24 @@ def load(paths: Iterable[str | Path]) -> Timelines:
     return tl
 
 
+def hold_kind(reason: str) -> str:
+    """'backpressure: cell_03 buffer full; operator: jam' -> 'backpressure+operator'."""
+    kinds = sorted({part.split(':')[0].split(' (')[0].strip() for part in reason.split(';') if part.strip()})
+    return '+'.join(kinds) or 'held'
+
+
 def hold_intervals(series: Series, end_s: float) -> list[tuple[float, float, str]]:
-    """(start s, duration s, reason) of each stretch a cell was held, from its line state samples."""
-    out, start, reason = [], None, ''
+    """(start s, duration s, kind) of each stretch a cell was held for the same kind(s) of reason,
+    from its line state samples.
+    """
+    out, start, kind = [], None, ''
     for t, (held, why) in zip(series.t, series.v):
-        if held and start is None:
-            start, reason = t, why
-        elif not held and start is not None:
-            out.append((start, t - start, reason))
+        now = hold_kind(why) if held else None
+        if start is not None and now != kind:
+            out.append((start, t - start, kind))
             start = None
+        if now is not None and start is None:
+            start, kind = t, now
     if start is not None:
-        out.append((start, max(0.0, end_s - start), reason))
+        out.append((start, max(0.0, end_s - start), kind))
     return out
