@@ -47,7 +47,8 @@ def chain_text(d) -> str:
              + (f', backend {d.backend}' if d.backend else '')]
     if d.model_loaded:
         m = d.model_loaded
-        lines.append(f"           loaded {m.get('time', '?')} on executor {m.get('executor', '?')} ({m.get('cause', '?')})"
+        lines.append(f"           loaded {m.get('time', '?')} on executor {m.get('executor', '?')} "
+                     f"({m.get('cause', '?')})"
                      + (f" from {m['path']}" if m.get('path') else ''))
     lines += [f'  verdict  {d.verdict} {d.defect_class or "-"} confidence {d.confidence:.3f}'
               + (f' ({d.reason})' if d.reason else '')

@@ -32,17 +32,23 @@ def _empty(ax, text: str) -> None:
     ax.set_yticks([])
 
 
-def phase_error(ax, tl: Timelines) -> None:
-    ax.set_title('Phase error per cell')
-    if not tl.phase_error_ms:
-        return _empty(ax, 'no line state recorded')
-    for cell in sorted(tl.phase_error_ms):
-        s = tl.phase_error_ms[cell]
-        ax.plot(s.t, s.v, lw=1, label=cell)
-    ax.axhline(0, color='black', lw=0.5)
+def _per_cell(ax, title: str, series: dict, ylabel: str, missing: str) -> bool:
+    """One line per cell; False (and a note) when there is nothing to draw."""
+    ax.set_title(title)
+    if not series:
+        _empty(ax, missing)
+        return False
+    for cell in sorted(series):
+        ax.plot(series[cell].t, series[cell].v, lw=1, label=cell)
     ax.set_xlabel('time [s]')
-    ax.set_ylabel('phase error [ms]')
+    ax.set_ylabel(ylabel)
     ax.legend(fontsize=7, ncol=2)
+    return True
+
+
+def phase_error(ax, tl: Timelines) -> None:
+    if _per_cell(ax, 'Phase error per cell', tl.phase_error_ms, 'phase error [ms]', 'no line state recorded'):
+        ax.axhline(0, color='black', lw=0.5)
 
 
 def flow(ax, tl: Timelines) -> None:
@@ -124,16 +130,9 @@ def energy_gate(axes, tl: Timelines) -> None:
 
 
 def compute_share(ax, tl: Timelines) -> None:
-    ax.set_title('Executor compute share per cell')
-    if not tl.compute_share:
-        return _empty(ax, 'no executor status recorded')
-    for cell in sorted(tl.compute_share):
-        s = tl.compute_share[cell]
-        ax.plot(s.t, s.v, lw=1, label=cell)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel('time [s]')
-    ax.set_ylabel('share of compute time')
-    ax.legend(fontsize=7, ncol=2)
+    if _per_cell(ax, 'Executor compute share per cell', tl.compute_share, 'share of compute time',
+                 'no executor status recorded'):
+        ax.set_ylim(0, 1)
 
 
 def verdict_mix(ax, decisions) -> None:
