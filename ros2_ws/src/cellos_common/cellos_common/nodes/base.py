@@ -52,8 +52,13 @@ class CellosNode(LifecycleNode):
         for spec in self._specs.values():
             self.declare_parameter(spec.name, spec.default, _descriptor(spec))
         self.params: ParamSet | None = None
+        # one per node lifetime (created at the first configure): diagnostic_updater declares its
+        # parameter when constructed, and a second declaration raises
         self.diagnostics: Diagnostics | None = None
         self.active = False
+        # between a completed configure and the start of cleanup: only then do runtime changes
+        # reach on_params_changed
+        self._configured = False
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
     # -- parameters -----------------------------------------------------------------------
@@ -62,17 +67,27 @@ class CellosNode(LifecycleNode):
         return validate(self._specs.values(), values)
 
     def _on_set_parameters(self, params) -> SetParametersResult:
+        # rclpy calls this for every declaration too, also for parameters another component
+        # declares on this node (diagnostic_updater.period while configuring): not ours to judge
+        own = [p for p in params if p.name in self._specs]
+        if not own:
+            return SetParametersResult(successful=True)
         current = {n: self.get_parameter(n).value for n in self._specs}
-        current.update({p.name: p.value for p in params if p.name in self._specs})
+        current.update({p.name: p.value for p in own})
         try:
             new = validate(self._specs.values(), current)
             self.check_params(new)
         except ParameterError as e:
             self.get_logger().error(f'rejected: {e}')
             return SetParametersResult(successful=False, reason=str(e))
-        if self.params is not None:
-            self.params = new
-            self.on_params_changed(new)
+        if self._configured:
+            before, self.params = self.params, new
+            try:
+                self.on_params_changed(new)
+            except Exception as e:  # a change the node cannot apply is refused; the node keeps running
+                self.params = before
+                self.get_logger().error(f'rejected: {type(e).__name__}: {e}')
+                return SetParametersResult(successful=False, reason=f'{type(e).__name__}: {e}')
         return SetParametersResult(successful=True)
 
     def check_params(self, params: ParamSet) -> None:
@@ -106,9 +121,15 @@ class CellosNode(LifecycleNode):
             params = self.read_params()
             self.check_params(params)
             self.params = params
-            self.diagnostics = Diagnostics(self, self.hardware_id())
+            if self.diagnostics is None:
+                self.diagnostics = Diagnostics(self, self.hardware_id())
+            self.diagnostics.start()
             self.configure()
-        return self._guard('configure', run)
+            self._configured = True
+        result = self._guard('configure', run)
+        if result != TransitionCallbackReturn.SUCCESS:
+            self._release()
+        return result
 
     def on_activate(self, state) -> TransitionCallbackReturn:
         def run():
@@ -125,20 +146,28 @@ class CellosNode(LifecycleNode):
 
     def on_cleanup(self, state) -> TransitionCallbackReturn:
         def run():
+            self._configured = False
             self.cleanup()
-            if self.diagnostics is not None:
-                self.diagnostics.destroy()
-                self.diagnostics = None
-            self.params = None
-        return self._guard('cleanup', run)
+        result = self._guard('cleanup', run)
+        self._release()
+        return result
 
     def on_shutdown(self, state) -> TransitionCallbackReturn:
         if self.active:
             self.active = False
             self._guard('deactivate', self.deactivate)
-        if self.params is not None:
+        if self._configured:
+            self._configured = False
             self._guard('cleanup', self.cleanup)
+        self._release()
         return TransitionCallbackReturn.SUCCESS
+
+    def _release(self) -> None:
+        """What the base holds while configured: the diagnostics' timer and publisher, the params."""
+        self._configured = False
+        if self.diagnostics is not None:
+            self.diagnostics.stop()
+        self.params = None
 
     def bring_up(self) -> bool:
         """configure + activate in-process (what a lifecycle manager does over services)."""
