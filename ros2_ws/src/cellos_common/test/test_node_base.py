@@ -6,6 +6,8 @@ another component declares on the node: diagnostic_updater's Updater declares
 on_params_changed before configure completed nor break configure, and configure -> cleanup ->
 configure must work (the Updater must not be constructed twice on one node).
 """
+import sys
+
 import pytest
 import rclpy
 from lifecycle_msgs.msg import State
@@ -133,3 +135,30 @@ def test_a_change_the_node_cannot_apply_is_refused(node):
     res = node.set_parameters([Parameter('gain', value=5.0)])[0]
     assert not res.successful and 'cannot apply' in res.reason
     assert node.get_parameter('gain').value == 1.0 and node.params.gain == 1.0
+
+
+@pytest.fixture
+def default_context():
+    rclpy.init()
+    yield
+    rclpy.shutdown()
+
+
+def test_events_executor_falls_back_where_rclpy_lacks_it(default_context, monkeypatch, capfd):
+    from rclpy.executors import SingleThreadedExecutor
+    from cellos_common.nodes.base import make_executor
+    monkeypatch.setitem(sys.modules, 'rclpy.experimental', None)   # import fails as on Jazzy < rclpy 7.1.4
+    monkeypatch.delenv('CELLOS_EXECUTOR', raising=False)
+    ex = make_executor('events')
+    assert type(ex) is SingleThreadedExecutor
+    ex.shutdown()
+    assert 'EventsExecutor not available' in capfd.readouterr().err
+
+
+def test_events_executor_where_rclpy_has_it(default_context, monkeypatch):
+    pytest.importorskip('rclpy.experimental', reason='this rclpy has no EventsExecutor')
+    from cellos_common.nodes.base import make_executor
+    monkeypatch.setenv('CELLOS_EXECUTOR', 'events')
+    ex = make_executor('multi')
+    assert type(ex).__name__ == 'EventsExecutor'   # a factory function in Kilted's rclpy, so no isinstance
+    ex.shutdown()

@@ -18,6 +18,7 @@ from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescr
                                 SetParametersResult)
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+from rclpy.logging import get_logger
 
 from cellos_common.core.params import ParameterError, ParamSet, ParamSpec, validate
 from cellos_common.nodes.diagnostics import Diagnostics
@@ -193,7 +194,12 @@ def make_executor(kind: str = 'multi', threads: int | None = None):
     if kind == 'single':
         return SingleThreadedExecutor()
     if kind == 'events':
-        from rclpy.experimental import EventsExecutor
+        try:
+            from rclpy.experimental import EventsExecutor
+        except ImportError as e:  # Jazzy before rclpy 7.1.4 has no EventsExecutor
+            get_logger('cellos').warning(
+                f'EventsExecutor not available in this rclpy ({e}): using the SingleThreadedExecutor')
+            return SingleThreadedExecutor()
         return EventsExecutor()
     raise ValueError(f"unknown executor kind '{kind}' (multi | single | events)")
 
