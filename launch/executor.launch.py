@@ -1,4 +1,4 @@
-"""The shared inference executor of one GPU host: `ros2 launch cellos executor.launch.py`.
+"""The shared inference executor of one GPU host: `ros2 launch cellos_bringup executor.launch.py`.
 
 Starts the executor in /<namespace> (default /gpu0) and a lifecycle_manager there that
 brings it up. Cells are served as their arbiters appear (discover_cells) and as listed.

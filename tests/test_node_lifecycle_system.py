@@ -87,3 +87,11 @@ def test_every_node_configures_again_after_cleanup(processes, ros_probe):
         log = processes.log(key)
         assert 'failed' not in log and 'Traceback' not in log, f'{key}:\n{log}'
     print(f'configure, activate, deactivate, cleanup, configure, activate: {time.monotonic() - t0:.1f} s')
+
+
+def test_manager_exits_with_an_error_when_autostart_fails(processes):
+    """The launch files end the launch on this exit code (launch_plan.launch_actions)."""
+    proc = processes.start('manager', 'lifecycle_manager', namespace='/tlc_fail', params={
+        'autostart': True, 'node_names': ['missing/timing'], 'transition_timeout_s': 2.0})
+    assert proc.wait(timeout=30.0) == 1, processes.log('manager')
+    assert 'autostart failed (/tlc_fail/missing/timing): exiting with code 1' in processes.log('manager')

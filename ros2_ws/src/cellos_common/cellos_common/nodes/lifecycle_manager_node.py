@@ -7,6 +7,8 @@ absolute ones as given, e.g. ['coordinator', 'cell_01/timing', '/gpu0/executor']
 autostart, transition_timeout_s.
 Services (std_srvs/Trigger): ~/startup, ~/shutdown (deactivate + cleanup, reverse order),
 ~/is_active (success: every managed node is active; message: each node's state).
+Exit code: 0 after Ctrl-C / SIGTERM; 1 when the autostart bring-up failed (the launch files
+shut the whole launch down on it); 2 for bad parameters.
 """
 from __future__ import annotations
 
@@ -64,6 +66,7 @@ class LifecycleManagerNode(Node):
         except ValueError as e:
             raise ParameterError(f"parameter 'node_names': {e}") from None
         self.stop = stop or threading.Event()
+        self.exit_code = 0
         self.client = LifecycleClient(self, stop=self.stop)
         # startup / shutdown / autostart one at a time; the clients' responses arrive on the
         # default group, served by another executor thread while a bring-up waits
@@ -107,7 +110,12 @@ class LifecycleManagerNode(Node):
 
     def _autostart(self) -> None:
         self._autostart_timer.cancel()
-        self.startup()
+        failed = self.startup()
+        if failed and not self.stop.is_set():
+            self.get_logger().fatal(f'autostart failed ({", ".join(failed)}): exiting with code 1; the nodes '
+                                    'that came up are left as they are')
+            self.exit_code = 1
+            self.stop.set()
 
     # -- services ---------------------------------------------------------------------------
     def _on_startup(self, request, response):
@@ -146,7 +154,7 @@ def main(args=None) -> int:
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
-    return 0
+    return node.exit_code
 
 
 def _spin(node, stop: threading.Event) -> None:
