@@ -17,7 +17,7 @@ def _arguments():
         DeclareLaunchArgument('namespace', default_value=plan.EXECUTOR_NS.strip('/'),
                               description='GPU host namespace (arbiters default to /gpu0/executor/status)'),
         DeclareLaunchArgument('cells', default_value='',
-                              description="cell ids served, comma separated ('line1/cell_01,...'); "
+                              description="cells served by namespace, comma separated ('line1/cell_01,...'); "
                                           'empty: from the params file'),
         DeclareLaunchArgument('backend', default_value='', choices=['', 'auto', 'tensorrt', 'onnxruntime'],
                               description='inference backend; empty: from the params file'),

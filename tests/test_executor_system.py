@@ -36,7 +36,7 @@ def models(tmp_path):
 
 def start_executor(processes, models, **extra):
     params = dict(autostart=True, backend='onnxruntime', model_list=str(models / 'models.yaml'),
-                  cells='line1/cell1,line1/cell2', max_queue_per_cell=4, max_queue_delay_ms=2.0,
+                  cells=['line1/cell1', 'line1/cell2'], max_queue_per_cell=4, max_queue_delay_ms=2.0,
                   status_period_s=0.1)
     params.update(extra)
     return processes.start('executor', 'executor_node', namespace='/gpu0', params=params)

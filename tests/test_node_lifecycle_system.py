@@ -23,7 +23,7 @@ SITE = '/tlc_site'
 TRACE = REPO / 'config' / 'caiso_np15_2023-04_4weeks_hourly.csv'
 PROCESSES = {
     # key: (namespace, executables, parameters)
-    'line': (LINE, ('coordinator_node', 'plant_node'), {'period_ms': 50.0, 'cells': 'cell_01'}),
+    'line': (LINE, ('coordinator_node', 'plant_node'), {'period_ms': 50.0, 'cells': ['cell_01']}),
     'cell': (CELL, ('timing_node', 'arbiter_node', 'vision_node', 'energy_gate_node'),
              {'period_ms': 50.0, 'cycle_period_ms': 50.0, 'executor_status_topic': f'{SITE}/executor/status',
               'feed_topic': f'{SITE}/energy_feed', 'inspect_every': 10}),
@@ -70,7 +70,9 @@ def test_every_node_configures_again_after_cleanup(processes, ros_probe):
 
     failed = lc.bring_down(NODES, timeout=10.0, cleanup=True)
     assert not failed, f'deactivate + cleanup failed for {failed}'
-    assert set(states().values()) == {State.PRIMARY_STATE_UNCONFIGURED}
+    # a busy machine may leave a get_state unanswered for a while: ask again, with a bound
+    wait_for(lambda: set(states().values()) == {State.PRIMARY_STATE_UNCONFIGURED}, 30.0,
+             what='every node unconfigured after cleanup')
     # nothing a configure created outlives the cleanup, the diagnostics' publisher included
     wait_for(lambda: all(not own_publishers(ros_probe, n) for n in NODES), 10.0,
              what='no publisher of a cleaned-up node left in the graph: '
@@ -79,7 +81,8 @@ def test_every_node_configures_again_after_cleanup(processes, ros_probe):
     names.clear()
     failed = lc.bring_up(NODES, timeout=60.0)
     assert not failed, f'second bring-up failed for {failed}: {logs(processes)}'
-    assert set(states().values()) == {State.PRIMARY_STATE_ACTIVE}
+    wait_for(lambda: set(states().values()) == {State.PRIMARY_STATE_ACTIVE}, 30.0,
+             what='every node active again')
     wait_for(lambda: set(NODES) <= set(names), 10.0, what='diagnostics again after the second configure')
     unqualified = sorted(n for n in names if not n.startswith('/'))
     assert not unqualified, f'diagnostic status names without the node namespace: {unqualified}'

@@ -148,7 +148,7 @@ def test_end_to_end_verdicts_through_arbiter_and_executor_then_drift(processes, 
     model_list.write_text('models:\n' + '\n'.join(entries) + '\n')
     processes.start('executor', 'executor_node', namespace='/gpu0', params={
         'autostart': True, 'backend': 'onnxruntime', 'model_list': str(model_list),
-        'cells': 'line1/cell1'})
+        'cells': ['line1/cell1']})
     processes.start('arbiter', 'arbiter_node', namespace=CELL, params={
         'autostart': True, 'executor_status_topic': '/gpu0/executor/status'})
     vision_params = {

@@ -138,7 +138,7 @@ def cell_nodes(line: str, cell: str, *, period_ms: float | None = None, with_arb
 def executor_node(cells_served=(), namespace: str = EXECUTOR_NS, **overrides) -> NodeSpec:
     extra = {'model_list': CONFIG_PREFIX + 'models.yaml'}
     if cells_served:
-        extra['cells'] = ','.join(cells_served)
+        extra['cells'] = list(cells_served)
     return NodeSpec('executor_node', 'executor', _ns(namespace), ('executor',),
                     _managed({**extra, **overrides}))
 
@@ -169,7 +169,7 @@ def line_nodes(line: str = 'line1', cells: int = 4, *, period_ms: float | None =
         coordinator['offset_mode'] = offset_mode
     out.append(NodeSpec('coordinator_node', 'coordinator', _ns(line), ('line',), _managed(coordinator)))
     if with_flow:  # the plant simulation; a real plant's PLC bridge publishes plant/state instead
-        plant = {'cells': ','.join(ids)}
+        plant = {'cells': list(ids)}
         if period_ms is not None:
             plant['period_ms'] = float(period_ms)
         out.append(NodeSpec('plant_node', 'plant', _ns(line), ('line',), _managed(plant)))

@@ -164,7 +164,7 @@ def test_the_line_plan_layout():
             f'/line7/{c}/{n}' for n in ('energy_gate', 'arbiter', 'timing', 'vision')]
     assert len(set(fqns)) == len(fqns)
     executor = next(s for s in full if s.name == 'executor')
-    assert executor.overrides['cells'] == 'line7/cell_01,line7/cell_02'
+    assert executor.overrides['cells'] == ['line7/cell_01', 'line7/cell_02']
     assert all(s.overrides['autostart'] is False for s in full)
     manager = plan.manager_node('line7', full)
     assert resolve_names(manager.overrides['node_names'], '/line7') == fqns

@@ -15,7 +15,7 @@ from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 
 import updater_standin
-from cellos_common.core.params import ParamSpec
+from cellos_common.core.params import ParameterError, ParamSpec
 from cellos_common.nodes import diagnostics
 from cellos_common.nodes.base import CellosNode
 from cellos_common.nodes.diagnostics import OK, DiagReport
@@ -162,3 +162,54 @@ def test_events_executor_where_rclpy_has_it(default_context, monkeypatch):
     ex = make_executor('multi')
     assert type(ex).__name__ == 'EventsExecutor'   # a factory function in Kilted's rclpy, so no isinstance
     ex.shutdown()
+
+
+class MapNode(CellosNode):
+    PARAMS = [ParamSpec('cells', [], 'cells', read_only=True, item=str),
+              ParamSpec('weights', 1.0, 'weight', keys='cells', min=0.001, max=10.0)]
+
+    def __init__(self, **kwargs):
+        super().__init__('map_probe', **kwargs)
+
+
+def make_map_node(context, *overrides):
+    return MapNode(context=context, parameter_overrides=[Parameter(n, value=v) for n, v in overrides])
+
+
+@pytest.fixture
+def context():
+    c = rclpy.Context()
+    rclpy.init(context=c)
+    yield c
+    rclpy.shutdown(context=c)
+
+
+def test_map_entries_are_declared_described_and_validated(context):
+    n = make_map_node(context, ('cells', ['line1/cell_01', 'line1/cell_02']), ('weights.line1.cell_02', 2.0))
+    try:
+        assert n.has_parameter('weights.line1.cell_01') and n.has_parameter('weights.line1.cell_02')
+        d = n.describe_parameter('weights.line1.cell_01')
+        assert "entry 'line1/cell_01' of cells" in d.description and d.floating_point_range[0].to_value == 10.0
+        assert n.describe_parameter('cells').read_only
+        assert n.read_params().weights == {'line1/cell_01': 1.0, 'line1/cell_02': 2.0}
+        bad = n.set_parameters([Parameter('weights.line1.cell_01', value=0.0)])[0]
+        assert not bad.successful and 'weights.line1.cell_01' in bad.reason
+        assert n.set_parameters([Parameter('weights.line1.cell_01', value=3.0)])[0].successful
+        assert n.read_params().weights['line1/cell_01'] == 3.0
+    finally:
+        n.destroy_node()
+
+
+def test_an_empty_string_array_is_declared_as_one(context):
+    n = make_map_node(context)
+    try:
+        assert n.describe_parameter('cells').type == Parameter.Type.STRING_ARRAY.value   # not a byte array
+        assert n.read_params().cells == [] and n.read_params().weights == {}
+    finally:
+        n.destroy_node()
+
+
+def test_a_start_up_value_for_a_key_not_listed_is_refused(context):
+    with pytest.raises(ParameterError, match=r"weights.cell_09: the entries of 'weights' are those of 'cells' "
+                                             r"\(cell_01\)"):
+        make_map_node(context, ('cells', ['cell_01']), ('weights.cell_09', 2.0))

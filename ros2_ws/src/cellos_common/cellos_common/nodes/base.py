@@ -14,31 +14,17 @@ import threading
 from typing import Sequence
 
 import rclpy
-from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
-                                SetParametersResult)
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.logging import get_logger
 
 from cellos_common.core.params import ParameterError, ParamSet, ParamSpec, validate
 from cellos_common.nodes.diagnostics import Diagnostics
+from cellos_common.nodes.parameters import declare_params, read_values
 
 _AUTOSTART = ParamSpec('autostart', False,
                        'configure and activate on start, without a lifecycle manager')
-
-
-def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
-    d = ParameterDescriptor(description=spec.description + (f' [{spec.unit}]' if spec.unit else ''),
-                            read_only=spec.read_only)
-    if spec.choices is not None:
-        d.additional_constraints = f'one of {list(spec.choices)}'
-    if spec.min is not None and spec.max is not None and spec.type in (int, float):
-        if spec.type is int:
-            d.integer_range = [IntegerRange(from_value=int(spec.min), to_value=int(spec.max), step=0)]
-        else:
-            d.floating_point_range = [FloatingPointRange(
-                from_value=float(spec.min), to_value=float(spec.max), step=0.0)]
-    return d
 
 
 class CellosNode(LifecycleNode):
@@ -49,9 +35,9 @@ class CellosNode(LifecycleNode):
 
     def __init__(self, name: str, **kwargs):
         super().__init__(name, **kwargs)
-        self._specs = {s.name: s for s in (*self.PARAMS, _AUTOSTART)}
-        for spec in self._specs.values():
-            self.declare_parameter(spec.name, spec.default, _descriptor(spec))
+        self._specs = (*self.PARAMS, _AUTOSTART)
+        # {declared name: default}: the plain parameters and each map's entries
+        self._declared = declare_params(self, self._specs)
         self.params: ParamSet | None = None
         # one per node lifetime (created at the first configure): diagnostic_updater declares its
         # parameter when constructed, and a second declaration raises
@@ -64,19 +50,18 @@ class CellosNode(LifecycleNode):
 
     # -- parameters -----------------------------------------------------------------------
     def read_params(self) -> ParamSet:
-        values = {n: self.get_parameter(n).value for n in self._specs}
-        return validate(self._specs.values(), values)
+        return validate(self._specs, read_values(self, self._declared))
 
     def _on_set_parameters(self, params) -> SetParametersResult:
         # rclpy calls this for every declaration too, also for parameters another component
         # declares on this node (diagnostic_updater.period while configuring): not ours to judge
-        own = [p for p in params if p.name in self._specs]
+        own = [p for p in params if p.name in self._declared]
         if not own:
             return SetParametersResult(successful=True)
-        current = {n: self.get_parameter(n).value for n in self._specs}
+        current = read_values(self, self._declared)
         current.update({p.name: p.value for p in own})
         try:
-            new = validate(self._specs.values(), current)
+            new = validate(self._specs, current)
             self.check_params(new)
         except ParameterError as e:
             self.get_logger().error(f'rejected: {e}')
@@ -252,7 +237,8 @@ def main_for(node_cls, args=None) -> int:
     rclpy.init(args=args, signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
     try:
         node = node_cls()
-    except (ParameterError, rclpy.exceptions.InvalidParameterValueException) as e:
+    except (ParameterError, rclpy.exceptions.InvalidParameterValueException,
+            rclpy.exceptions.InvalidParameterTypeException) as e:
         print(f'error: {e}', file=sys.stderr)
         rclpy.try_shutdown()
         return 2

@@ -17,21 +17,19 @@ import sys
 import threading
 
 import rclpy
-from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.exceptions import ParameterUninitializedException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
-from rclpy.parameter import Parameter
 from std_srvs.srv import Trigger
 
 from cellos_common.core.params import ParameterError, ParamSpec, validate
 from cellos_common.nodes.lifecycle_client import STATE_LABELS, LifecycleClient, resolve_names
+from cellos_common.nodes.parameters import declare_params, read_values
 from lifecycle_msgs.msg import State
 
 PARAMS = [
     ParamSpec('node_names', [], 'managed nodes in bring-up order; relative names are taken in this '
-              "node's namespace", read_only=True),
+              "node's namespace", read_only=True, item=str),
     ParamSpec('autostart', False, 'bring the managed nodes up (configure all, then activate all) at start',
               read_only=True),
     ParamSpec('transition_timeout_s', 30.0, 'bound on a whole bring-up (nodes still starting are waited for)',
@@ -44,23 +42,7 @@ class LifecycleManagerNode(Node):
 
     def __init__(self, stop: threading.Event | None = None, **kwargs):
         super().__init__('lifecycle_manager', **kwargs)
-        values = {}
-        for spec in PARAMS:
-            desc = ParameterDescriptor(description=spec.description + (f' [{spec.unit}]' if spec.unit else ''),
-                                       read_only=spec.read_only)
-            if spec.type is float and spec.min is not None and spec.max is not None:
-                desc.floating_point_range = [FloatingPointRange(from_value=float(spec.min),
-                                                                to_value=float(spec.max), step=0.0)]
-            if spec.type is list:  # an empty default carries no type: declare it as a string array
-                self.declare_parameter(spec.name, Parameter.Type.STRING_ARRAY, desc)
-                try:
-                    value = self.get_parameter(spec.name).value
-                except ParameterUninitializedException:
-                    value = None
-                values[spec.name] = list(value) if value is not None else []
-            else:
-                values[spec.name] = self.declare_parameter(spec.name, spec.default, desc).value
-        self.params = validate(PARAMS, values)
+        self.params = validate(PARAMS, read_values(self, declare_params(self, PARAMS)))
         try:
             self.managed = resolve_names(self.params.node_names, self.get_namespace())
         except ValueError as e:

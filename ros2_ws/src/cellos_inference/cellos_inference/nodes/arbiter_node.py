@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from cellos_inference.core.arbiter_policy import ArbiterConfig, ArbiterPolicy, EnergyGate, Pending
 from cellos_inference.core.inference_types import Priority, Status
-from cellos_common.core.mapping_param import parse_list, parse_mapping
 from cellos_common.core.params import ParameterError, ParamSpec
 from cellos_common.nodes import qos
 from cellos_common.nodes.base import CellosNode, main_for
@@ -20,10 +19,6 @@ from cellos_common.nodes.convert_time import time_to_s
 from cellos_inference.nodes.convert_inference import outcome_to_result
 from cellos_common.nodes.diagnostics import OK, WARN, DiagReport
 from cellos_interfaces.msg import ExecutorStatus, GateState, InferenceRequest, InferenceResult
-
-
-def _priority(name: str) -> Priority:
-    return Priority[name.upper()]
 
 
 class ArbiterNode(CellosNode):
@@ -37,12 +32,15 @@ class ArbiterNode(CellosNode):
                   'requests in flight answered TIMEOUT', min=0.1, max=60.0, unit='s'),
         ParamSpec('max_in_flight', 16, 'requests of this cell in flight before REJECTED', min=1,
                   max=10000),
-        ParamSpec('task_priorities', 'inspection=critical',
-                  "per-task priority class, 'task=critical|normal|background,...' (overrides the request)"),
+        ParamSpec('tasks', ['inspection'], "tasks whose priority class this arbiter sets (task_priorities)",
+                  read_only=True),
+        ParamSpec('task_priorities', 'normal', "the task's priority class, in place of the one its requests "
+                  'carry', keys='tasks', choices=('critical', 'normal', 'background'),
+                  key_defaults=(('inspection', 'critical'),)),
         ParamSpec('use_energy_gate', False, "follow the cell's energy gate (GateState)", read_only=True),
         ParamSpec('gate_topic', 'energy/gate', 'GateState topic (relative: in the cell namespace)',
                   read_only=True),
-        ParamSpec('safety_tasks', 'inspection', 'critical tasks that run even when the gate halts',
+        ParamSpec('safety_tasks', ['inspection'], 'critical tasks that run even when the gate halts',
                   read_only=True),
         ParamSpec('tick_s', 0.01, 'timeout / forward check period; a timeout leaves <= 1 tick early',
                   min=0.001, max=1.0, unit='s'),
@@ -50,9 +48,6 @@ class ArbiterNode(CellosNode):
 
     def __init__(self, **kwargs):
         super().__init__('arbiter', **kwargs)
-
-    def check_params(self, p) -> None:
-        parse_mapping(p.task_priorities, _priority, 'task_priorities')
 
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
@@ -62,9 +57,9 @@ class ArbiterNode(CellosNode):
         self.cell_id = p.cell_id or self.get_namespace().strip('/')
         if not self.cell_id:
             raise ParameterError('arbiter needs a cell namespace (/<line>/<cell>) or cell_id')
-        self.gate = EnergyGate(safety_tasks=frozenset(parse_list(p.safety_tasks)))
+        self.gate = EnergyGate(safety_tasks=frozenset(p.safety_tasks))
         self.policy = ArbiterPolicy(ArbiterConfig(
-            self.cell_id, p.max_in_flight, parse_mapping(p.task_priorities, _priority, 'task_priorities'),
+            self.cell_id, p.max_in_flight, {task: Priority[c.upper()] for task, c in p.task_priorities.items()},
             p.executor_timeout_s), self.gate)
         self._task_results = self.create_publisher(InferenceResult, 'arbiter/result', qos.inference())
         self._to_executor = self.create_publisher(InferenceRequest, 'inference/request', qos.inference())

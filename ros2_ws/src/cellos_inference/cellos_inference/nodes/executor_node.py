@@ -25,7 +25,6 @@ from cellos_inference.core.backends.selection import (CHOICES, BackendUnavailabl
 from cellos_inference.core.executor_engine import ExecutorEngine
 from cellos_inference.core.executor_scheduler import POLICIES, SchedulerConfig
 from cellos_inference.core.inference_types import Outcome, Status
-from cellos_common.core.mapping_param import parse_list, parse_mapping
 from cellos_inference.core.model_registry import ModelRegistry, ModelSpec, RegistryError, read_model_list
 from cellos_common.core.params import ParameterError, ParamSpec
 from cellos_inference.core.power_model import EnergyModel, PowerMeter, compute_limit
@@ -80,9 +79,12 @@ class ExecutorNode(CellosNode):
                   'cell in weighted compute time', min=0.0, max=10000.0, unit='ms'),
         ParamSpec('policy', 'fair', 'scheduling policy (fifo: baseline for comparison)',
                   choices=tuple(POLICIES), read_only=True),
-        ParamSpec('cells', '', "cell ids served, comma separated (e.g. 'line1/cell1,line1/cell2')"),
-        ParamSpec('cell_weights', '', "fair-share weights, 'cell_id=weight,...'; others get default_weight"),
-        ParamSpec('default_weight', 1.0, 'weight of a cell not in cell_weights', min=0.001, max=1000.0),
+        ParamSpec('cells', [], "cells served, by namespace (e.g. ['line1/cell_01', 'line1/cell_02'])",
+                  read_only=True, item=str),
+        ParamSpec('cell_weights', 1.0, "the cell's fair-share weight (parameter cell_weights.line1.cell_01 for "
+                  "cell 'line1/cell_01')", keys='cells', min=0.001, max=1000.0),
+        ParamSpec('default_weight', 1.0, 'weight of a cell not in cells (found by discover_cells)',
+                  min=0.001, max=1000.0),
         ParamSpec('discover_cells', True, 'also serve every /<cell id>/inference/request topic seen'),
         ParamSpec('discovery_period_s', 1.0, 'graph scan period for new cells', min=0.1, max=60.0,
                   unit='s'),
@@ -102,15 +104,11 @@ class ExecutorNode(CellosNode):
         self.engine: ExecutorEngine | None = None
         self.registry: ModelRegistry | None = None
 
-    def check_params(self, p) -> None:
-        parse_list(p.cells)
-        parse_mapping(p.cell_weights, float, 'cell_weights')
-
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
     def _scheduler_config(self, p) -> SchedulerConfig:
-        return SchedulerConfig(weights=parse_mapping(p.cell_weights, float, 'cell_weights'),
+        return SchedulerConfig(weights=dict(p.cell_weights),
                                default_weight=p.default_weight, max_queue_per_cell=p.max_queue_per_cell,
                                max_queue_delay_s=p.max_queue_delay_ms / 1e3,
                                fair_window_s=p.fair_window_ms / 1e3)
@@ -148,7 +146,7 @@ class ExecutorNode(CellosNode):
         self._requests_group = ReentrantCallbackGroup()
         self._service_group = MutuallyExclusiveCallbackGroup()
         self._subs, self._pubs = {}, {}
-        for cell in parse_list(p.cells):
+        for cell in p.cells:
             self._add_cell(cell)
         self._status_pub = self.create_publisher(ExecutorStatus, '~/status', qos.status())
         self._executor_services = [
