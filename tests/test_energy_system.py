@@ -59,7 +59,7 @@ def test_vtn_event_gates_every_cell_and_feed_loss_gives_safe_level(processes, ro
     assert max(latencies.values()) < EVENT_BOUND_S, latencies
     for ns in CELLS:
         m = latest(ros_probe, ns)
-        assert 'DR level 2' in m.reason and m.cell_id == ns.strip('/')
+        assert 'DR level 2' in m.reason and f'/{m.line_id}/{m.cell_id}' == ns
     wait_for(lambda: vtn.opted, 5.0, what='the VEN answering the event')
     assert vtn.opted[0][1] == 'optIn'
 

@@ -11,6 +11,7 @@ from cellos_interfaces.srv import DeferJob
 from cellos_energy.core.deferral import DeferralQueue, DeferrableJob, ScoreCurve
 from cellos_energy.core.energy_gate_policy import POLICY_PARAMS, GateLevel, GateMachine, policy_from_values
 from cellos_energy.core.energy_signal import SignalTracker
+from cellos_common.core.cell_names import split_cell_ns
 from cellos_common.core.params import ParameterError, ParamSpec
 from cellos_common.nodes import qos
 from cellos_common.nodes.base import CellosNode, main_for
@@ -22,7 +23,6 @@ from cellos_common.nodes.diagnostics import ERROR, OK, WARN, DiagReport
 class EnergyGateNode(CellosNode):
     SPIN = 'single'    # no callback blocks
     PARAMS = [
-        ParamSpec('cell_id', '', 'cell this gate belongs to; empty: the node namespace'),
         ParamSpec('feed_topic', '/site/energy_feed', 'site EnergySignal topic'),
         ParamSpec('gate_topic', 'energy/gate', 'GateState topic (relative: under the cell namespace)'),
         ParamSpec('stale_after_s', 5.0, 'signal older than this (receive time + its age) -> safe level',
@@ -46,7 +46,9 @@ class EnergyGateNode(CellosNode):
 
     def configure(self) -> None:
         p = self.params
-        self.cell_id = p.cell_id or self.get_namespace().strip('/') or self.get_name()
+        self.line_id, self.cell_id = split_cell_ns(self.get_namespace())
+        if not self.line_id:
+            raise ParameterError(f"a gate runs in its cell's namespace /<line>/<cell>, not {self.get_namespace()}")
         self.policy = policy_from_values(p)
         now = time.time()
         self.tracker = SignalTracker(p.stale_after_s)
@@ -124,8 +126,8 @@ class EnergyGateNode(CellosNode):
 
     def _publish(self, now: float) -> None:
         nxt = self.queue.next_release_s()
-        msg = gate_to_msg(self.cell_id, now, self.machine.status, self.tracker.last_good,
-                          self.tracker.age_s(now), 0.0, self.curve, list(self.queue.pending),
+        msg = gate_to_msg(self.line_id, self.cell_id, now, self.machine.status, self.tracker.last_good,
+                          self.tracker.age_s(now), self.curve, list(self.queue.pending),
                           list(self.released), max(0.0, nxt - now) if nxt is not None else 0.0)
         self._pub.publish(msg)
         self._last_pub = now
