@@ -148,3 +148,56 @@ def test_readme_gives_the_distro_path():
         assert name in section, name
     bare = [line for line in section.splitlines() if line.lstrip().startswith('pip install')]
     assert not bare, f'a bare pip install in the distro section: {bare}'
+
+
+# -- README: which package on which machine ---------------------------------------------------------
+LIBRARY_KEYS = {'OpenCV': 'python3-opencv', 'ONNX Runtime': 'python3-onnxruntime-pip', 'cv_bridge': 'cv_bridge',
+                'pynvml': 'python3-pynvml', 'numpy': 'python3-numpy', 'diagnostic_updater': 'diagnostic_updater',
+                'visualization_msgs': 'visualization_msgs'}
+
+
+def closure(packages) -> set[str]:
+    """Every key a package needs at run time, through the cellos packages it depends on."""
+    deps = {x.parent.name: {e.text.strip() for e in ET.parse(x).getroot() if e.tag in ('exec_depend', 'depend')}
+            for x in SRC.glob('*/package.xml')}
+    deps['cellos_interfaces'] = set()
+    out, todo = set(), list(packages)
+    while todo:
+        p = todo.pop()
+        if p in out:
+            continue
+        out.add(p)
+        todo += [d for d in deps.get(p, ()) if d not in out]
+    return out
+
+
+def machine_rows() -> list[dict]:
+    readme = (REPO / 'README.md').read_text()
+    section = readme[readme.index('### Which package goes on which machine'):]
+    section = section[:section.index('\n#', 4)]
+    rows = [line for line in section.splitlines() if line.startswith('| ') and '---' not in line]
+    head = [c.strip() for c in rows[0].strip('|').split('|')]
+    return [dict(zip(head, (c.strip() for c in r.strip('|').split('|')))) for r in rows[1:]]
+
+
+def test_the_machine_table_says_what_each_package_pulls_in():
+    rows = machine_rows()
+    assert {r['machine'] for r in rows} >= {'cell computer, timing only', 'line server', 'GPU host', 'site server'}
+    for r in rows:
+        packages = re.findall(r'`(cellos_\w+)`', r['packages'])
+        assert packages and all((SRC / p / 'package.xml').is_file() for p in packages), r
+        needed = closure(packages)
+        for pulled in re.findall(r'`(cellos_\w+)`', r['pulls in']):
+            assert pulled in needed, f"{r['machine']}: {pulled} is not pulled in by {packages}"
+        for name, key in LIBRARY_KEYS.items():
+            if re.search(rf'\b{re.escape(name)}\b', r['pulls in']):
+                assert key in needed, f"{r['machine']}: {name} is not pulled in"
+            if re.search(rf'\b{re.escape(name)}\b', r['no']):
+                assert key not in needed, f"{r['machine']}: says no {name}, but {packages} pull it in"
+        for exe in re.findall(r'(\w+_node|lifecycle_manager)', r['nodes']):
+            assert any(exe in entry_points(p) for p in needed if (SRC / p).is_dir()), f'{exe} not in {packages}'
+    assert closure(['cellos_bringup']) >= {p.parent.name for p in SRC.glob('*/package.xml')}
+
+
+def entry_points(package: str) -> str:
+    return (SRC / package / 'setup.py').read_text()
