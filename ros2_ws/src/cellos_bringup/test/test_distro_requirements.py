@@ -22,6 +22,7 @@ PACKAGE_XMLS = [REPO / 'msg' / 'package.xml', *sorted(SRC.glob('*/package.xml'))
 # every requirement of tools/requirements-py.txt and its rosdep key (None: rosdistro has none)
 PIP_KEYS = {
     'numpy': 'python3-numpy',
+    'scipy': 'python3-scipy',
     'pyyaml': 'python3-yaml',
     'onnxruntime': 'python3-onnxruntime-pip',
     'onnx': None,
@@ -152,7 +153,8 @@ def test_readme_gives_the_distro_path():
 
 # -- README: which package on which machine ---------------------------------------------------------
 LIBRARY_KEYS = {'OpenCV': 'python3-opencv', 'ONNX Runtime': 'python3-onnxruntime-pip', 'cv_bridge': 'cv_bridge',
-                'pynvml': 'python3-pynvml', 'numpy': 'python3-numpy', 'diagnostic_updater': 'diagnostic_updater',
+                'pynvml': 'python3-pynvml', 'numpy': 'python3-numpy', 'SciPy': 'python3-scipy',
+                'diagnostic_updater': 'diagnostic_updater',
                 'visualization_msgs': 'visualization_msgs'}
 
 
