@@ -25,10 +25,10 @@ IMPORT_KEYS = {
     'yaml': 'python3-yaml',
     'cv2': 'python3-opencv',
     'onnxruntime': 'python3-onnxruntime-pip',
-    'pynvml': None,          # optional (GPU hosts): python3-pynvml where wanted
+    'pynvml': 'python3-pynvml',
     'tensorrt': None,        # GPU hosts only: docker/Dockerfile.gpu
     'pycuda': None,
-    'openleadr': None,       # OpenADR VEN (source openadr only): tools/requirements-py.txt
+    'openleadr': None,       # OpenADR VEN (source openadr only): tools/requirements-distro.txt
 }
 # ROS packages imported as Python modules (message packages are found by their .msg/.srv import)
 ROS_MODULES = {'rclpy', 'launch', 'launch_ros', 'ament_index_python', 'diagnostic_updater', 'cv_bridge'}
