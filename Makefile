@@ -1,4 +1,6 @@
 # cellos: `make run` runs the line, `make test` runs every test, `make bench` every benchmark.
+# colcon runs as `python -m colcon` with the venv's python, so the node entry points use it (with a
+# ROS 2 distro the venv holds the libraries that have no rosdep key: tools/setup.sh)
 SHELL := /bin/bash
 .ONESHELL:
 .SHELLFLAGS := -eo pipefail -c
@@ -19,7 +21,7 @@ setup:
 
 build: setup
 	@$(ENV)
-	flock .build.lock colcon --log-base log build --symlink-install --base-paths msg ros2_ws/src --event-handlers console_direct- summary- 2>&1 | grep -vE "^(Starting|Finished) >>>|^$$" || { echo "build failed: see log/latest_build"; exit 1; }
+	flock .build.lock python -m colcon --log-base log build --symlink-install --base-paths msg ros2_ws/src --event-handlers console_direct- summary- 2>&1 | grep -vE "^(Starting|Finished) >>>|^$$" || { echo "build failed: see log/latest_build"; exit 1; }
 
 run: build
 	@$(ENV)
@@ -27,7 +29,7 @@ run: build
 
 test: build
 	@$(ENV)
-	colcon --log-base log test --base-paths msg ros2_ws/src --packages-skip cellos_interfaces --return-code-on-test-failure --event-handlers console_direct+
+	python -m colcon --log-base log test --base-paths msg ros2_ws/src --packages-skip cellos_interfaces --return-code-on-test-failure --event-handlers console_direct+
 	python -m pytest -q -p no:cacheprovider tests $(PYTEST_ARGS)
 
 bench: build

@@ -1,4 +1,4 @@
-"""The shared inference executor of one GPU host: `ros2 launch cellos executor.launch.py`.
+"""The shared inference executor of one GPU host: `ros2 launch cellos_bringup executor.launch.py`.
 
 Starts the executor in /<namespace> (default /gpu0) and a lifecycle_manager there that
 brings it up. Cells are served as their arbiters appear (discover_cells) and as listed.
@@ -17,7 +17,7 @@ def _arguments():
         DeclareLaunchArgument('namespace', default_value=plan.EXECUTOR_NS.strip('/'),
                               description='GPU host namespace (arbiters default to /gpu0/executor/status)'),
         DeclareLaunchArgument('cells', default_value='',
-                              description="cell ids served, comma separated ('line1/cell_01,...'); "
+                              description="cells served by namespace, comma separated ('line1/cell_01,...'); "
                                           'empty: from the params file'),
         DeclareLaunchArgument('backend', default_value='', choices=['', 'auto', 'tensorrt', 'onnxruntime'],
                               description='inference backend; empty: from the params file'),

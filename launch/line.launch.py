@@ -1,4 +1,4 @@
-"""A whole line: `ros2 launch cellos line.launch.py cells:=4 period_ms:=20.0`.
+"""A whole line: `ros2 launch cellos_bringup line.launch.py cells:=4 period_ms:=20.0`.
 
 Starts the coordinator in /<line>, per cell /<line>/cell_NN the timing node (+ arbiter with
 with_executor, + vision with with_vision, + energy gate with with_energy), the executor in

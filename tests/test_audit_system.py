@@ -49,7 +49,7 @@ def _active(processes, key: str) -> bool:
 
 def start_recorder(processes, key: str, out) -> None:
     processes.start(key, 'audit_recorder_node', namespace=LINE, params={
-        'autostart': True, 'cells': 'cell_01', 'discover_cells': False, 'output_dir': str(out),
+        'autostart': True, 'cells': ['cell_01'], 'discover_cells': False, 'output_dir': str(out),
         'bag_name': 'line1_test', 'flush_period_s': FLUSH_S,
         'executor_status_topic': '/gpu0/executor/status', 'registry_topic': '/gpu0/executor/registry'})
     wait_for(lambda: _active(processes, key), 30.0, what=f'{key} active')
@@ -62,7 +62,7 @@ def test_recorder_records_the_line_across_a_sigkill_and_the_lineage_of_a_part(pr
     model_list.write_text(f'models:\n  - {{name: inspection_cnn, path: {MODEL}, max_batch: 8}}\n')
     processes.start('executor', 'executor_node', namespace='/gpu0', params={
         'autostart': True, 'backend': 'onnxruntime', 'model_list': str(model_list),
-        'cells': 'line1/cell_01'})
+        'cells': ['line1/cell_01']})
     processes.start('feed', 'energy_feed_node', namespace='/site', params={
         'autostart': True, 'trace_file': str(TRACE)})
     processes.start('gate', 'energy_gate_node', namespace=CELL, params={

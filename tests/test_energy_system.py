@@ -59,7 +59,7 @@ def test_vtn_event_gates_every_cell_and_feed_loss_gives_safe_level(processes, ro
     assert max(latencies.values()) < EVENT_BOUND_S, latencies
     for ns in CELLS:
         m = latest(ros_probe, ns)
-        assert 'DR level 2' in m.reason and m.cell_id == ns.strip('/')
+        assert 'DR level 2' in m.reason and f'/{m.line_id}/{m.cell_id}' == ns
     wait_for(lambda: vtn.opted, 5.0, what='the VEN answering the event')
     assert vtn.opted[0][1] == 'optIn'
 
@@ -106,7 +106,7 @@ def test_two_lines_share_one_site_budget_by_weight(processes, ros_probe):
     from conftest import REPO
     processes.start('feed', 'energy_feed_node', namespace='/site',
                     params={'autostart': True, 'power_budget_w': SITE_W, 'line_ids': ['line1', 'line2'],
-                            'line_weights': [3.0, 1.0], 'publish_period_s': 0.5,
+                            'line_weights.line1': 3.0, 'line_weights.line2': 1.0, 'publish_period_s': 0.5,
                             'trace_file': str(REPO / 'config' / 'caiso_np15_2023-04_4weeks_hourly.csv')})
     for ns in LINES:
         # thresholds far above the trace's prices: only the budget moves these gates

@@ -36,7 +36,7 @@ def models(tmp_path):
 
 def start_executor(processes, models, **extra):
     params = dict(autostart=True, backend='onnxruntime', model_list=str(models / 'models.yaml'),
-                  cells='line1/cell1,line1/cell2', max_queue_per_cell=4, max_queue_delay_ms=2.0,
+                  cells=['line1/cell1', 'line1/cell2'], max_queue_per_cell=4, max_queue_delay_ms=2.0,
                   status_period_s=0.1)
     params.update(extra)
     return processes.start('executor', 'executor_node', namespace='/gpu0', params=params)
@@ -77,7 +77,7 @@ def test_statuses_isolation_services(processes, ros_probe, models):
     ok = c1.result(c1.send('affine', X))
     assert ok.status == Status.OK and ok.backend == 'onnxruntime-cpu', ok.reason
     np.testing.assert_allclose(result_outputs(ok)['y'], 2 * X['x'] + 1)
-    assert ok.cell_id == 'line1/cell1' and len(ok.model_id) == 64
+    assert (ok.line_id, ok.cell_id) == ('line1', 'cell1') and len(ok.model_id) == 64
 
     bad = {
         Status.UNKNOWN_MODEL: c1.send('nope', X),
@@ -85,11 +85,11 @@ def test_statuses_isolation_services(processes, ros_probe, models):
         Status.BAD_SHAPE: c1.send('affine', {'x': np.zeros((1, 5), np.float32)}),
         Status.NON_FINITE: c1.send('affine', {'x': np.array([[0, np.inf, 0, 0]], np.float32)}),
         Status.DEADLINE: c1.send('slow', IMG, deadline_s=0.05),
-        Status.REJECTED: c1.send('affine', X, cell_id='line1/cell2'),
+        Status.REJECTED: c1.send('affine', X, cell_ns='line1/cell2'),
     }
     # wrong byte size: the shape says 4 floats, the data holds 3
     from cellos_inference.nodes.convert_inference import make_request
-    msg = make_request(request_id=999, cell_id='line1/cell1', task='inspection', model='affine',
+    msg = make_request(request_id=999, line_id='line1', cell_id='cell1', task='inspection', model='affine',
                        priority=1, deadline_s=time.time() + 2, inputs=X)
     msg.inputs[0].data = msg.inputs[0].data[:12]
     c1.sent[('inspection', 999)] = (time.time(), 0)
@@ -108,7 +108,7 @@ def test_statuses_isolation_services(processes, ros_probe, models):
     # energy gate hook (cell2 follows its gate): background is gated in ECO, critical passes
     gate_pub = ros_probe.node.create_publisher(GateState, '/line1/cell2/energy/gate',
                                                qos.latched_state())
-    gate_pub.publish(GateState(cell_id='line1/cell2', level=GateState.LEVEL_ECO, reason='test peak'))
+    gate_pub.publish(GateState(line_id='line1', cell_id='cell2', level=GateState.LEVEL_ECO, reason='test peak'))
 
     def gated():
         r = c2.result(c2.send('affine', X, task='background_score', priority=2))
@@ -116,16 +116,16 @@ def test_statuses_isolation_services(processes, ros_probe, models):
     wait_for(gated, 10, what='GATED status')
     assert c2.result(c2.send('affine', X, priority=0)).status == Status.OK
 
-    # a request whose cell id does not match its topic is answered on that topic only
-    raw1.send('affine', X, cell_id='line1/cell2', request_id=2**40)
+    # a request whose cell does not match its topic is answered on that topic only
+    raw1.send('affine', X, cell_ns='line1/cell2', request_id=2**40)
     r = raw1.result(('inspection', 2**40))
     assert r.status == Status.REJECTED and 'does not match' in r.reason
     time.sleep(0.3)
     assert ('inspection', 2**40) not in raw2.results
     # isolation: nothing of cell1 ever reached cell2's topics, and vice versa
-    assert all(m.cell_id == 'line1/cell2' for _, m in raw2.results.values())
-    assert all(m.cell_id == 'line1/cell1' for _, m in c1.results.values())
-    assert all(m.cell_id == 'line1/cell2' for _, m in c2.results.values())
+    assert all((m.line_id, m.cell_id) == ('line1', 'cell2') for _, m in raw2.results.values())
+    assert all((m.line_id, m.cell_id) == ('line1', 'cell1') for _, m in c1.results.values())
+    assert all((m.line_id, m.cell_id) == ('line1', 'cell2') for _, m in c2.results.values())
     assert c1.duplicates == c2.duplicates == 0
 
     # services
@@ -143,7 +143,7 @@ def test_statuses_isolation_services(processes, ros_probe, models):
     assert c1.result(c1.send('conv', IMG)).status == Status.UNKNOWN_MODEL
 
     status = wait_for(lambda: ros_probe.received('status'), 5, what='executor status')[-1]
-    cells = {c.cell_id: c for c in status.cells}
+    cells = {f'{c.line_id}/{c.cell_id}': c for c in status.cells}
     assert set(cells) == {'line1/cell1', 'line1/cell2'} and status.backend.startswith('onnxruntime')
     assert cells['line1/cell2'].served >= 4 and cells['line1/cell2'].rejected >= 4
     assert sum(c.compute_share for c in cells.values()) == pytest.approx(1.0, abs=0.01)

@@ -34,10 +34,10 @@ def start_line(processes, **plant):
         processes.start(c, 'timing_node', namespace=f'{LINE}/{c}',
                         params={'autostart': True, 'period_ms': PERIOD_MS})
     processes.start('coordinator', 'coordinator_node', namespace=LINE, params={
-        'autostart': True, 'period_ms': PERIOD_MS, 'cells': ','.join(CELLS), 'state_rate_hz': 10.0,
+        'autostart': True, 'period_ms': PERIOD_MS, 'cells': list(CELLS), 'state_rate_hz': 10.0,
         'backpressure_latency_cycles': 2})
     processes.start('plant', sys.executable, namespace=LINE, extra_args=['-m', 'cellos_line.nodes.plant_node'],
-                    params={'autostart': True, 'cells': ','.join(CELLS), 'period_ms': PERIOD_MS,
+                    params={'autostart': True, 'cells': list(CELLS), 'period_ms': PERIOD_MS,
                             'buffer_capacity': 3, 'work_median_periods': 0.5, 'work_tail_probability': 0.02,
                             **plant})
 

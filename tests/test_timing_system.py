@@ -1,4 +1,4 @@
-"""The phase-locked line over real DDS, one process per cell (issue 2's system tests)."""
+"""The phase-locked line over real DDS, one process per cell."""
 from __future__ import annotations
 
 import re

@@ -72,7 +72,7 @@ def test_bad_frames_are_undecided_with_reasons_and_the_node_keeps_running(proces
     for kind, msg in BAD_FRAMES.items():
         got = send_until(msg, lambda m, k=kind: f'bad frame ({k})' in m.reason, kind)
         assert all(m.verdict == Inspection.VERDICT_UNDECIDED for m in got)
-        assert got[0].cell_id == 'line1/cell1' and got[0].confidence == 0.0
+        assert (got[0].line_id, got[0].cell_id) == ('line1', 'cell1') and got[0].confidence == 0.0
     assert all(m.verdict == Inspection.VERDICT_UNDECIDED for m in probe.received('insp'))
     assert not requests, 'a bad frame must never reach the arbiter'
     wait_for(lambda: probe.received('annotated'), 5.0, what='annotated image of an undecided frame')
@@ -94,13 +94,14 @@ def test_bad_frames_are_undecided_with_reasons_and_the_node_keeps_running(proces
         return requests[n - 1]
 
     req = wait_request(1)
-    assert req.task == 'inspection' and req.model == 'inspection_cnn' and req.cell_id == 'line1/cell1'
+    assert (req.task, req.model) == ('inspection', 'inspection_cnn')
+    assert (req.line_id, req.cell_id) == ('line1', 'cell1')
     (tensor,) = req.inputs
     assert (tensor.name, tensor.dtype, list(tensor.shape)) == ('image', 'float32', [1, 1, 60, 80])
 
     def answer(req, **fields):
-        arbiter.publish(InferenceResult(request_id=req.request_id, cell_id=req.cell_id, task=req.task,
-                                        model_id=req.model, **fields))
+        arbiter.publish(InferenceResult(request_id=req.request_id, line_id=req.line_id, cell_id=req.cell_id,
+                                        task=req.task, model_id=req.model, **fields))
 
     def inspection_after(n_before):
         return wait_for(lambda: probe.received('insp')[n_before:], 5.0, what='inspection')[0]
@@ -148,7 +149,7 @@ def test_end_to_end_verdicts_through_arbiter_and_executor_then_drift(processes, 
     model_list.write_text('models:\n' + '\n'.join(entries) + '\n')
     processes.start('executor', 'executor_node', namespace='/gpu0', params={
         'autostart': True, 'backend': 'onnxruntime', 'model_list': str(model_list),
-        'cells': 'line1/cell1'})
+        'cells': ['line1/cell1']})
     processes.start('arbiter', 'arbiter_node', namespace=CELL, params={
         'autostart': True, 'executor_status_topic': '/gpu0/executor/status'})
     vision_params = {

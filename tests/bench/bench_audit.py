@@ -85,7 +85,7 @@ def _cpu_s(pid: int) -> float:
 
 
 def kill_loss(processes, tmp: Path, cpu: list) -> float:
-    params = {'autostart': True, 'cells': ','.join(f'cell_{i + 1:02d}' for i in range(CELLS)),
+    params = {'autostart': True, 'cells': [f'cell_{i + 1:02d}' for i in range(CELLS)],
               'output_dir': str(tmp / 'kill'), 'bag_name': 'line1_kill', 'discover_cells': False}
     publisher = subprocess.Popen([sys.executable, '-c', PUBLISHER, str(CELLS)], start_new_session=True)
     losses = []

@@ -26,14 +26,14 @@ STEP = 0.4
 LOCK_MS = 1.0
 
 
-def _param(name, value):
-    return Parameter(name=name, value=ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value))
+def _param(name, value: float):
+    return Parameter(name=name, value=ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value))
 
 
 def test_bench_phase(processes, ros_probe):
     cells = [f'cell_{i + 1:02d}' for i in range(CELLS)]
     processes.start('coordinator', 'coordinator_node', namespace=LINE,
-                    params={'period_ms': 1e3 / HZ, 'offset_mode': 'custom'})
+                    params={'period_ms': 1e3 / HZ, 'offset_mode': 'custom', 'cells': cells})
     for c in cells:
         processes.start(c, 'timing_node', namespace=f'{LINE}/{c}', params={'period_ms': 1e3 / HZ})
     records = {c: [] for c in cells}
@@ -63,7 +63,7 @@ def test_bench_phase(processes, ros_probe):
 
     # -- a 40 % step of cell_01's place on the schedule -------------------------------------------
     step_ms = STEP * 1e3 / HZ
-    req = SetParameters.Request(parameters=[_param('cell_offsets', f'cell_01={step_ms}')])
+    req = SetParameters.Request(parameters=[_param('cell_offsets_ms.cell_01', step_ms)])
     t_step = time.time_ns()
     res = ros_probe.call(SetParameters, f'{LINE}/coordinator/set_parameters', req)
     assert res.results[0].successful, res.results[0].reason

@@ -213,7 +213,7 @@ class LineMonitor:
         st = self.executor_status
         if st is None:
             return {}
-        return {c.cell_id: round(c.compute_share, 3) for c in st.cells}
+        return {c.cell_id: round(c.compute_share, 3) for c in st.cells if c.line_id == self.line}
 
     def _executor_power(self) -> dict | None:
         st = self.executor_status

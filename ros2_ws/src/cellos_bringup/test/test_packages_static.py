@@ -25,10 +25,10 @@ IMPORT_KEYS = {
     'yaml': 'python3-yaml',
     'cv2': 'python3-opencv',
     'onnxruntime': 'python3-onnxruntime-pip',
-    'pynvml': None,          # optional (GPU hosts): python3-pynvml where wanted
+    'pynvml': 'python3-pynvml',
     'tensorrt': None,        # GPU hosts only: docker/Dockerfile.gpu
     'pycuda': None,
-    'openleadr': None,       # OpenADR VEN (source openadr only): tools/requirements-py.txt
+    'openleadr': None,       # OpenADR VEN (source openadr only): tools/requirements-distro.txt
     'mcap_ros2': 'mcap-ros2-support',   # a pip key; it installs mcap too
     'mcap': None,            # no key of its own: the dependency of mcap-ros2-support (with lz4, zstandard)
     'matplotlib': 'python3-matplotlib',

@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cellos_energy.core.energy_signal import EnergySignal, check_signal
-from cellos_energy.core.site_budget import (check_weights, for_line, line_of_namespace, line_part, split_budget,
+from cellos_energy.core.site_budget import (check_weights, for_line, line_part, split_budget,
                                             with_line_parts)
 
 SIG = EnergySignal('site', 'test', 0.0, 0.0, 50.0, 150.0, 2000.0)
@@ -38,10 +38,6 @@ def test_a_signal_whose_parts_exceed_the_site_budget_is_rejected():
     bad = replace(SIG, line_ids=('line1', 'line2'), line_budget_w=(1500.0, 600.0))
     assert 'over the site budget' in check_signal(bad)
     assert 'line budget' in check_signal(replace(SIG, line_ids=('line1',), line_budget_w=()))
-
-
-def test_line_of_namespace():
-    assert line_of_namespace('/line1/cell_01') == 'line1' and line_of_namespace('/') == ''
 
 
 @settings(max_examples=200, deadline=None)

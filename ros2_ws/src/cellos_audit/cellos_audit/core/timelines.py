@@ -82,9 +82,10 @@ def load(paths: Iterable[str | Path]) -> Timelines:
         elif kind == 'EnergySignal':
             tl.price_per_mwh.add(t, msg.price_per_mwh)
             tl.carbon_g_per_kwh.add(t, msg.carbon_g_per_kwh)
-        elif kind == 'ExecutorStatus':
+        elif kind == 'ExecutorStatus':   # an executor may serve several lines
             for c in msg.cells:
-                tl.compute_share[_cell_name(c.cell_id)].add(t, c.compute_share)
+                line = getattr(c, 'line_id', '')
+                tl.compute_share[f'{line}/{c.cell_id}' if line else _cell_name(c.cell_id)].add(t, c.compute_share)
         elif kind == 'OperatorAction':
             tl.actions.append((t, msg.action, msg.target, msg.reason))
         elif kind == 'PhaseCorrection' and msg.command:

@@ -32,7 +32,6 @@ from cellos_audit.core.bag_metadata import qos_profile
 from cellos_audit.core.bag_writer import COMPRESSION, BagWriter
 from cellos_audit.core.message_definitions import DefinitionError, full_text
 from cellos_audit.core.retention import enforce_budget, recordings_size
-from cellos_common.core.mapping_param import parse_list
 from cellos_common.core.params import ParameterError, ParamSpec
 from cellos_common.nodes import qos
 from cellos_common.nodes.base import CellosNode, main_for
@@ -57,8 +56,8 @@ class AuditRecorderNode(CellosNode):
                   read_only=True),
         ParamSpec('line_namespace', '', "namespace of the line's nodes; empty: the node's namespace",
                   read_only=True),
-        ParamSpec('cells', '', "the line's cells, comma separated ('cell_01,cell_02'): subscribed at configure; "
-                  'others are discovered', read_only=True),
+        ParamSpec('cells', [], "the line's cells (e.g. ['cell_01', 'cell_02']): subscribed at configure; others "
+                  'are discovered', read_only=True, item=str),
         ParamSpec('discover_cells', True, 'also record every cell of the line that appears in the graph'),
         ParamSpec('discovery_period_s', 1.0, 'graph scan period for new cells', min=0.1, max=60.0, unit='s'),
         ParamSpec('output_dir', 'log/audit', 'folder of the recordings; relative: to the working directory '
@@ -93,7 +92,6 @@ class AuditRecorderNode(CellosNode):
         self._recorder_timers = []
 
     def check_params(self, p) -> None:
-        parse_list(p.cells)
         if p.disk_budget_mb < 2 * p.split_max_mb:
             raise ParameterError(f'disk_budget_mb ({p.disk_budget_mb:g}) must hold two splits '
                                  f'(split_max_mb {p.split_max_mb:g}): the one written and the last closed')
@@ -130,7 +128,7 @@ class AuditRecorderNode(CellosNode):
         for key, rule in SHARED_TOPICS.items():
             if getattr(p, key):
                 self._subscribe(getattr(p, key), rule)
-        for cell in parse_list(p.cells):
+        for cell in p.cells:
             self._add_cell(cell)
         self._cell_topic = re.compile('^' + re.escape(self.line_ns) + r'/([A-Za-z0-9_]+)/('
                                       + '|'.join(re.escape(r.name) for r in CELL_TOPICS) + ')$')

@@ -59,8 +59,3 @@ def line_part(sig: EnergySignal, line_id: str) -> tuple[float, str]:
 def for_line(sig: EnergySignal, line_id: str) -> EnergySignal:
     """The signal as one line's gates see it: the budget is the line's part."""
     return replace(sig, power_budget_w=line_part(sig, line_id)[0])
-
-
-def line_of_namespace(namespace: str) -> str:
-    """/line1/cell_01 -> line1 (the first name of a cell's namespace)."""
-    return namespace.strip('/').split('/')[0]

@@ -1,6 +1,7 @@
 """EnergySignal / GateState / DeferJob messages <-> the energy core types (the one place)."""
 from __future__ import annotations
 
+from cellos_common.core.cell_names import cell_ns
 from cellos_common.nodes.convert_time import s_to_time, time_to_s
 from cellos_interfaces.msg import EnergySignal as EnergySignalMsg
 from cellos_interfaces.msg import GateState as GateStateMsg
@@ -43,13 +44,13 @@ def signal_from_msg(m: EnergySignalMsg) -> EnergySignal:
         line_ids=tuple(m.line_ids), line_budget_w=tuple(m.line_power_budget_w))
 
 
-def gate_to_msg(cell_id: str, stamp_s: float, status: GateStatus, sig: EnergySignal | None,
-                signal_age_s: float, power_use_w: float, curve: ScoreCurve | None,
+def gate_to_msg(line_id: str, cell_id: str, stamp_s: float, status: GateStatus, sig: EnergySignal | None,
+                signal_age_s: float, curve: ScoreCurve | None,
                 deferred: list[str], released: list[str], next_window_s: float) -> GateStateMsg:
     m = GateStateMsg()
     m.header.stamp = s_to_time(stamp_s)
-    m.header.frame_id = cell_id
-    m.cell_id = cell_id
+    m.header.frame_id = cell_ns(line_id, cell_id)
+    m.line_id, m.cell_id = line_id, cell_id
     m.level = int(status.level)
     m.reason = status.reason
     m.safe_fallback = status.safe_fallback
@@ -57,7 +58,6 @@ def gate_to_msg(cell_id: str, stamp_s: float, status: GateStatus, sig: EnergySig
     if sig is not None:
         m.price_per_mwh, m.carbon_g_per_kwh = float(sig.price_per_mwh), float(sig.carbon_g_per_kwh)
         m.power_budget_w = float(sig.power_budget_w)
-    m.power_use_w = float(power_use_w)
     m.deferred_jobs = len(deferred)
     m.next_window_s = float(next_window_s)
     if curve is not None:

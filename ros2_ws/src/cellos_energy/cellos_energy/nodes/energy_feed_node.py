@@ -39,8 +39,10 @@ class EnergyFeedNode(CellosNode):
                   'midnight)', min=0.0, max=24.0, unit='h'),
         ParamSpec('publish_utc_h', 20.0, 'day-ahead market: UTC hour the next trade day\'s prices appear',
                   min=0.0, max=24.0, unit='h'),
-        ParamSpec('line_ids', ['line1'], 'lines sharing the site power budget (a line not listed gets none)'),
-        ParamSpec('line_weights', [1.0], 'weight of each of line_ids: its part is budget x weight / sum'),
+        ParamSpec('line_ids', ['line1'], 'lines sharing the site power budget (a line not listed gets none)',
+                  read_only=True),
+        ParamSpec('line_weights', 1.0, "the line's weight: its part is budget x weight / sum of the weights",
+                  keys='line_ids', min=0.0, max=1e6),
         ParamSpec('trace_file', '', 'CSV price/carbon trace (source trace): absolute, or relative to the '
                   'working directory; the bring-up passes the installed config/ trace'),
         ParamSpec('time_compression', 60.0, 'trace seconds replayed per real second', min=0.0,
@@ -62,9 +64,9 @@ class EnergyFeedNode(CellosNode):
         super().__init__('energy_feed', **kwargs)
 
     def check_params(self, p) -> None:
-        reason = check_weights(list(p.line_ids), [float(w) for w in p.line_weights])
+        reason = check_weights(list(p.line_ids), [p.line_weights[line] for line in p.line_ids])
         if reason is not None:
-            raise ParameterError(f'line_ids / line_weights: {reason}')
+            raise ParameterError(f'line_weights: {reason}')
         try:
             DayAhead(p.day_start_utc_h, p.publish_utc_h)
         except TraceError as e:
@@ -166,7 +168,8 @@ class EnergyFeedNode(CellosNode):
             if sig is None:
                 return   # nothing to say: gates see the silence grow stale
             sig = apply_override(sig, self._override, now)
-            sig = with_line_parts(sig, self.params.line_ids, [float(w) for w in self.params.line_weights])
+            p = self.params
+            sig = with_line_parts(sig, p.line_ids, [p.line_weights[line] for line in p.line_ids])
             reason = check_signal(sig)
             if reason is not None:
                 self._problem = f'source gave a bad signal, not published: {reason}'

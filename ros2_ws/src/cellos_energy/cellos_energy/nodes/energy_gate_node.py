@@ -16,7 +16,8 @@ from cellos_energy.core.deferral import DeferralQueue, DeferrableJob, ScoreCurve
 from cellos_energy.core.energy_gate_policy import POLICY_PARAMS, GateLevel, GateMachine, policy_from_values
 from cellos_energy.core.energy_signal import SignalTracker
 from cellos_energy.core.job_store import JobStore, JobStoreError, store_path
-from cellos_energy.core.site_budget import for_line, line_of_namespace, line_part
+from cellos_energy.core.site_budget import for_line, line_part
+from cellos_common.core.cell_names import split_cell_ns
 from cellos_common.core.params import ParameterError, ParamSpec
 from cellos_common.nodes import qos
 from cellos_common.nodes.base import CellosNode, main_for
@@ -28,9 +29,8 @@ from cellos_common.nodes.diagnostics import ERROR, OK, WARN, DiagReport
 class EnergyGateNode(CellosNode):
     SPIN = 'single'    # no callback blocks
     PARAMS = [
-        ParamSpec('cell_id', '', 'cell this gate belongs to; empty: the node namespace'),
         ParamSpec('line_id', '', "line whose part of the site power budget this gate follows; empty: the "
-                  "namespace's first name (/line1/cell_01 -> line1)"),
+                  "line of the node's namespace (/line1/cell_01 -> line1)"),
         ParamSpec('feed_topic', '/site/energy_feed', 'site EnergySignal topic'),
         ParamSpec('gate_topic', 'energy/gate', 'GateState topic (relative: under the cell namespace)'),
         ParamSpec('stale_after_s', 5.0, 'signal older than this (receive time + its age) -> safe level',
@@ -41,7 +41,7 @@ class EnergyGateNode(CellosNode):
                   min=0.0, max=86400.0, unit='s'),
         ParamSpec('max_deferred_jobs', 1000, 'deferred-job queue capacity', min=1, max=100000),
         ParamSpec('job_store', 'log/state/deferred_jobs_{cell}.sqlite3', "SQLite file of the deferred jobs "
-                  "('{cell}': this cell's id; relative: to the working directory, the workspace under make run); "
+                  "('{cell}': line and cell, e.g. line1_cell_01; relative: to the working directory, the workspace under make run); "
                   "empty: in memory, not durable", read_only=True),
         *POLICY_PARAMS,
     ]
@@ -57,8 +57,10 @@ class EnergyGateNode(CellosNode):
 
     def configure(self) -> None:
         p = self.params
-        self.cell_id = p.cell_id or self.get_namespace().strip('/') or self.get_name()
-        self.line_id = p.line_id or line_of_namespace(self.get_namespace())
+        ns_line, self.cell_id = split_cell_ns(self.get_namespace())
+        self.line_id = p.line_id or ns_line
+        if not ns_line:
+            raise ParameterError(f"a gate runs in its cell's namespace /<line>/<cell>, not {self.get_namespace()}")
         self.policy = policy_from_values(p)
         now = time.time()
         self.tracker = SignalTracker(p.stale_after_s)
@@ -67,7 +69,7 @@ class EnergyGateNode(CellosNode):
         self.curve: ScoreCurve | None = None
         self.released: deque[str] = deque(maxlen=32)
         try:
-            self.store = JobStore(store_path(p.job_store, self.cell_id))
+            self.store = JobStore(store_path(p.job_store, f'{self.line_id}/{self.cell_id}'))
             restored = self.store.pending()
         except JobStoreError as e:
             raise ParameterError(str(e)) from None
@@ -152,8 +154,9 @@ class EnergyGateNode(CellosNode):
     def _publish(self, now: float) -> None:
         nxt = self.queue.next_release_s()
         sig = self.tracker.last_good
-        msg = gate_to_msg(self.cell_id, now, self.machine.status, for_line(sig, self.line_id) if sig else None,
-                          self.tracker.age_s(now), 0.0, self.curve, list(self.queue.pending),
+        msg = gate_to_msg(self.line_id, self.cell_id, now, self.machine.status,
+                          for_line(sig, self.line_id) if sig else None, self.tracker.age_s(now), self.curve,
+                          list(self.queue.pending),
                           list(self.released), max(0.0, nxt - now) if nxt is not None else 0.0)
         self._pub.publish(msg)
         self._last_pub = now

@@ -1,17 +1,17 @@
 """Shared inference executor of one GPU host (e.g. namespace /gpu0, node name executor).
 
-Topics (cell id = the cell's namespace without the leading slash, e.g. ``line1/cell2``):
-  /<cell id>/inference/request   InferenceRequest  in, from that cell's arbiter only
-  /<cell id>/inference/result    InferenceResult   out, to that cell only
+Its clients are cells, each known by its namespace ``cell_ns`` (e.g. ``line1/cell_01``):
+  /<cell_ns>/inference/request   InferenceRequest  in, from that cell's arbiter only
+  /<cell_ns>/inference/result    InferenceResult   out, to that cell only
   ~/status                       ExecutorStatus    out (also the arbiters' heartbeat)
   ~/registry                     ModelRegistryChange out, every load / unload (audit)
   /audit/operator_action         OperatorAction    out, every load_model / unload_model call
   /diagnostics
 Services: ~/load_model, ~/unload_model, ~/list_models.
 Cells come from the ``cells`` parameter and, with ``discover_cells``, from any
-``/<cell id>/inference/request`` topic that appears in the graph.
-A request whose cell_id differs from the topic it came on is answered REJECTED on that
-topic's result topic, never on the claimed cell's.
+``/<cell_ns>/inference/request`` topic that appears in the graph.
+A request whose line_id/cell_id is not the namespace it came on is answered REJECTED on that
+namespace's result topic, never on the claimed cell's.
 """
 from __future__ import annotations
 
@@ -27,7 +27,6 @@ from cellos_inference.core.backends.selection import (CHOICES, BackendUnavailabl
 from cellos_inference.core.executor_engine import ExecutorEngine
 from cellos_inference.core.executor_scheduler import POLICIES, SchedulerConfig
 from cellos_inference.core.inference_types import Outcome, Status
-from cellos_common.core.mapping_param import parse_list, parse_mapping
 from cellos_inference.core.model_registry import ModelRegistry, ModelSpec, RegistryError, read_model_list
 from cellos_common.core.params import ParameterError, ParamSpec
 from cellos_inference.core.power_model import EnergyModel, PowerMeter, compute_limit, inference_energy_j
@@ -46,12 +45,12 @@ from cellos_interfaces.srv import ListModels, LoadModel, UnloadModel
 REQUEST_SUFFIX = '/inference/request'
 
 
-def request_topic(cell_id: str) -> str:
-    return f'/{cell_id}{REQUEST_SUFFIX}'
+def request_topic(cell_ns: str) -> str:
+    return f'/{cell_ns}{REQUEST_SUFFIX}'
 
 
-def result_topic(cell_id: str) -> str:
-    return f'/{cell_id}/inference/result'
+def result_topic(cell_ns: str) -> str:
+    return f'/{cell_ns}/inference/result'
 
 
 class ExecutorNode(CellosNode):
@@ -84,9 +83,12 @@ class ExecutorNode(CellosNode):
                   'cell in weighted compute time', min=0.0, max=10000.0, unit='ms'),
         ParamSpec('policy', 'fair', 'scheduling policy (fifo: baseline for comparison)',
                   choices=tuple(POLICIES), read_only=True),
-        ParamSpec('cells', '', "cell ids served, comma separated (e.g. 'line1/cell1,line1/cell2')"),
-        ParamSpec('cell_weights', '', "fair-share weights, 'cell_id=weight,...'; others get default_weight"),
-        ParamSpec('default_weight', 1.0, 'weight of a cell not in cell_weights', min=0.001, max=1000.0),
+        ParamSpec('cells', [], "cells served, by namespace (e.g. ['line1/cell_01', 'line1/cell_02'])",
+                  read_only=True, item=str),
+        ParamSpec('cell_weights', 1.0, "the cell's fair-share weight (parameter cell_weights.line1.cell_01 for "
+                  "cell 'line1/cell_01')", keys='cells', min=0.001, max=1000.0),
+        ParamSpec('default_weight', 1.0, 'weight of a cell not in cells (found by discover_cells)',
+                  min=0.001, max=1000.0),
         ParamSpec('discover_cells', True, 'also serve every /<cell id>/inference/request topic seen'),
         ParamSpec('discovery_period_s', 1.0, 'graph scan period for new cells', min=0.1, max=60.0,
                   unit='s'),
@@ -108,15 +110,11 @@ class ExecutorNode(CellosNode):
         self.engine: ExecutorEngine | None = None
         self.registry: ModelRegistry | None = None
 
-    def check_params(self, p) -> None:
-        parse_list(p.cells)
-        parse_mapping(p.cell_weights, float, 'cell_weights')
-
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
     def _scheduler_config(self, p) -> SchedulerConfig:
-        return SchedulerConfig(weights=parse_mapping(p.cell_weights, float, 'cell_weights'),
+        return SchedulerConfig(weights=dict(p.cell_weights),
                                default_weight=p.default_weight, max_queue_per_cell=p.max_queue_per_cell,
                                max_queue_delay_s=p.max_queue_delay_ms / 1e3,
                                fair_window_s=p.fair_window_ms / 1e3)
@@ -158,8 +156,8 @@ class ExecutorNode(CellosNode):
         self._requests_group = ReentrantCallbackGroup()
         self._service_group = MutuallyExclusiveCallbackGroup()
         self._subs, self._pubs = {}, {}
-        for cell in parse_list(p.cells):
-            self._add_cell(cell)
+        for cell_ns in p.cells:
+            self._add_cell(cell_ns)
         self._status_pub = self.create_publisher(ExecutorStatus, '~/status', qos.status())
         self._executor_services = [
             self.create_service(LoadModel, '~/load_model', self._on_load,
@@ -224,9 +222,9 @@ class ExecutorNode(CellosNode):
         for s in self._executor_services:
             self.destroy_service(s)
         self.actions.destroy()
-        for cell in list(self._subs):
-            self.destroy_subscription(self._subs.pop(cell))
-            self.destroy_publisher(self._pubs.pop(cell))
+        for cell_ns in list(self._subs):
+            self.destroy_subscription(self._subs.pop(cell_ns))
+            self.destroy_publisher(self._pubs.pop(cell_ns))
         self.destroy_publisher(self._status_pub)
         self.destroy_publisher(self._registry_pub)
         if self.params.energy_feed_topic:
@@ -244,32 +242,31 @@ class ExecutorNode(CellosNode):
                 setattr(self.engine.config, name, getattr(cfg, name))
 
     # -- cells --------------------------------------------------------------------------
-    def _add_cell(self, cell: str) -> None:
-        if cell in self._subs:
+    def _add_cell(self, cell_ns: str) -> None:
+        if cell_ns in self._subs:
             return
-        self._pubs[cell] = self.create_publisher(InferenceResult, result_topic(cell), qos.inference())
-        self._subs[cell] = self.create_subscription(
-            InferenceRequest, request_topic(cell), lambda msg, cell=cell: self._on_request(cell, msg),
+        self._pubs[cell_ns] = self.create_publisher(InferenceResult, result_topic(cell_ns), qos.inference())
+        self._subs[cell_ns] = self.create_subscription(
+            InferenceRequest, request_topic(cell_ns), lambda msg, cell_ns=cell_ns: self._on_request(cell_ns, msg),
             qos.inference(), callback_group=self._requests_group)
-        self.get_logger().info(f'serving cell {cell}: {request_topic(cell)} -> {result_topic(cell)}')
+        self.get_logger().info(f'serving cell {cell_ns}: {request_topic(cell_ns)} -> {result_topic(cell_ns)}')
 
     def _discover(self) -> None:
         for name, types in self.get_topic_names_and_types():
             if name.endswith(REQUEST_SUFFIX) and 'cellos_interfaces/msg/InferenceRequest' in types:
-                cell = name[1:-len(REQUEST_SUFFIX)]
-                if cell and cell not in self._subs:
-                    self._add_cell(cell)
+                cell_ns = name[1:-len(REQUEST_SUFFIX)]
+                if cell_ns and cell_ns not in self._subs:
+                    self._add_cell(cell_ns)
 
     # -- requests -----------------------------------------------------------------------
-    def _on_request(self, cell: str, msg: InferenceRequest) -> None:
+    def _on_request(self, cell_ns: str, msg: InferenceRequest) -> None:
         job = request_to_job(msg)
-        if job.cell_id != cell:
-            self.get_logger().warning(f'request #{job.request_id} on {request_topic(cell)} claims '
-                                      f'cell {job.cell_id!r}: rejected')
-            job.cell_id = cell   # answered on the topic it came on, never the claimed cell's
+        if job.cell_ns != cell_ns:
+            self.get_logger().warning(f'request #{job.request_id} on {request_topic(cell_ns)} claims '
+                                      f'cell {job.cell_ns!r}: rejected')
+            claimed, job.cell_ns = job.cell_ns, cell_ns   # answered where it came from, never to the claimed cell
             return self._publish_result(Outcome.reject(
-                job, Status.REJECTED, f'cell id {msg.cell_id!r} does not match the request topic '
-                f'{request_topic(cell)}'))
+                job, Status.REJECTED, f'cell {claimed!r} does not match the request topic {request_topic(cell_ns)}'))
         engine = self.engine
         if engine is None:
             return self._publish_result(Outcome.reject(job, Status.SHUTTING_DOWN,
@@ -277,9 +274,9 @@ class ExecutorNode(CellosNode):
         engine.submit(job)
 
     def _publish_result(self, outcome: Outcome) -> None:
-        pub = self._pubs.get(outcome.cell_id)
+        pub = self._pubs.get(outcome.cell_ns)
         if pub is None:
-            self.get_logger().error(f'no result topic for cell {outcome.cell_id!r}')
+            self.get_logger().error(f'no result topic for cell {outcome.cell_ns!r}')
             return
         if not outcome.backend and self.registry is not None:
             outcome.backend = self.registry.backend.name
@@ -355,12 +352,12 @@ class ExecutorNode(CellosNode):
             values.update(power_cap_w=self._limit.power_cap_w, concurrency_limit=self._limit.max_concurrency,
                           duty_cycle=self._limit.duty_cycle)
         for c in snap.cells:
-            values.update({f'{c.cell_id} share': c.compute_share, f'{c.cell_id} queue': c.queue_depth,
-                           f'{c.cell_id} queue_ms p50/p99': f'{c.queue_ms[0]:.2f}/{c.queue_ms[1]:.2f}',
-                           f'{c.cell_id} batch_wait_ms p50/p99':
+            values.update({f'{c.cell_ns} share': c.compute_share, f'{c.cell_ns} queue': c.queue_depth,
+                           f'{c.cell_ns} queue_ms p50/p99': f'{c.queue_ms[0]:.2f}/{c.queue_ms[1]:.2f}',
+                           f'{c.cell_ns} batch_wait_ms p50/p99':
                                f'{c.batch_wait_ms[0]:.2f}/{c.batch_wait_ms[1]:.2f}',
-                           f'{c.cell_id} compute_ms p50/p99': f'{c.compute_ms[0]:.2f}/{c.compute_ms[1]:.2f}',
-                           f'{c.cell_id} statuses': c.by_status})
+                           f'{c.cell_ns} compute_ms p50/p99': f'{c.compute_ms[0]:.2f}/{c.compute_ms[1]:.2f}',
+                           f'{c.cell_ns} statuses': c.by_status})
         return DiagReport(OK, f'{len(snap.cells)} cell(s), {snap.served} served', values)
 
     def _diag_models(self) -> DiagReport:

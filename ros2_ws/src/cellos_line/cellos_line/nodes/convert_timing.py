@@ -12,8 +12,7 @@ def report_from_msg(msg: CellCycle) -> CycleReport:
         cell_id=msg.cell_id, session=msg.session, cycle_index=msg.cycle_index,
         cell_start_ns=msg.cycle_start_ns, cell_intended_ns=msg.intended_start_ns,
         period_ns=msg.period_ns, state=msg.state, cell_send_ns=msg.send_ns,
-        sync=(msg.sync_t1_ns, msg.sync_t2_ns, msg.sync_t3_ns, msg.sync_t4_ns),
-        parts_done=msg.parts_done, busy=msg.busy, overrun=msg.overrun)
+        sync=(msg.sync_t1_ns, msg.sync_t2_ns, msg.sync_t3_ns, msg.sync_t4_ns))
 
 
 def cycle_msg(*, stamp, line_id: str, cell_id: str, session: int, clock, cycle_start_ns: int,
@@ -68,12 +67,10 @@ def line_state_msg(line: LineCoordinator, line_id: str, stamp, now_ns: int = 0, 
         cell.cycle_index = t.cycle_index
         cell.lost_count, cell.relock_count = t.lost_count, t.relock_count
         cell.lock_time_s = t.lock_time_s if t.lock_time_s is not None else -1.0
-        cell.parts_done = t.parts_done
-        cell.overrun = t.overrun
         station = flow.station(t.cell_id) if flow is not None else None
-        if station is not None:
+        if station is not None:   # flow figures come from the plant (simulation or PLC bridge)
             cell.buffer_level, cell.buffer_capacity = station.level, station.capacity
-            cell.busy, cell.overrun = station.busy, station.overrun or t.overrun
+            cell.busy, cell.overrun = station.busy, station.overrun
             cell.parts_done = station.parts_done
         cell.gate_level = (gates or {}).get(t.cell_id, gate_level.UNKNOWN)
         msg.cells.append(cell)

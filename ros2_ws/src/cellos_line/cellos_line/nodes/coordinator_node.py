@@ -22,7 +22,7 @@ from rclpy.event_handler import SubscriptionEventCallbacks
 from visualization_msgs.msg import MarkerArray
 
 from cellos_line.core.line_coordinator import DRIFT, LineConfig, LineCoordinator
-from cellos_common.core.params import ParameterError, ParamSpec
+from cellos_common.core.params import ParamSpec
 from cellos_line.core.schedule import stagger_offsets
 from cellos_common.nodes import qos
 from cellos_common.nodes.base import CellosNode, main_for
@@ -38,9 +38,10 @@ PARAMS = [
     ParamSpec('line_id', '', "line id; empty: the last part of the node's namespace"),
     ParamSpec('period_ms', 20.0, 'line cycle period', min=0.0, max=60000.0, min_exclusive=True, unit='ms'),
     ParamSpec('offset_mode', 'aligned', 'cell offsets on the schedule: aligned, staggered (spread over one '
-              'period to spread GPU load) or custom (cell_offsets)', choices=('aligned', 'staggered', 'custom')),
-    ParamSpec('cells', '', 'expected cell ids, comma separated, in line order (empty: discover)'),
-    ParamSpec('cell_offsets', '', "custom offsets, 'cell_01=0.0,cell_02=5.0' in ms"),
+              'period to spread GPU load) or custom (cell_offsets_ms)', choices=('aligned', 'staggered', 'custom')),
+    ParamSpec('cells', [], 'expected cell ids in line order (empty: discover)', read_only=True, item=str),
+    ParamSpec('cell_offsets_ms', 0.0, "the cell's offset on the line schedule with offset_mode custom",
+              keys='cells', min=-60000.0, max=60000.0, unit='ms'),
     ParamSpec('accept_unknown_cells', True, 'take cells that are not in cells into the line'),
     ParamSpec('lost_after_periods', 1.25, 'a cell whose reports stop this long is lost: the QoS deadline of '
               'the cycle reports (a backup timer declares it after twice as long)',
@@ -59,19 +60,6 @@ PARAMS = [
 ]
 
 
-def parse_offsets(text: str) -> dict:
-    out = {}
-    for item in filter(None, (s.strip() for s in text.split(','))):
-        cell, sep, value = item.partition('=')
-        try:
-            out[cell.strip()] = float(value)
-        except ValueError:
-            raise ParameterError(f"cell_offsets: '{item}' is not 'cell_id=milliseconds'") from None
-        if not sep or not cell.strip():
-            raise ParameterError(f"cell_offsets: '{item}' is not 'cell_id=milliseconds'")
-    return out
-
-
 class CoordinatorNode(CellosNode):
     SPIN = 'single'    # no callback blocks
     PARAMS = PARAMS
@@ -83,13 +71,13 @@ class CoordinatorNode(CellosNode):
         self._gates: dict[str, int] = {}      # cell id -> GateState.LEVEL_*
 
     def check_params(self, p) -> None:
-        stagger_offsets([], 1, p.offset_mode, parse_offsets(p.cell_offsets))
+        stagger_offsets([], 1, p.offset_mode, p.cell_offsets_ms)
 
     def on_params_changed(self, p) -> None:
         with self._lock:
             if int(p.period_ms * 1e6) != self.line.schedule.period_ns:
                 self.line.set_period(int(p.period_ms * 1e6), time.time_ns())
-            self.line.set_offsets(p.offset_mode, parse_offsets(p.cell_offsets))
+            self.line.set_offsets(p.offset_mode, p.cell_offsets_ms)
 
     def configure(self) -> None:
         p = self.params
@@ -97,8 +85,7 @@ class CoordinatorNode(CellosNode):
         self.line_ns = self.get_namespace().rstrip('/')
         cfg = LineConfig(
             period_ns=int(p.period_ms * 1e6), offset_mode=p.offset_mode,
-            custom_offsets_ms=parse_offsets(p.cell_offsets),
-            expected_cells=tuple(c.strip() for c in p.cells.split(',') if c.strip()),
+            custom_offsets_ms=dict(p.cell_offsets_ms), expected_cells=tuple(p.cells),
             accept_unknown_cells=p.accept_unknown_cells, lost_after_periods=p.lost_after_periods,
             lock_threshold_ns=int(p.lock_threshold_ms * 1e6),
             backpressure_latency_cycles=p.backpressure_latency_cycles)
