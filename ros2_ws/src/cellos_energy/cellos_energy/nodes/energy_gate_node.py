@@ -41,8 +41,8 @@ class EnergyGateNode(CellosNode):
                   min=0.0, max=86400.0, unit='s'),
         ParamSpec('max_deferred_jobs', 1000, 'deferred-job queue capacity', min=1, max=100000),
         ParamSpec('job_store', 'log/state/deferred_jobs_{cell}.sqlite3', "SQLite file of the deferred jobs "
-                  "('{cell}': line and cell, e.g. line1_cell_01; relative: to the working directory, the workspace under make run); "
-                  "empty: in memory, not durable", read_only=True),
+                  "('{cell}': line and cell, e.g. line1_cell_01; relative: to the working directory, the "
+                  "workspace under make run); empty: in memory, not durable", read_only=True),
         *POLICY_PARAMS,
     ]
 
