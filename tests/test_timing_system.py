@@ -151,9 +151,11 @@ def test_cells_free_run_without_the_coordinator_and_relock_when_it_returns(proce
     wait_for(lambda: all(free_running(c) for c in cells), 10.0, what='cells free-running')
     # free-running keeps the last period and phase: cycles keep coming at the line period
     wait_for(lambda: all(len(free_running(c)) >= 30 for c in cells), 10.0, what='30 free-running cycles per cell')
+    # the last corrected period: the line period times the cell's estimated clock rate, which
+    # the coordinator keeps within +-100 ppm (two cells on one host: near 0, noisy on a busy one)
     for c in cells:
         periods = {m.period_ns for m in free_running(c)}
-        assert periods == {int(PERIOD_MS * 1e6)}, periods
+        assert len(periods) == 1 and abs(periods.pop() - PERIOD_MS * 1e6) <= PERIOD_MS * 1e6 * 100e-6, periods
 
     line_probe.clear('line_state')
     start_coordinator(processes)
