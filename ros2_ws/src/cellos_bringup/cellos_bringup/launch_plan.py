@@ -143,9 +143,11 @@ def executor_node(cells_served=(), namespace: str = EXECUTOR_NS, **overrides) ->
                     _managed({**extra, **overrides}))
 
 
-def energy_feed_node(namespace: str = SITE_NS) -> NodeSpec:
+def energy_feed_node(namespace: str = SITE_NS, lines=()) -> NodeSpec:
+    """The site feed; ``lines``: the lines sharing its power budget, equally (else config/energy.yaml's)."""
+    extra = {'line_ids': list(lines), 'line_weights': [1.0] * len(lines)} if lines else {}
     return NodeSpec('energy_feed_node', 'energy_feed', _ns(namespace), ('energy',),
-                    _managed({'trace_file': CONFIG_PREFIX + TRACE_FILE}))
+                    _managed({'trace_file': CONFIG_PREFIX + TRACE_FILE, **extra}))
 
 
 def line_nodes(line: str = 'line1', cells: int = 4, *, period_ms: float | None = None,
@@ -159,7 +161,7 @@ def line_nodes(line: str = 'line1', cells: int = 4, *, period_ms: float | None =
     ids = cell_ids(cells)
     out = []
     if with_energy:
-        out.append(energy_feed_node())
+        out.append(energy_feed_node(lines=(line,)))
     if with_executor:
         out.append(executor_node([f'{line}/{c}' for c in ids]))
     coordinator = {}

@@ -21,6 +21,7 @@ PACKAGES = sorted(p.name for p in SRC.iterdir() if (p / 'package.xml').is_file()
 # third-party import -> rosdep key (None: no key exists; the package.xml says how it is installed)
 IMPORT_KEYS = {
     'numpy': 'python3-numpy',
+    'scipy': 'python3-scipy',
     'yaml': 'python3-yaml',
     'cv2': 'python3-opencv',
     'onnxruntime': 'python3-onnxruntime-pip',

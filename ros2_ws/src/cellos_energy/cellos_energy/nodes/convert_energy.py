@@ -5,9 +5,8 @@ from cellos_common.nodes.convert_time import s_to_time, time_to_s
 from cellos_interfaces.msg import EnergySignal as EnergySignalMsg
 from cellos_interfaces.msg import GateState as GateStateMsg
 
-from cellos_energy.core.deferral import ScoreCurve
 from cellos_energy.core.energy_gate_policy import GateStatus
-from cellos_energy.core.energy_signal import EnergySignal, Forecast
+from cellos_energy.core.energy_signal import EnergySignal, Forecast, ScoreCurve
 
 
 def signal_to_msg(sig: EnergySignal) -> EnergySignalMsg:
@@ -27,6 +26,8 @@ def signal_to_msg(sig: EnergySignal) -> EnergySignalMsg:
     m.forecast_step_s, m.forecast_offset_s = float(fc.step_s), float(fc.offset_s)
     m.forecast_price_per_mwh = [float(x) for x in fc.price_per_mwh]
     m.forecast_carbon_g_per_kwh = [float(x) for x in fc.carbon_g_per_kwh]
+    m.line_ids = list(sig.line_ids)
+    m.line_power_budget_w = [float(x) for x in sig.line_budget_w]
     return m
 
 
@@ -38,7 +39,8 @@ def signal_from_msg(m: EnergySignalMsg) -> EnergySignal:
         dr_level=m.dr_level, dr_start_s=time_to_s(m.dr_start), dr_end_s=time_to_s(m.dr_end),
         dr_event_id=m.dr_event_id, age_s=m.age_s,
         forecast=Forecast(m.forecast_step_s, m.forecast_offset_s,
-                          tuple(m.forecast_price_per_mwh), tuple(m.forecast_carbon_g_per_kwh)))
+                          tuple(m.forecast_price_per_mwh), tuple(m.forecast_carbon_g_per_kwh)),
+        line_ids=tuple(m.line_ids), line_budget_w=tuple(m.line_power_budget_w))
 
 
 def gate_to_msg(cell_id: str, stamp_s: float, status: GateStatus, sig: EnergySignal | None,

@@ -11,8 +11,9 @@ from cellos_interfaces.srv import SetEnergyOverride
 
 from cellos_energy.core.energy_signal import (DR_SPECIAL, EnergySignal, Forecast, Override, apply_override,
                                               check_signal)
-from cellos_energy.core.energy_trace import EnergyTrace, TraceError, TraceReplay
+from cellos_energy.core.energy_trace import DayAhead, EnergyTrace, TraceError, TraceReplay
 from cellos_energy.core.openadr_ven import VenEvents, VenThread
+from cellos_energy.core.site_budget import check_weights, with_line_parts
 from cellos_common.core.params import ParameterError, ParamSpec
 from cellos_common.nodes import qos
 from cellos_common.nodes.base import CellosNode, main_for
@@ -30,7 +31,15 @@ class EnergyFeedNode(CellosNode):
                   unit='s'),
         ParamSpec('power_budget_w', 5000.0, 'site power available for AI compute, unless a source sets it',
                   min=0.0, max=1e8, unit='W'),
-        ParamSpec('forecast_slots', 24, 'forecast slots published with each signal', min=0, max=1000),
+        ParamSpec('forecast_slots', 24, 'forecast slots published with each signal (at most)', min=0, max=1000),
+        ParamSpec('forecast_mode', 'day_ahead', 'trace forecast: day_ahead: only the rows a day-ahead market '
+                  'had published by then; rolling: the next forecast_slots rows', choices=['day_ahead', 'rolling']),
+        ParamSpec('day_start_utc_h', 7.0, 'day-ahead market: UTC hour its trade day starts (CAISO: Pacific '
+                  'midnight)', min=0.0, max=24.0, unit='h'),
+        ParamSpec('publish_utc_h', 20.0, 'day-ahead market: UTC hour the next trade day\'s prices appear',
+                  min=0.0, max=24.0, unit='h'),
+        ParamSpec('line_ids', ['line1'], 'lines sharing the site power budget (a line not listed gets none)'),
+        ParamSpec('line_weights', [1.0], 'weight of each of line_ids: its part is budget x weight / sum'),
         ParamSpec('trace_file', '', 'CSV price/carbon trace (source trace): absolute, or relative to the '
                   'working directory; the bring-up passes the installed config/ trace'),
         ParamSpec('time_compression', 60.0, 'trace seconds replayed per real second', min=0.0,
@@ -50,6 +59,15 @@ class EnergyFeedNode(CellosNode):
 
     def __init__(self, **kwargs):
         super().__init__('energy_feed', **kwargs)
+
+    def check_params(self, p) -> None:
+        reason = check_weights(list(p.line_ids), [float(w) for w in p.line_weights])
+        if reason is not None:
+            raise ParameterError(f'line_ids / line_weights: {reason}')
+        try:
+            DayAhead(p.day_start_utc_h, p.publish_utc_h)
+        except TraceError as e:
+            raise ParameterError(str(e)) from e
         self._lock = threading.Lock()
         self._ven: VenThread | None = None
         self._override: Override | None = None
@@ -69,6 +87,8 @@ class EnergyFeedNode(CellosNode):
             try:
                 trace = EnergyTrace.load(path)
                 self._replay = TraceReplay(trace, p.time_compression, p.start_row)
+                self._day_ahead = DayAhead(p.day_start_utc_h, p.publish_utc_h) \
+                    if p.forecast_mode == 'day_ahead' else None
             except TraceError as e:
                 raise ParameterError(str(e)) from e
             self.get_logger().info(f'trace {trace.name}: {trace.rows} rows ({trace.days:.1f} days), '
@@ -115,7 +135,7 @@ class EnergyFeedNode(CellosNode):
             data_time_s=point.data_time_s, price_per_mwh=tr.price_per_mwh[point.index],
             carbon_g_per_kwh=tr.carbon_g_per_kwh[point.index] if tr.carbon_g_per_kwh else 0.0,
             power_budget_w=self.params.power_budget_w,
-            forecast=self._replay.forecast(point, self.params.forecast_slots))
+            forecast=self._replay.forecast(point, self.params.forecast_slots, self._day_ahead))
 
     def _from_openadr(self, now: float) -> EnergySignal | None:
         ven = self._ven
@@ -143,6 +163,7 @@ class EnergyFeedNode(CellosNode):
             if sig is None:
                 return   # nothing to say: gates see the silence grow stale
             sig = apply_override(sig, self._override, now)
+            sig = with_line_parts(sig, self.params.line_ids, [float(w) for w in self.params.line_weights])
             reason = check_signal(sig)
             if reason is not None:
                 self._problem = f'source gave a bad signal, not published: {reason}'

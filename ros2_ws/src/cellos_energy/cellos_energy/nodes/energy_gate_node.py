@@ -11,6 +11,7 @@ from cellos_interfaces.srv import DeferJob
 from cellos_energy.core.deferral import DeferralQueue, DeferrableJob, ScoreCurve
 from cellos_energy.core.energy_gate_policy import POLICY_PARAMS, GateLevel, GateMachine, policy_from_values
 from cellos_energy.core.energy_signal import SignalTracker
+from cellos_energy.core.site_budget import for_line, line_of_namespace, line_part
 from cellos_common.core.params import ParameterError, ParamSpec
 from cellos_common.nodes import qos
 from cellos_common.nodes.base import CellosNode, main_for
@@ -23,6 +24,8 @@ class EnergyGateNode(CellosNode):
     SPIN = 'single'    # no callback blocks
     PARAMS = [
         ParamSpec('cell_id', '', 'cell this gate belongs to; empty: the node namespace'),
+        ParamSpec('line_id', '', "line whose part of the site power budget this gate follows; empty: the "
+                  "namespace's first name (/line1/cell_01 -> line1)"),
         ParamSpec('feed_topic', '/site/energy_feed', 'site EnergySignal topic'),
         ParamSpec('gate_topic', 'energy/gate', 'GateState topic (relative: under the cell namespace)'),
         ParamSpec('stale_after_s', 5.0, 'signal older than this (receive time + its age) -> safe level',
@@ -47,6 +50,7 @@ class EnergyGateNode(CellosNode):
     def configure(self) -> None:
         p = self.params
         self.cell_id = p.cell_id or self.get_namespace().strip('/') or self.get_name()
+        self.line_id = p.line_id or line_of_namespace(self.get_namespace())
         self.policy = policy_from_values(p)
         now = time.time()
         self.tracker = SignalTracker(p.stale_after_s)
@@ -100,7 +104,7 @@ class EnergyGateNode(CellosNode):
             what = 'no signal received' if age == float('inf') else f'signal stale ({age:.1f} s old)'
             changed = self.machine.lost(f'{what} > {self.params.stale_after_s:.1f} s', now)
         else:
-            changed = self.machine.update(self.tracker.last_good, now)
+            changed = self.machine.update(for_line(self.tracker.last_good, self.line_id), now)
         status = self.machine.status
         if changed or status.safe_fallback != before.safe_fallback:
             text = f'gate {before.level.name} -> {status.level.name}: {status.reason}'
@@ -108,7 +112,7 @@ class EnergyGateNode(CellosNode):
                 self.get_logger().warning(text)
             else:
                 self.get_logger().info(text)
-        for r in self.queue.tick(now, status.level, self.curve):
+        for r in self.queue.tick(now, status.level, self.curve, obligation=status.obligation):
             self.released.append(r.job.job_id)
             self.get_logger().info(f'released deferred job {r.job.job_id}: {r.reason}')
             changed = True
@@ -124,7 +128,8 @@ class EnergyGateNode(CellosNode):
 
     def _publish(self, now: float) -> None:
         nxt = self.queue.next_release_s()
-        msg = gate_to_msg(self.cell_id, now, self.machine.status, self.tracker.last_good,
+        sig = self.tracker.last_good
+        msg = gate_to_msg(self.cell_id, now, self.machine.status, for_line(sig, self.line_id) if sig else None,
                           self.tracker.age_s(now), 0.0, self.curve, list(self.queue.pending),
                           list(self.released), max(0.0, nxt - now) if nxt is not None else 0.0)
         self._pub.publish(msg)
@@ -154,7 +159,14 @@ class EnergyGateNode(CellosNode):
                   'signal_age_s': self.tracker.age_s(now), 'accepted': self.tracker.accepted,
                   'rejected': self.tracker.rejected, 'last_rejection': self.tracker.last_rejection or '-',
                   'deferred_jobs': len(self.queue.pending), 'missed_jobs': len(self.queue.missed),
-                  'level_changes': self.machine.changes}
+                  'level_changes': self.machine.changes, 'line_id': self.line_id,
+                  'gate_mode': self.policy.gate_mode, 'normal_held_s': self.machine.held.total_s,
+                  'normal_slack_s': self.machine.slack_s(now),
+                  'plan': self.machine.plan.reason if self.machine.plan else '-'}
+        oldest = self.machine.held.oldest_s()
+        values['normal_oldest_age_s'] = now - oldest if oldest is not None else 0.0
+        if self.tracker.last_good is not None:
+            values['power_budget'] = line_part(self.tracker.last_good, self.line_id)[1]
         if st.safe_fallback:
             return DiagReport(ERROR, f'SAFE LEVEL {st.level.name}: {st.reason}', values)
         if st.level >= GateLevel.CRITICAL_ONLY or self.queue.missed:

@@ -151,6 +151,7 @@ class ComputeLimit:
     max_concurrency: int    # inferences in flight at once
     duty_cycle: float       # share of time the executor may be busy, in [0, 1]
     reason: str
+    power_cap_w: float = 0.0   # modelled power at the limit: idle + streams x per-stream x duty cycle
 
 
 def compute_limit(budget_w: float, idle_w: float, busy_w_per_stream: float,
@@ -162,12 +163,13 @@ def compute_limit(budget_w: float, idle_w: float, busy_w_per_stream: float,
     if max_streams < 1 or busy_w_per_stream <= 0 or idle_w < 0:
         raise ValueError('max_streams >= 1, busy_w_per_stream > 0 and idle_w >= 0 required')
     if not math.isfinite(budget_w) or budget_w <= 0:
-        return ComputeLimit(1, 0.0, 'no budget: critical work only')
+        return ComputeLimit(1, 0.0, 'no budget: critical work only', idle_w)
     headroom = budget_w - idle_w
     n = int(headroom // busy_w_per_stream)
     if n >= 1:
         n = min(n, max_streams)
         return ComputeLimit(n, 1.0, f'{n} stream(s) x {busy_w_per_stream:.0f} W + {idle_w:.0f} W idle '
-                                    f'<= {budget_w:.0f} W')
+                                    f'<= {budget_w:.0f} W', idle_w + n * busy_w_per_stream)
     duty = max(0.0, headroom) / busy_w_per_stream
-    return ComputeLimit(1, duty, f'budget {budget_w:.0f} W below one stream: duty cycle {duty:.0%}')
+    return ComputeLimit(1, duty, f'budget {budget_w:.0f} W below one stream: duty cycle {duty:.0%}',
+                        idle_w + duty * busy_w_per_stream)

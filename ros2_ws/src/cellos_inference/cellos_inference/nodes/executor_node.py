@@ -33,6 +33,7 @@ from cellos_common.nodes import qos
 from cellos_common.nodes.base import CellosNode, main_for
 from cellos_inference.nodes.convert_inference import (executor_status, model_info, outcome_to_result,
                                                       request_to_job)
+from cellos_energy.core.site_budget import line_part
 from cellos_energy.nodes.convert_energy import signal_from_msg
 from cellos_common.nodes.diagnostics import OK, WARN, DiagReport
 from cellos_interfaces.msg import EnergySignal as EnergySignalMsg
@@ -90,6 +91,8 @@ class ExecutorNode(CellosNode):
                   min=0.02, max=10.0, unit='s'),
         ParamSpec('energy_feed_topic', '/site/energy_feed',
                   "site EnergySignal whose power budget limits the executor's busy share (empty: none)"),
+        ParamSpec('line_id', '', "line whose part of the site power budget caps this executor; empty: it "
+                  "serves the whole site and takes the whole budget"),
         ParamSpec('power_idle_w', 20.0, 'executor host idle power (power model)', min=0.0, max=1e5, unit='W'),
         ParamSpec('power_busy_w', 60.0, 'extra power of one busy inference stream (budget limit)',
                   min=0.001, max=1e5, unit='W'),
@@ -162,6 +165,7 @@ class ExecutorNode(CellosNode):
         if p.discover_cells:
             self._executor_timers.append(self.create_timer(p.discovery_period_s, self._discover))
         self._limit = None
+        self._budget_why = 'no energy signal yet'
         self._meter = PowerMeter(EnergyModel(p.power_idle_w, p.energy_per_inference_j))
         if p.energy_feed_topic:
             self._energy_sub = self.create_subscription(EnergySignalMsg, p.energy_feed_topic, self._on_energy,
@@ -171,10 +175,12 @@ class ExecutorNode(CellosNode):
 
     def _on_energy(self, msg: EnergySignalMsg) -> None:
         p = self.params
-        budget = signal_from_msg(msg).power_budget_w
-        self._limit = compute_limit(budget, p.power_idle_w, p.power_busy_w, p.workers)
-        if self.engine is not None and self.engine.duty_cycle != self._limit.duty_cycle:
-            self.get_logger().info(f'site power budget {budget:.0f} W: {self._limit.reason}')
+        sig = signal_from_msg(msg)
+        budget, self._budget_why = line_part(sig, p.line_id) if p.line_id else (sig.power_budget_w, 'site budget')
+        limit, self._limit = self._limit, compute_limit(budget, p.power_idle_w, p.power_busy_w, p.workers)
+        if limit is None or limit.power_cap_w != self._limit.power_cap_w:
+            self.get_logger().info(f'{self._budget_why}: {self._limit.reason}')
+        if self.engine is not None:
             self.engine.duty_cycle = self._limit.duty_cycle
 
     def _power(self):
@@ -315,7 +321,10 @@ class ExecutorNode(CellosNode):
         snap = self.engine.snapshot()
         values = {'policy': self.params.policy, 'backend': self.registry.backend.describe(),
                   'mean_batch_size': snap.mean_batch_size, 'max_batch_seen': snap.max_batch_seen,
-                  'served': snap.served, 'rejected': snap.rejected}
+                  'served': snap.served, 'rejected': snap.rejected, 'power_budget': self._budget_why}
+        if self._limit is not None:
+            values.update(power_cap_w=self._limit.power_cap_w, concurrency_limit=self._limit.max_concurrency,
+                          duty_cycle=self._limit.duty_cycle)
         for c in snap.cells:
             values.update({f'{c.cell_id} share': c.compute_share, f'{c.cell_id} queue': c.queue_depth,
                            f'{c.cell_id} queue_ms p50/p99': f'{c.queue_ms[0]:.2f}/{c.queue_ms[1]:.2f}',
