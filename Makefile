@@ -35,7 +35,7 @@ run: build
 # unit tests of every package (colcon test: junit XML in build/<package>/pytest.xml), system tests
 # over real DDS (junit XML in build/tests/pytest.xml)
 UNIT_TESTS := colcon --log-base log test --base-paths msg ros2_ws/src --packages-skip cellos_interfaces \
-  --return-code-on-test-failure --event-handlers console_direct+
+  --return-code-on-test-failure --event-handlers console_direct+ --executor sequential
 SYSTEM_TESTS := python -m pytest -q -p no:cacheprovider tests --junit-xml=build/tests/pytest.xml $(PYTEST_ARGS)
 
 test-unit: build

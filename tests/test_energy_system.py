@@ -150,7 +150,7 @@ def test_two_lines_share_one_site_budget_by_weight(processes, ros_probe):
     assert resp.success, resp.message
     wait_for(lambda: settled((600.0, 200.0, 0.0), (GateState.LEVEL_ECO, GateState.LEVEL_CRITICAL_ONLY,
                                                    GateState.LEVEL_CRITICAL_ONLY),
-                             {'line1': 420.0, 'line2': 200.0}), 20.0, what='line parts of 800 W')
+                             {'line1': 420.0, 'line2': 200.0}), 45.0, what='line parts of 800 W')
     assert sum(latest(ros_probe, ns).power_budget_w for ns in LINES) <= 800.0 + 1e-6
     assert sum(executor_caps(ros_probe).values()) <= 800.0
     for key in [*LINES, *EXECUTORS.values()]:
