@@ -21,7 +21,7 @@ setup:
 # colcon's own lines, numbered: the first build of the messages (cellos_interfaces) takes 1-2 min
 build: setup
 	@$(ENV)
-	echo "[build] colcon build of $(PACKAGES) packages into install/ (log: log/latest_build)"
+	echo "[build] colcon build of $(PACKAGES) packages into install/ (log: log/latest_build; the first build of the messages, cellos_interfaces, takes a minute or so)"
 	flock .build.lock colcon --log-base log build --symlink-install --base-paths msg ros2_ws/src \
 	  --event-handlers console_direct- summary- 2>&1 | awk -v total=$(PACKAGES) \
 	  '/^Starting >>> /{printf "[build] %d/%d %s ...\n", ++n, total, $$3; fflush(); next} \
