@@ -2,8 +2,8 @@
 
 Every test session gets its own ROS_DOMAIN_ID, discovery stays on localhost, and every
 process a test starts is killed at teardown. The domain is CELLOS_TEST_DOMAIN when set, else
-the first id of TEST_DOMAINS that no other session on this machine holds (one lock file per
-id in the temp folder, held for the session): parallel sessions never share a domain.
+an id of TEST_DOMAINS that no other session on this machine holds (one lock file per id in the
+temp folder, held for the session): parallel sessions never share a domain.
 ROS log files go under log/ros of the checkout (ROS_LOG_DIR, unless set), and the Fast DDS
 shared-memory files the session's processes leave behind in /dev/shm are removed at its end.
 """
