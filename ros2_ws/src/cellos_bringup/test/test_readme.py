@@ -103,7 +103,7 @@ def test_commands_and_files_the_readme_names_exist():
         assert t in targets, f'make {t}: no such target'
     for f in re.findall(r'ros2 launch cellos_bringup ([\w.]+)', README):
         assert (REPO / 'launch' / f).is_file(), f
-    for mod in re.findall(r'python -m ([\w.]+)', README):
+    for mod in re.findall(r'python -m (cellos_[\w.]+)', README):
         assert (REPO / 'ros2_ws' / 'src' / mod.split('.')[0] / (mod.replace('.', '/') + '.py')).is_file(), mod
     for path in re.findall(r'`((?:tools|config|docs|tests|launch|docker|msg|ros2_ws)/[\w./*<>-]*)`', README):
         if '<' not in path:
