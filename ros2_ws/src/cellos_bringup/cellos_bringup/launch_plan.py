@@ -92,6 +92,19 @@ def share_config_dir() -> str:
     return get_package_share_directory(BRINGUP) + '/config'
 
 
+def line_period_ms(line_params_file: str) -> float:
+    """The coordinator's period_ms in a line parameter file (config/line.yaml): the one rate a
+    line runs at when neither make run nor the launch is given one.
+    """
+    import yaml
+    with open(line_params_file) as f:
+        doc = yaml.safe_load(f) or {}
+    for key, node in doc.items():
+        if key.rstrip('/').endswith('coordinator') and 'period_ms' in (node or {}).get('ros__parameters', {}):
+            return float(node['ros__parameters']['period_ms'])
+    raise ValueError(f'{line_params_file}: no coordinator period_ms')
+
+
 def resolve_overrides(overrides: dict, config_dir: str) -> dict:
     return {k: (f'{config_dir.rstrip("/")}/{v[len(CONFIG_PREFIX):]}'
                 if isinstance(v, str) and v.startswith(CONFIG_PREFIX) else v)

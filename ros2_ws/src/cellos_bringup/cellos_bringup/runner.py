@@ -1,21 +1,24 @@
 """cellos_line: run a whole line without ros2 launch (no ROS install needed).
 
-Starts the nodes of the launch plan (cellos_bringup.launch_plan: the same nodes, names, namespaces and
-parameter files as launch/line.launch.py), one process per namespace (``--mode process``, the
-default: a process per cell, one for the coordinator and the plant, one for the executor, one
-for the site energy feed) or every node in this process (``--mode composed``). It brings all
-nodes up through their lifecycle services (configure all, then activate all), prints a live
-one-line progress and, at the end (``--duration`` seconds, 0 = until Ctrl-C), a summary.
+Starts the nodes of the launch plan (cellos_bringup.launch_plan: the same nodes, names, namespaces,
+parameter files and defaults as `ros2 launch cellos_bringup line.launch.py`), each in a process of
+its own group (--mode process, the default: per cell two processes, its timing node and its
+vision, arbiter and energy gate; then one each for the coordinator, the plant simulation, the
+executor and the site energy feed) or every node in this process (--mode composed). It brings
+all nodes up through their lifecycle services (configure all, then activate all), prints a live
+line every 2 s and, at the end (--duration seconds, 0 = until Ctrl-C), a summary. Logs of every
+process go to log/line/ (CELLOS_LOG_DIR); the previous run's are kept as log/line.<date>.
 
-The line's audit recorder (part 'audit', on unless ``--without audit``) records the run to
-log/audit/<line>_<UTC time>/ (``CELLOS_AUDIT_DIR`` moves it); the summary says where, and
-``--report`` draws the recording's figures there at the end.
+The line's audit recorder (part 'audit', on unless --without audit) records the run to
+log/audit/<line>_<UTC time>/ (CELLOS_AUDIT_DIR moves it); the summary says where, and --report
+draws the recording's figures there at the end.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,6 +33,42 @@ from cellos_bringup import launch_plan as plan
 from cellos_bringup.composition import executor_kind, node_class
 
 PARTS = ('executor', 'vision', 'energy', 'flow', 'audit')
+KEEP_RUNS = 5   # earlier runs' log folders kept beside log/line/
+
+# What the live line and the summary show: printed by --help, the same text in README.md
+LEGEND = """\
+what the live line and the summary show:
+  cell states (the summary's state column, RViz colours):
+    starting      reporting, no schedule from the coordinator yet
+    locking       following the schedule, phase error not (yet) within lock_threshold_ms
+    locked        phase error within lock_threshold_ms (line.yaml): in step with the line
+    held          held by the coordinator (backpressure, drift revalidation or the operator):
+                  cycles on, starts no new part; counted as locked while in step
+    free-running  no corrections from the coordinator: keeps its last period and phase
+    lost          its cycle reports stopped: none for lost_after_periods (line.yaml) periods
+    never seen    no report of it reached the coordinator
+  cells 3/4 locked, 1 held (, 3/4 known): cells in step now; cells held now, locked or not;
+                cells the coordinator has heard from (shown while not all)
+  lost N times, M now: times cells were declared lost since the start (the summary's lost
+                column, per cell), and cells lost at this moment
+  phase p50/p99: inter-cell phase error, a cell's cycle start minus the line's median start
+                of the same cycle (schedule offset removed); jit99: p99 of the cells' own
+                timer lateness, the floor the phase error is compared with (ratio)
+  lock s: first report to first lock; relock: locked again after being lost or restarted;
+                cycles: cycle reports the monitor received
+  clock offset: the cell's clock minus the coordinator's, as estimated (NTP exchange);
+                sched offset: the cell's place on the line schedule (--offset-mode)
+  parts in / out: parts into the first cell / out of the last; in buffers: waiting at a cell;
+                in work: at a station; dropped: lost at a full buffer (in = out + in buffers
+                + in work + dropped); overflows: parts that reached a full buffer; holds:
+                times a cell went from running to held (released: back)
+  inspection: camera frames vision inspected (every inspect_every-th cycle of each cell,
+                vision.yaml), PASS / FAIL / UNDECIDED; the synthetic camera's frames are not
+                the plant simulation's parts, so the two counts differ
+  audit: the line's recording (log/audit/<line>_<UTC time>/, README "Audit"): its files and
+                size, and the commands that query it (cellos_lineage) and draw it
+                (cellos_audit_report)
+"""
 
 
 def config_dir() -> str:
@@ -42,17 +81,24 @@ def config_dir() -> str:
 
 
 def parse_args(argv=None):
-    ap = argparse.ArgumentParser(prog='cellos_line', description=__doc__,
+    ap = argparse.ArgumentParser(prog='cellos_line', description=__doc__, epilog=LEGEND,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--cells', type=int, default=4, help='number of cells (default 4)')
-    ap.add_argument('--duration', type=float, default=20.0, help='seconds to run; 0: until Ctrl-C')
-    ap.add_argument('--mode', choices=('process', 'composed'), default='process')
+    ap.add_argument('--duration', type=float, default=20.0, help='seconds to run (default 20); 0: until Ctrl-C')
+    ap.add_argument('--mode', choices=('process', 'composed'), default='process',
+                    help='process (default): a process per cell part, as on a real line; '
+                         'composed: every node in this one process (its log: log/line/composed.log)')
     ap.add_argument('--line', default='line1', help='line namespace (default line1)')
-    ap.add_argument('--period-ms', type=float, default=None, help='line period (default: from line.yaml)')
-    ap.add_argument('--offset-mode', choices=('aligned', 'staggered', 'custom'), default=None)
+    ap.add_argument('--period-ms', type=float, default=None,
+                    help='line cycle period [ms] (default: period_ms of line.yaml in --config-dir)')
+    ap.add_argument('--offset-mode', choices=('aligned', 'staggered', 'custom'), default=None,
+                    help="the cells' places on the line schedule: aligned (all at once), staggered "
+                         '(spread over the period, evens out GPU load), custom (cell_offsets in line.yaml); '
+                         'default: offset_mode of line.yaml')
     ap.add_argument('--without', default='', help=f'comma separated parts to leave out: {", ".join(PARTS)}')
     ap.add_argument('--timing-only', action='store_true', help='coordinator and timing nodes only')
-    ap.add_argument('--config-dir', default=None, help='parameter YAML folder (default: config/)')
+    ap.add_argument('--config-dir', default=None, help='parameter YAML folder (default: config/ of the checkout, '
+                                                       'else the installed share/cellos_bringup/config)')
     ap.add_argument('--summary-json', default=None, help='also write the final summary here')
     ap.add_argument('--report', action='store_true', help="draw the audit recording's figures at the end "
                     '(cellos_audit_report, into <recording>/report/)')
@@ -71,6 +117,8 @@ def parse_args(argv=None):
         ap.error(f"--without: unknown part(s) {', '.join(sorted(without - set(PARTS)))} (one of {', '.join(PARTS)})")
     args.parts = set() if args.timing_only else set(PARTS) - without
     args.config_dir = args.config_dir or config_dir()
+    if args.period_ms is None:   # one rate for every node, from line.yaml, as the launch file does
+        args.period_ms = plan.line_period_ms(str(Path(args.config_dir) / plan.PARAMS_FILES['line']))
     args.audit_dir = str(Path(os.environ.get('CELLOS_AUDIT_DIR', 'log/audit')).resolve())
     args.audit_name = f'{args.line.strip("/")}_{time.strftime("%Y%m%d-%H%M%S", time.gmtime())}'
     return args, ros_args
@@ -89,9 +137,10 @@ def node_names(args) -> list[str]:
 
 
 # a cell's timing node gets a process of its own: its cycle thread must not wait behind
-# vision's image work for the interpreter lock; the audit recorder's file writes must not
-# delay the plant simulation of its namespace
-OWN_PROCESS = {'timing_node', 'coordinator_node', 'audit_recorder_node'}
+# vision's image work for the interpreter lock; so do the coordinator and the plant simulation
+# (a PLC bridge in its place), each named by its node (log/line/line1.plant.log), and the audit
+# recorder, whose file writes must delay no one
+OWN_PROCESS = {'timing_node', 'coordinator_node', 'plant_node', 'audit_recorder_node'}
 
 
 def processes(specs) -> 'OrderedDict[str, list[plan.NodeSpec]]':
@@ -112,6 +161,40 @@ def params_files(specs, config: str) -> list[str]:
 
 def overrides_yaml(specs, config: str) -> dict:
     return {s.fqn: {'ros__parameters': plan.resolve_overrides(s.overrides, config)} for s in specs if s.overrides}
+
+
+def fresh_log_dir(log_dir: Path, keep: int = KEEP_RUNS) -> Path | None:
+    """Make ``log_dir`` empty for this run: a previous run's folder is renamed to
+    <name>.<date of its last change>, and only the newest ``keep`` of those stay. Returns the
+    name the previous run's logs now have, if there were any.
+    """
+    kept = None
+    if log_dir.is_dir() and any(log_dir.iterdir()):
+        stamp = time.strftime('%Y%m%d-%H%M%S', time.localtime(log_dir.stat().st_mtime))
+        kept, n = log_dir.with_name(f'{log_dir.name}.{stamp}'), 1
+        while kept.exists():
+            kept, n = log_dir.with_name(f'{log_dir.name}.{stamp}-{n}'), n + 1
+        log_dir.rename(kept)
+    earlier = sorted(p for p in log_dir.parent.glob(f'{log_dir.name}.*') if p.is_dir())
+    for old in earlier[:max(0, len(earlier) - keep)]:
+        shutil.rmtree(old, ignore_errors=True)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    return kept
+
+
+def log_to_file(path: Path) -> None:
+    """Composed mode: the nodes' log output (stderr, where rcutils writes) goes to ``path``;
+    the runner's own messages keep the terminal.
+    """
+    sys.stderr.flush()
+    terminal = os.dup(2)
+    with open(path, 'ab') as f:
+        os.dup2(f.fileno(), 2)
+    sys.stderr = os.fdopen(terminal, 'w', buffering=1)
+
+
+# each process's output is its log in log/line/: no second copy in ROS_LOG_DIR
+NO_LOG_FILE = '--disable-external-lib-logs'
 
 
 # -- a process of the line --------------------------------------------------------------------
@@ -139,10 +222,11 @@ def main(argv=None) -> int:
     specs = line_plan(args)
     groups = processes(specs)
     log_dir = Path(os.environ.get('CELLOS_LOG_DIR', 'log/line'))
-    log_dir.mkdir(parents=True, exist_ok=True)
-    init_args = ['cellos_line', '--ros-args']
+    kept = fresh_log_dir(log_dir)
+    init_args = ['cellos_line', '--ros-args', NO_LOG_FILE]
     if args.mode == 'composed':
         init_args += [a for f in params_files(specs, args.config_dir) for a in ('--params-file', f)]
+        log_to_file(log_dir / 'composed.log')
     rclpy.init(args=init_args, signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -150,10 +234,11 @@ def main(argv=None) -> int:
 
     cells = plan.cell_ids(args.cells)
     print(f'cellos: line /{args.line}, {len(cells)} cells with '
-          f'{", ".join(["timing", *sorted(args.parts)])}; {len(specs)} nodes in '
-          f'{len(groups) if args.mode == "process" else 1} process(es); config {args.config_dir}; '
+          f'{", ".join(["timing", *sorted(args.parts)])} at {args.period_ms:g} ms; {len(specs)} nodes in '
+          f'{f"{len(groups)} processes" if args.mode == "process" else "this process"}; config {args.config_dir}; '
           f'{"until Ctrl-C" if not args.duration else f"{args.duration:g} s"}; '
           f'ROS_DOMAIN_ID={os.environ.get("ROS_DOMAIN_ID", "0")}', flush=True)
+    print(f'cellos: logs in {log_dir}/' + (f' (the previous run\'s: {kept}/)' if kept else ''), flush=True)
     children: dict[str, subprocess.Popen] = {}
     composed = []
     monitor = LineMonitor(args.line, cells, executor_ns=plan.EXECUTOR_NS if 'executor' in args.parts else None,
@@ -166,13 +251,13 @@ def main(argv=None) -> int:
                 overrides.write_text(yaml.safe_dump(overrides_yaml(group, args.config_dir)))
                 cmd = [sys.executable, '-m', 'cellos_bringup.runner',
                        '--process', ','.join(s.executable for s in group),
-                       '--ros-args', '-r', f'__ns:={ns}',
+                       '--ros-args', NO_LOG_FILE, '-r', f'__ns:={ns}',
                        *[a for f in params_files(group, args.config_dir) for a in ('--params-file', f)],
                        '--params-file', str(overrides)]
                 log = open(log_dir / f'{name}.log', 'wb')
                 children[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                                   preexec_fn=_die_with_parent)
-            print(f'cellos: {len(children)} processes started, logs in {log_dir}/', flush=True)
+            print(f'cellos: {len(children)} processes started', flush=True)
         else:
             composed = _compose(specs, args.config_dir)
         failed = monitor.bring_up([s.fqn for s in specs], composed)

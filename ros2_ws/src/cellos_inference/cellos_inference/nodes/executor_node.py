@@ -60,8 +60,8 @@ class ExecutorNode(CellosNode):
         ParamSpec('backend', 'auto', 'inference backend; auto takes TensorRT where usable',
                   choices=CHOICES, read_only=True),
         ParamSpec('cpu_threads', 1, 'ONNX Runtime intra-op threads', min=1, max=64, read_only=True),
-        ParamSpec('trt_plan_cache', '~/.cache/cellos/trt_plans', 'TensorRT plan cache folder',
-                  read_only=True),
+        ParamSpec('trt_plan_cache', '', 'TensorRT plan cache folder (e.g. ~/.cache/cellos/trt_plans); '
+                  'empty: plans are built at each start and kept nowhere', read_only=True),
         ParamSpec('trt_fp16', 'auto', 'TensorRT FP16: auto (where the GPU has fast FP16), on, off',
                   choices=('auto', 'on', 'off'), read_only=True),
         ParamSpec('trt_streams', 2, 'CUDA streams (one execution context each) per model',
