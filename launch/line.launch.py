@@ -6,7 +6,7 @@ plant simulation (with_flow) in /<line>, per cell /<line>/cell_NN the timing nod
 with_executor, + vision with with_vision, + energy gate with with_energy), the executor in
 /gpu0 (with_executor) and the site energy feed in /site (with_energy), and one
 lifecycle_manager in /<line> that brings them all up: configure all, then activate all.
-The same parameter files as `make run` (cellos_line); cell ids and namespaces as there.
+The same parameter files as `make run` (line_runner); cell ids and namespaces as there.
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction

@@ -111,9 +111,9 @@ def test_commands_and_files_the_readme_names_exist():
     flags = set(re.findall(r"add_argument\('(--[\w-]+)'", (PKG / 'cellos_bringup' / 'runner.py').read_text()))
     flags.add('--help')
     for line in README.splitlines():
-        if 'RUN_ARGS' in line or 'cellos_bringup.runner' in line or 'cellos_line' in line:
+        if 'RUN_ARGS' in line or 'cellos_bringup.runner' in line or 'line_runner' in line:
             for flag in re.findall(r'(--[a-z][\w-]*)', line):
-                assert flag in flags, f'README: {flag} is not an option of cellos_line'
+                assert flag in flags, f'README: {flag} is not an option of line_runner'
 
 
 def test_test_domains_are_the_ones_documented():
