@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .ONESHELL:
 .SHELLFLAGS := -eo pipefail -c
 ENV := . tools/env.sh
-# make run's defaults are the runner's (cellos_line --help). The line period is period_ms of
+# make run's defaults are the runner's (line_runner --help). The line period is period_ms of
 # config/line.yaml, as for `ros2 launch cellos_bringup line.launch.py`; PERIOD_MS=.. overrides it.
 DURATION ?= 20
 CELLS ?= 4

@@ -7,7 +7,7 @@ with_executor, + vision with with_vision, + energy gate with with_energy), the e
 /gpu0 (with_executor), the site energy feed in /site (with_energy), the line's audit recorder
 in /<line> (with_audit: a recording under audit_dir), and one lifecycle_manager in /<line> that
 brings them all up: configure all, then activate all.
-The same parameter files as `make run` (cellos_line); cell ids and namespaces as there.
+The same parameter files as `make run` (line_runner); cell ids and namespaces as there.
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction

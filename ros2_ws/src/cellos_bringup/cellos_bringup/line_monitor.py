@@ -27,7 +27,7 @@ class LineMonitor:
     def __init__(self, line: str, cells: list[str], executor_ns: str | None = None,
                  composed: bool = False):
         self.line, self.cells = line, cells
-        self.node = Node('cellos_line_monitor')
+        self.node = Node('line_runner_monitor')
         # composed: the line's own nodes spin here too, and some of them may block a callback
         self.executor = MultiThreadedExecutor(num_threads=4) if composed else SingleThreadedExecutor()
         self.executor.add_node(self.node)
@@ -275,7 +275,7 @@ class LineMonitor:
                          f" holds {f['holds_applied']} applied, {f['holds_released']} released")
         else:
             lines.append('flow: no plant data (no plant node or PLC bridge on this line)')
-        lines.append('(states, columns and counts explained: cellos_line --help, or README "Reading the output")')
+        lines.append('(states, columns and counts explained: line_runner --help, or README "Reading the output")')
         return '\n'.join(lines)
 
     def close(self) -> None:

@@ -1,4 +1,4 @@
-"""cellos_line: run a whole line without ros2 launch (no ROS install needed).
+"""line_runner: run a whole line without ros2 launch (no ROS install needed).
 
 Starts the nodes of the launch plan (cellos_bringup.launch_plan: the same nodes, names, namespaces,
 parameter files and defaults as `ros2 launch cellos_bringup line.launch.py`), each in a process of
@@ -81,7 +81,7 @@ def config_dir() -> str:
 
 
 def parse_args(argv=None):
-    ap = argparse.ArgumentParser(prog='cellos_line', description=__doc__, epilog=LEGEND,
+    ap = argparse.ArgumentParser(prog='line_runner', description=__doc__, epilog=LEGEND,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--cells', type=int, default=4, help='number of cells (default 4)')
     ap.add_argument('--duration', type=float, default=20.0, help='seconds to run (default 20); 0: until Ctrl-C')
@@ -203,7 +203,7 @@ def run_process(executables: list[str], ros_args: list[str]) -> int:
     from cellos_common.nodes.base import spin_nodes
     # a waking cycle thread waits for the GIL up to the switch interval (5 ms by default)
     sys.setswitchinterval(0.0005)
-    rclpy.init(args=['cellos_line', *ros_args], signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
+    rclpy.init(args=['line_runner', *ros_args], signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
     try:
         nodes = [node_class(e)() for e in executables]
         spin_nodes(nodes, executor=executor_kind(executables))
@@ -223,7 +223,7 @@ def main(argv=None) -> int:
     groups = processes(specs)
     log_dir = Path(os.environ.get('CELLOS_LOG_DIR', 'log/line'))
     kept = fresh_log_dir(log_dir)
-    init_args = ['cellos_line', '--ros-args', NO_LOG_FILE]
+    init_args = ['line_runner', '--ros-args', NO_LOG_FILE]
     if args.mode == 'composed':
         init_args += [a for f in params_files(specs, args.config_dir) for a in ('--params-file', f)]
         log_to_file(log_dir / 'composed.log')

@@ -79,7 +79,7 @@ def params_of(executable: str) -> set[str]:
 
 
 def node_executables() -> dict[str, str]:
-    """node name -> executable, for every node executable (not the runner cellos_line, nor the audit CLIs)."""
+    """node name -> executable, for every node executable (not the runner line_runner, nor the audit CLIs)."""
     return {node_name_of(e): e for e in ENTRY_POINTS if '.nodes.' in module_of(e)}
 
 
@@ -129,7 +129,7 @@ def test_every_executable_is_an_entry_point():
     for exe in planned:
         assert ENTRY_POINTS[exe][0] == plan.PACKAGES[exe], f'{exe} is in {ENTRY_POINTS[exe][0]}, the plan says ' \
             f'{plan.PACKAGES[exe]}'
-    for exe in {e for e in literal if e != 'cellos_line'} | planned:
+    for exe in {e for e in literal if e != 'line_runner'} | planned:
         importlib.import_module(module_of(exe))
 
 

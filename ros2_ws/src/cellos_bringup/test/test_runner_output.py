@@ -1,4 +1,4 @@
-"""What cellos_line leaves and shows: a fresh log folder per run (earlier ones kept, bounded),
+"""What line_runner leaves and shows: a fresh log folder per run (earlier ones kept, bounded),
 composed mode's log in a file, and a live line whose counts are the summary's.
 """
 from __future__ import annotations
