@@ -4,8 +4,9 @@ Without arguments it starts the same line as `make run`: 4 cells with executor, 
 and flow, at the period_ms of params_file (config/line.yaml). Starts the coordinator and the
 plant simulation (with_flow) in /<line>, per cell /<line>/cell_NN the timing node (+ arbiter with
 with_executor, + vision with with_vision, + energy gate with with_energy), the executor in
-/gpu0 (with_executor) and the site energy feed in /site (with_energy), and one
-lifecycle_manager in /<line> that brings them all up: configure all, then activate all.
+/gpu0 (with_executor), the site energy feed in /site (with_energy), the line's audit recorder
+in /<line> (with_audit: a recording under audit_dir), and one lifecycle_manager in /<line> that
+brings them all up: configure all, then activate all.
 The same parameter files as `make run` (line_runner); cell ids and namespaces as there.
 """
 from launch import LaunchDescription
@@ -33,6 +34,10 @@ def _arguments():
                               description='start the site energy feed in /site and an energy gate per cell'),
         DeclareLaunchArgument('with_flow', default_value='true', choices=BOOL,
                               description='start the plant simulation (buffers, part motion) in /<line>'),
+        DeclareLaunchArgument('with_audit', default_value='true', choices=BOOL,
+                              description='record the line (cellos_audit) to audit_dir/<line>_<UTC time>/'),
+        DeclareLaunchArgument('audit_dir', default_value='log/audit',
+                              description='folder of the audit recordings (relative: to the working directory)'),
         DeclareLaunchArgument('autostart', default_value='true', choices=BOOL,
                               description='bring the line up at once (else: call <line>/lifecycle_manager/startup)'),
     ] + plan.params_file_arguments({'line': 'coordinator and timing parameters',
@@ -60,7 +65,8 @@ def _nodes(context):
         with_executor=plan.parse_bool(arg('with_executor'), 'with_executor'),
         with_vision=plan.parse_bool(arg('with_vision'), 'with_vision'),
         with_energy=plan.parse_bool(arg('with_energy'), 'with_energy'),
-        with_flow=plan.parse_bool(arg('with_flow'), 'with_flow'))
+        with_flow=plan.parse_bool(arg('with_flow'), 'with_flow'),
+        with_audit=plan.parse_bool(arg('with_audit'), 'with_audit'), audit_dir=arg('audit_dir'))
     manager = plan.manager_node(line, nodes, plan.parse_bool(arg('autostart'), 'autostart'))
     return plan.launch_actions([*nodes, manager], plan.params_files(arg, plan.PARAMS_ARGUMENTS))
 

@@ -57,9 +57,13 @@ else
     exit 1
   fi
   pip_only=(-r "$here/requirements-distro.txt")
-  # rosdep pip keys: onnxruntime (python3-onnxruntime-pip), when rosdep did not install it
+  # rosdep pip keys: onnxruntime (python3-onnxruntime-pip) and mcap-ros2-support (with mcap), when
+  # rosdep did not install them
   if ! "$venv/bin/python" -c 'import onnxruntime' 2>/dev/null; then
     pip_only+=("$(grep -E '^onnxruntime==' "$here/requirements-py.txt")")
+  fi
+  if ! "$venv/bin/python" -c 'import mcap_ros2' 2>/dev/null; then
+    pip_only+=("$(grep -E '^mcap-ros2-support==' "$here/requirements-py.txt")")
   fi
   echo "[setup] 2/3 installing the Python libraries without a rosdep key into .venv (the distro provides ROS 2)"
   "$venv/bin/python" -m pip install --disable-pip-version-check -c "$venv/constraints.txt" "${pip_only[@]}" | pip_progress

@@ -26,6 +26,8 @@ TARGETS = [
     ('line_flow', 'dropped', '==', 0, 'parts lost (coordinated line)'),
     ('energy', 'critical_misses', '==', 0, 'critical work gated or late'),
     ('energy', 'deferrable_misses', '==', 0, 'deferrable jobs past their deadline'),
+    ('audit', 'missing', '==', 0, 'inspections the line published that are not in the recording'),
+    ('audit', 'kill_loss_s', '<=', 1.0, 'seconds of messages a SIGKILL of the recorder loses'),
 ]
 
 COMPARE = {'<=': operator.le, '<': operator.lt, '>=': operator.ge, '>': operator.gt, '==': operator.eq}

@@ -8,6 +8,10 @@ executor and the site energy feed) or every node in this process (--mode compose
 all nodes up through their lifecycle services (configure all, then activate all), prints a live
 line every 2 s and, at the end (--duration seconds, 0 = until Ctrl-C), a summary. Logs of every
 process go to log/line/ (CELLOS_LOG_DIR); the previous run's are kept as log/line.<date>.
+
+The line's audit recorder (part 'audit', on unless --without audit) records the run to
+log/audit/<line>_<UTC time>/ (CELLOS_AUDIT_DIR moves it); the summary says where, and --report
+draws the recording's figures there at the end.
 """
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ import yaml
 from cellos_bringup import launch_plan as plan
 from cellos_bringup.composition import executor_kind, node_class
 
-PARTS = ('executor', 'vision', 'energy', 'flow')
+PARTS = ('executor', 'vision', 'energy', 'flow', 'audit')
 KEEP_RUNS = 5   # earlier runs' log folders kept beside log/line/
 
 # What the live line and the summary show: printed by --help, the same text in README.md
@@ -61,6 +65,9 @@ what the live line and the summary show:
   inspection: camera frames vision inspected (every inspect_every-th cycle of each cell,
                 vision.yaml), PASS / FAIL / UNDECIDED; the synthetic camera's frames are not
                 the plant simulation's parts, so the two counts differ
+  audit: the line's recording (log/audit/<line>_<UTC time>/, README "Audit"): its files and
+                size, and the commands that query it (cellos_lineage) and draw it
+                (cellos_audit_report)
 """
 
 
@@ -93,6 +100,8 @@ def parse_args(argv=None):
     ap.add_argument('--config-dir', default=None, help='parameter YAML folder (default: config/ of the checkout, '
                                                        'else the installed share/cellos_bringup/config)')
     ap.add_argument('--summary-json', default=None, help='also write the final summary here')
+    ap.add_argument('--report', action='store_true', help="draw the audit recording's figures at the end "
+                    '(cellos_audit_report, into <recording>/report/)')
     ap.add_argument('--process', default=None, help=argparse.SUPPRESS)  # internal: one process's nodes
     args, ros_args = ap.parse_known_args(argv)
     if args.process:
@@ -110,6 +119,8 @@ def parse_args(argv=None):
     args.config_dir = args.config_dir or config_dir()
     if args.period_ms is None:   # one rate for every node, from line.yaml, as the launch file does
         args.period_ms = plan.line_period_ms(str(Path(args.config_dir) / plan.PARAMS_FILES['line']))
+    args.audit_dir = str(Path(os.environ.get('CELLOS_AUDIT_DIR', 'log/audit')).resolve())
+    args.audit_name = f'{args.line.strip("/")}_{time.strftime("%Y%m%d-%H%M%S", time.gmtime())}'
     return args, ros_args
 
 
@@ -117,7 +128,8 @@ def line_plan(args) -> list[plan.NodeSpec]:
     return plan.line_nodes(args.line, args.cells, period_ms=args.period_ms, offset_mode=args.offset_mode,
                            with_executor='executor' in args.parts or 'vision' in args.parts,
                            with_vision='vision' in args.parts, with_energy='energy' in args.parts,
-                           with_flow='flow' in args.parts)
+                           with_flow='flow' in args.parts, with_audit='audit' in args.parts,
+                           audit_dir=args.audit_dir, audit_name=args.audit_name)
 
 
 def node_names(args) -> list[str]:
@@ -126,8 +138,9 @@ def node_names(args) -> list[str]:
 
 # a cell's timing node gets a process of its own: its cycle thread must not wait behind
 # vision's image work for the interpreter lock; so do the coordinator and the plant simulation
-# (a PLC bridge in its place), each named by its node (log/line/line1.plant.log)
-OWN_PROCESS = {'timing_node', 'coordinator_node', 'plant_node'}
+# (a PLC bridge in its place), each named by its node (log/line/line1.plant.log), and the audit
+# recorder, whose file writes must delay no one
+OWN_PROCESS = {'timing_node', 'coordinator_node', 'plant_node', 'audit_recorder_node'}
 
 
 def processes(specs) -> 'OrderedDict[str, list[plan.NodeSpec]]':
@@ -256,22 +269,58 @@ def main(argv=None) -> int:
     finally:
         stop.set()
         summary = monitor.summary()
-        for name, p in children.items():
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT)
-        for name, p in children.items():
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                print(f'cellos: {name} did not stop on SIGINT, killing it', file=sys.stderr)
-                p.kill()
-                p.wait()
+        # the audit recorder stops last: it hears the decisions the others publish as they stop
+        recorders = [n for n in children if any(s.executable == 'audit_recorder_node' for s in groups[n])]
+        for group in ([n for n in children if n not in recorders], recorders):
+            for name in group:
+                if children[name].poll() is None:
+                    children[name].send_signal(signal.SIGINT)
+            for name in group:
+                try:
+                    children[name].wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    print(f'cellos: {name} did not stop on SIGINT, killing it', file=sys.stderr)
+                    children[name].kill()
+                    children[name].wait()
         monitor.close()
         rclpy.try_shutdown()
     print(monitor.format_summary(summary), flush=True)
+    if 'audit' in args.parts:
+        summary['audit'] = audit_summary(Path(args.audit_dir) / args.audit_name, args.report)
     if args.summary_json:
         Path(args.summary_json).write_text(json.dumps(summary, indent=2))
     return 0
+
+
+def audit_summary(folder: Path, report: bool) -> dict:
+    """Where the recording is, what it holds, and (``report``) its figures."""
+    files = sorted(folder.glob('*.mcap'))
+    size = sum(f.stat().st_size for f in files)
+    out = {'recording': str(folder), 'files': len(files), 'mb': round(size / 1e6, 3)}
+    if not files:
+        print(f'audit: no recording in {folder}/ (see the audit_recorder log)', flush=True)
+        return out
+    print(f'audit: recording {folder}/ ({len(files)} file(s), {size / 1e6:.2f} MB); '
+          f'query: {_tool("cellos_lineage")} model {folder}; figures: {_tool("cellos_audit_report")} {folder}',
+          flush=True)
+    if report:
+        from cellos_audit.report_cli import draw_report
+        pngs = draw_report([folder], folder / 'report')
+        out['report'] = [str(p) for p in pngs]
+        print(f'audit: {len(pngs)} figure(s) in {folder}/report/', flush=True)
+    return out
+
+
+def _tool(name: str) -> str:
+    """How to start a cellos_audit command here: ros2 run where the ros2 CLI is, else its installed path."""
+    import shutil
+    if shutil.which('ros2'):
+        return f'ros2 run cellos_audit {name}'
+    try:
+        from ament_index_python.packages import get_package_prefix
+        return f'{get_package_prefix("cellos_audit")}/lib/cellos_audit/{name}'
+    except (ImportError, LookupError):
+        return f'python -m cellos_audit.{name.replace("cellos_audit_", "").replace("cellos_", "")}_cli'
 
 
 def _die_with_parent() -> None:

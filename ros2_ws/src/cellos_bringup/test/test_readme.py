@@ -73,7 +73,9 @@ def test_ros2_launch_without_arguments_is_the_line_of_make_run():
                                with_executor=plan.parse_bool(d['with_executor'], 'with_executor'),
                                with_vision=plan.parse_bool(d['with_vision'], 'with_vision'),
                                with_energy=plan.parse_bool(d['with_energy'], 'with_energy'),
-                               with_flow=plan.parse_bool(d['with_flow'], 'with_flow'))
+                               with_flow=plan.parse_bool(d['with_flow'], 'with_flow'),
+                               with_audit=plan.parse_bool(d['with_audit'], 'with_audit'),
+                               audit_dir=run.audit_dir, audit_name=run.audit_name)   # the runner names its bag
     assert launched == runner.line_plan(run)
 
 
