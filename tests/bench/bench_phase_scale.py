@@ -25,6 +25,7 @@ from line_record import cpu_seconds, last_state, load, locked_rows, phase_figure
 HZ = 50.0
 PERIOD_NS = int(1e9 / HZ)
 WINDOW_S = 15.0
+PER_CELL = {}   # n -> coordinator_us_per_cell_s, for the growth at 32 against 8
 
 
 @pytest.mark.parametrize('n', [8, 16, 32])
@@ -33,7 +34,7 @@ def test_bench_phase_scale(n, processes, ros_probe, tmp_path):
     cells = [f'cell_{i + 1:02d}' for i in range(n)]
     t_start = time.monotonic()
     coord = processes.start('coordinator', 'coordinator_node', namespace=line, params={
-        'autostart': True, 'period_ms': 1e3 / HZ, 'offset_mode': 'staggered', 'cells': ','.join(cells),
+        'autostart': True, 'period_ms': 1e3 / HZ, 'offset_mode': 'staggered', 'cells': cells,
         'thread_priority': 70})
     for c in cells:
         processes.start(c, 'timing_node', namespace=f'{line}/{c}', params={
@@ -60,10 +61,12 @@ def test_bench_phase_scale(n, processes, ros_probe, tmp_path):
     false_lost = sum(c['lost_count'] for c in last_state(rec)['cells'].values()) - startup_lost
     window_s = (t1 - t0) / 1e9
     cpu = c1 - c0
+    PER_CELL[n] = 1e6 * cpu / (n * window_s)
+    growth = f'per_cell_growth={PER_CELL[n] / PER_CELL[8]:.2f} ' if 8 in PER_CELL and n != 8 else ''
     print(f'\nBENCH phase_scale cells={n} hz={HZ:g} offsets=staggered locked={final["cells_locked"]} '
           f'floor_p99_ms={fig.floor_p99_ms:.3f} phase_p99_ms={fig.phase_p99_ms:.3f} false_lost={false_lost} '
           f'startup_lost={startup_lost} '
           f'coordinator_cpu_pct={100 * cpu / window_s:.1f} '
-          f'coordinator_us_per_cell_s={1e6 * cpu / (n * window_s):.0f} '
+          f'coordinator_us_per_cell_s={PER_CELL[n]:.0f} {growth}'
           f'(all locked {lock_s:.0f} s after start; window {window_s:.0f} s; SCHED_FIFO cycle threads; '
           'targets at 32: locked=32 false_lost=0 phase_p99<=2.0)')
