@@ -1,7 +1,8 @@
 """A line whose cells run on hosts of their own (tests/netns.py), with links cut and restored:
 shared by the multi-host system test and the hosts benchmark.
 
-The line server (coordinator, SCHED_FIFO 70, and the outside recorder) runs on the true clock;
+The line server (the outside recorder, started first, and the coordinator, SCHED_FIFO 70)
+runs on the true clock;
 each cell host runs one timing node (cycle thread SCHED_FIFO 80) under its own clock. For each
 host in ``cuts``, in turn: its switch port goes down for ``cut_s``, comes back, and the line is
 given time to lock again. Everything the test and the benchmark judge is returned, measured
@@ -48,10 +49,17 @@ class HostsRun:
         return {c: self.after['cells'][c]['lost_count'] - self.before['cells'][c]['lost_count'] for c in self.cells}
 
     def false_lost(self) -> int:
-        """Lost events not explained by a cut (one per cut of the cell's host), before or after."""
+        """Lost events once the line ran (all locked and settled) that no cut explains (one per
+        cut of the cell's host).
+        """
         cut_count = {c: sum(1 for k in self.cuts if k.cell == c) for c in self.cells}
-        return (sum(v['lost_count'] for v in self.before['cells'].values())
-                + sum(max(0, n - cut_count[c]) for c, n in self.lost_counts().items()))
+        return sum(max(0, n - cut_count[c]) for c, n in self.lost_counts().items())
+
+    def startup_lost(self) -> int:
+        """Lost events while the processes started (before the line settled): a cell whose own
+        cycle thread stalls then is truly silent, and says so in its log.
+        """
+        return sum(v['lost_count'] for v in self.before['cells'].values())
 
 
 def _status(path: Path):
@@ -69,6 +77,10 @@ def run(tmp_path: Path, cells: dict, clocks: dict, cuts: list[str], *, hz: float
     env = {'ROS_DOMAIN_ID': str(domain), 'PYTHONUNBUFFERED': '1'}
     hosts_names = ['server', *dict.fromkeys(cells.values())]
     with Hosts(hosts_names, clocks, env, tmp_path) as hosts:
+        out, st = tmp_path / 'rec.json', tmp_path / 'status.json'
+        hosts.start('recorder', 'server', [sys.executable, str(REPO / 'tests' / 'recorder.py'), '--line', line,
+                                           '--cells', ','.join(cells), '--out', str(out), '--status', str(st)])
+        wait_for(lambda: Path(str(out) + '.ready').exists(), 60.0, what='the recorder up')
         hosts.start('coordinator', 'server', [
             executable('coordinator_node'), '--ros-args', '-r', f'__ns:={line}', '-p', 'autostart:=true',
             '-p', f'period_ms:={period_ms}', '-p', 'thread_priority:=70', '-p', f"cells:=[{','.join(cells)}]"],
@@ -77,9 +89,6 @@ def run(tmp_path: Path, cells: dict, clocks: dict, cuts: list[str], *, hz: float
             hosts.start(cell, host, [
                 executable('timing_node'), '--ros-args', '-r', f'__ns:={line}/{cell}', '-p', 'autostart:=true',
                 '-p', f'period_ms:={period_ms}', '-p', 'thread_priority:=80'], node=True)
-        out, st = tmp_path / 'rec.json', tmp_path / 'status.json'
-        hosts.start('recorder', 'server', [sys.executable, str(REPO / 'tests' / 'recorder.py'), '--line', line,
-                                           '--cells', ','.join(cells), '--out', str(out), '--status', str(st)])
 
         def locked():
             s = _status(st)

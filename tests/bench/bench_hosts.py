@@ -6,7 +6,8 @@ offset_err_ms / skew_err_ppm: the largest error of the coordinator's estimates a
 hosts' fake clocks at the end; detect_ms: cut -> first line state saying the cell is lost
 (p50 and max over the cuts: the recorder's receive time, the state is published at once);
 relock_cycles: the largest count of cycles from a cell's first report after its restore to
-its first locked one; false_lost: lost events no cut explains.
+its first locked one; false_lost: lost events no cut explains once the line ran (all locked,
+settled); startup_lost: losses while the processes started (printed apart).
 """
 from __future__ import annotations
 
@@ -39,5 +40,6 @@ def test_bench_hosts(tmp_path):
           f'skew_err_ppm={skew_err:.1f} cut_s={CUT_S:g} '
           f'detect_ms={max(detect, default=-1):.0f} detect_p50_ms={statistics.median(detect) if detect else -1:.0f} '
           f'relock_cycles={max(relock) if len(relock) == len(run.cuts) else -1} false_lost={run.false_lost()} '
+          f'startup_lost={run.startup_lost()} '
           f'undetected={missed} others_kept_lock={int(all(k.others_locked for k in run.cuts))} '
           f'(cuts {len(run.cuts)}, one per host; hz {HZ:g}; detect_ms is the max over the cuts)')
