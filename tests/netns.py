@@ -8,8 +8,9 @@ would bypass the bridge, namespaces share /dev/shm and the host name): the timin
 coordinator nodes choose UDPv4 with non-blocking sends themselves
 (cellos_common.core.realtime.prefer_nonblocking_sends), every other process gets it here.
 ``cut(host)`` takes the host's switch port down (a pulled cable), ``restore(host)`` brings it
-back. Teardown kills the processes and
-deletes the namespaces, which removes their veths and the bridge, also when the test failed.
+back. Teardown kills the processes and deletes the namespaces, which removes their veths and the
+bridge, also when the test failed; namespaces left by a test process that was killed outright
+are deleted by the next set (their names carry the process id).
 
 Clocks: CLOCK_REALTIME is shared by all namespaces (time namespaces shift only the monotonic
 clocks), so each host's processes run under libfaketime (Debian package ``faketime``, 0.9.10)
@@ -25,6 +26,7 @@ from its start t_start, which is what ``HostClock`` inverts to measure against t
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -53,6 +55,19 @@ def unavailable() -> str:
     return ''
 
 
+def remove_stale() -> list[str]:
+    """Delete the namespaces of earlier sets whose test process is gone (it was killed before its
+    teardown could run); deleting a namespace removes its veths and bridge."""
+    out = subprocess.run(['ip', 'netns', 'list'], capture_output=True, text=True).stdout
+    stale = []
+    for name in (line.split()[0] for line in out.splitlines() if line.strip()):
+        m = re.match(r'^c9(\d+)-', name)
+        if m and not Path(f'/proc/{m.group(1)}').exists():
+            subprocess.run(['ip', 'netns', 'del', name], capture_output=True)
+            stale.append(name)
+    return stale
+
+
 @dataclass(frozen=True)
 class HostClock:
     offset_s: float = 0.0
@@ -76,7 +91,7 @@ class HostClock:
 
 class Hosts:
     def __init__(self, names, clocks: dict | None = None, env: dict | None = None, log_dir: Path = Path('.')):
-        self.tag = f'c9{os.getpid() % 100000}'
+        self.tag = f'c9{os.getpid()}'
         self.names = list(names)
         self.clocks = {h: (clocks or {}).get(h, HostClock()) for h in self.names}
         self.env = env or {}
@@ -90,6 +105,7 @@ class Hosts:
         subprocess.run(['ip', *args], check=True, capture_output=True, text=True)
 
     def __enter__(self) -> 'Hosts':
+        remove_stale()
         try:
             self._ip('netns', 'add', self.switch)
             self._ip('-n', self.switch, 'link', 'add', 'br0', 'type', 'bridge')
