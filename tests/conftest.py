@@ -20,6 +20,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 # test models (small ONNX graphs) shared with the inference package's unit tests
 sys.path.insert(0, str(REPO / 'ros2_ws' / 'src' / 'cellos_inference' / 'test'))
+# the loopback OpenADR VTN and its certificates, shared with the energy package's tests
+sys.path.insert(0, str(REPO / 'ros2_ws' / 'src' / 'cellos_energy' / 'test'))
 
 if 'CELLOS_TEST_DOMAIN' not in os.environ:
     os.environ['CELLOS_TEST_DOMAIN'] = str(random.Random(os.getpid()).randint(110, 199))

@@ -116,7 +116,7 @@ def test_results_vision_cannot_use_are_undecided_with_the_reason(processes, ros_
 
 
 def test_drift_reference_and_hold_survive_sigkill(processes, ros_probe, tmp_path):
-    store = tmp_path / 'vision_drift_{cell}.sqlite3'
+    store = tmp_path / 'vision_drift_{ns}.sqlite3'
     params = {'drift_store': str(store), 'drift_reference_size': 12, 'drift_window_size': 6,
               'drift_revalidate_samples': 100000, 'fallback_model': "''"}
     arbiter = FakeArbiter(ros_probe)

@@ -35,6 +35,8 @@ PIP_KEYS = {
     'nvidia-ml-py': 'python3-pynvml',
     'flake8': 'python3-flake8',      # through ament_flake8
     'pydocstyle': 'pydocstyle',      # through ament_pep257
+    'cryptography': 'python3-cryptography',   # tests only: the OpenADR TLS certificates
+    'lxml': 'python3-lxml',                   # tests only: the SROS2 policies against sros2's schema
 }
 # the Python module each requirement provides, where it differs from its name
 MODULE = {'pyyaml': 'yaml', 'opencv-python-headless': 'cv2', 'nvidia-ml-py': 'pynvml', 'mcap-ros2-support': 'mcap_ros2'}

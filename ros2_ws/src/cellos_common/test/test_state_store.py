@@ -27,7 +27,7 @@ def test_memory_store_and_paths(tmp_path):
     s.put('k', [1, 2])
     assert s.get('k') == [1, 2]
     assert store_path('', 'line1/cell_01') == ''
-    assert store_path(str(tmp_path / 'drift_{cell}.db'), '/line1/cell_01') == str(tmp_path / 'drift_line1_cell_01.db')
+    assert store_path(str(tmp_path / 'drift_{ns}.db'), '/line1/cell_01') == str(tmp_path / 'drift_line1_cell_01.db')
 
 
 def test_unusable_paths_and_values_are_errors(tmp_path):

@@ -22,14 +22,15 @@ class StateStoreError(RuntimeError):
     """The store cannot be opened, read or written (path, permissions, disk full, corrupt file)."""
 
 
-def store_path(template: str, owner: str) -> str:
-    """The store parameter with '{cell}' replaced by the owner ('line1/cell_01' -> 'line1_cell_01');
-    relative paths are taken from the working directory; '' stays '' (in memory).
+def store_path(template: str, namespace: str) -> str:
+    """The store parameter with '{ns}' replaced by the node's namespace ('/line1/cell_01' ->
+    'line1_cell_01', '/site' -> 'site'); relative paths are taken from the working directory;
+    '' stays '' (in memory).
     """
     if template == MEMORY:
         return MEMORY
-    name = owner.strip('/').replace('/', '_') or 'root'
-    return str(Path(template.replace('{cell}', name)).expanduser().resolve())
+    name = namespace.strip('/').replace('/', '_') or 'root'
+    return str(Path(template.replace('{ns}', name)).expanduser().resolve())
 
 
 class StateStore:

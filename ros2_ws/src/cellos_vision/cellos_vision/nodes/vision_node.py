@@ -106,8 +106,8 @@ PARAMS = [
               min=1, max=100000, read_only=True),
     ParamSpec('drift_revalidate_min_confidence', 0.7, "fallback's mean confidence needed to release",
               min=0.0, max=1.0, read_only=True),
-    ParamSpec('drift_store', '', "SQLite file keeping the drift monitor's state across restarts ('{cell}': "
-              "line_cell of this node's namespace; relative: to the working directory); empty: in memory, "
+    ParamSpec('drift_store', '', "SQLite file keeping the drift monitor's state across restarts ('{ns}': "
+              "this node's namespace, line1_cell_01; relative: to the working directory); empty: in memory, "
               'lost on a restart', read_only=True),
 ]
 
