@@ -6,6 +6,8 @@ default: a process per cell, one for the coordinator and the plant, one for the 
 for the site energy feed) or every node in this process (``--mode composed``). It brings all
 nodes up through their lifecycle services (configure all, then activate all), prints a live
 one-line progress and, at the end (``--duration`` seconds, 0 = until Ctrl-C), a summary.
+A process that dies while the line runs is started again (cellos_bringup.supervisor: backoff,
+at most 5 restarts a minute) and its nodes brought up again; the summary counts the restarts.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import yaml
 
 from cellos_bringup import launch_plan as plan
 from cellos_bringup.composition import executor_kind, node_class
+from cellos_bringup.supervisor import ProcessSupervisor
 
 PARTS = ('executor', 'vision', 'energy', 'flow')
 
@@ -112,10 +115,10 @@ def run_process(executables: list[str], ros_args: list[str]) -> int:
     rclpy.init(args=['cellos_line', *ros_args], signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
     try:
         nodes = [node_class(e)() for e in executables]
-        spin_nodes(nodes, executor=executor_kind(executables))
+        code = spin_nodes(nodes, executor=executor_kind(executables))
     finally:
         rclpy.try_shutdown()
-    return 0
+    return code
 
 
 # -- the line ---------------------------------------------------------------------------------
@@ -143,24 +146,33 @@ def main(argv=None) -> int:
           f'{len(groups) if args.mode == "process" else 1} process(es); config {args.config_dir}; '
           f'{"until Ctrl-C" if not args.duration else f"{args.duration:g} s"}; '
           f'ROS_DOMAIN_ID={os.environ.get("ROS_DOMAIN_ID", "0")}', flush=True)
-    children: dict[str, subprocess.Popen] = {}
+    children: dict[str, subprocess.Popen] = {}   # the supervisor's current process of each name
     composed = []
     monitor = LineMonitor(args.line, cells, executor_ns=plan.EXECUTOR_NS if 'executor' in args.parts else None,
                           composed=args.mode == 'composed')
+
+    def spawn(name):
+        group = groups[name]
+        overrides = log_dir / f'{name}.params.yaml'
+        overrides.write_text(yaml.safe_dump(overrides_yaml(group, args.config_dir)))
+        cmd = [sys.executable, '-m', 'cellos_bringup.runner',
+               '--process', ','.join(s.executable for s in group),
+               '--ros-args', '-r', f'__ns:={group[0].namespace}',
+               *[a for f in params_files(group, args.config_dir) for a in ('--params-file', f)],
+               '--params-file', str(overrides)]
+        with open(log_dir / f'{name}.log', 'ab' if name in children else 'wb') as log:   # a restart appends
+            children[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                              preexec_fn=_die_with_parent)
+        return children[name]
+
+    supervisor = ProcessSupervisor(
+        spawn, lambda name: monitor.bring_up([s.fqn for s in groups[name]], []),
+        log=lambda text: print(f'\ncellos: {text}', file=sys.stderr, flush=True))
+    problem = None
     try:
         if args.mode == 'process':
-            for name, group in groups.items():
-                ns = group[0].namespace
-                overrides = log_dir / f'{name}.params.yaml'
-                overrides.write_text(yaml.safe_dump(overrides_yaml(group, args.config_dir)))
-                cmd = [sys.executable, '-m', 'cellos_bringup.runner',
-                       '--process', ','.join(s.executable for s in group),
-                       '--ros-args', '-r', f'__ns:={ns}',
-                       *[a for f in params_files(group, args.config_dir) for a in ('--params-file', f)],
-                       '--params-file', str(overrides)]
-                log = open(log_dir / f'{name}.log', 'wb')
-                children[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                                  preexec_fn=_die_with_parent)
+            for name in groups:
+                supervisor.start(name)
             print(f'cellos: {len(children)} processes started, logs in {log_dir}/', flush=True)
         else:
             composed = _compose(specs, args.config_dir)
@@ -169,10 +181,11 @@ def main(argv=None) -> int:
             print(f'cellos: could not bring up {", ".join(failed)} (see {log_dir}/)', file=sys.stderr)
             return 1
         print('cellos: all nodes active', flush=True)
-        monitor.run(stop, args.duration, lambda: _dead(children))
+        problem = monitor.run(stop, args.duration, supervisor.check)
     finally:
         stop.set()
         summary = monitor.summary()
+        summary['process_restarts'] = dict(supervisor.restarts)
         for name, p in children.items():
             if p.poll() is None:
                 p.send_signal(signal.SIGINT)
@@ -186,9 +199,12 @@ def main(argv=None) -> int:
         monitor.close()
         rclpy.try_shutdown()
     print(monitor.format_summary(summary), flush=True)
+    print(f'process restarts: {supervisor.total_restarts}'
+          + (f" ({', '.join(f'{n} x{k}' for n, k in supervisor.restarts.items())})" if supervisor.restarts else ''),
+          flush=True)
     if args.summary_json:
         Path(args.summary_json).write_text(json.dumps(summary, indent=2))
-    return 0
+    return 1 if problem else 0
 
 
 def _die_with_parent() -> None:
@@ -198,13 +214,6 @@ def _die_with_parent() -> None:
         ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except OSError:
         pass
-
-
-def _dead(children) -> str | None:
-    for name, p in children.items():
-        if p.poll() is not None:
-            return f'{name} exited with code {p.returncode}'
-    return None
 
 
 def _compose(specs, config: str):
