@@ -227,7 +227,8 @@ def vision_family(n: int, line: FuzzLine) -> Family:
          fm.examples(InferenceResult, n // 2) + fm.mutants(ok, n // 2)),
         (f'{cell}/vision/feedback', Inspection, qos.status(), fm.examples(Inspection, n // 2)
          + fm.mutants(feedback, n // 2)),
-        (f'{STANDALONE}/timing/cycle', CellCycle, cycle_qos(), fm.examples(CellCycle, n // 2) + fm.mutants(tick, n // 2)),
+        (f'{STANDALONE}/timing/cycle', CellCycle, cycle_qos(), fm.examples(CellCycle, n // 2)
+         + fm.mutants(tick, n // 2)),
         (f'{STANDALONE}/camera/image', Image, qos.camera_in(), fm.examples(Image, n // 4) + fm.mutants(frame, n // 4)),
     ], calls=[(f'{cell}/vision/reset_drift', Trigger, [Trigger.Request()] * 3),
               (f'{STANDALONE}/vision/reset_drift', Trigger, [Trigger.Request()] * 3)],
