@@ -16,7 +16,7 @@ import os
 
 from fuzz_line import FAMILIES, FuzzLine, settle, vision_answers
 
-N = int(os.environ.get('CELLOS_FUZZ_MESSAGES', '1000'))   # messages per topic
+N = int(os.environ.get('CELLOS_FUZZ_MESSAGES', '600'))   # messages per topic
 
 
 def test_fuzz_benchmark(tmp_path):
