@@ -87,7 +87,8 @@ class FuzzLine:
     def start(self) -> None:
         import yaml
         stores = {'vision_node': {'drift_store': str(self.tmp / 'vision_drift_{ns}.sqlite3')},
-                  'energy_feed_node': {'override_store': str(self.tmp / 'energy_override_{ns}.sqlite3')}}
+                  'energy_feed_node': {'override_store': str(self.tmp / 'energy_override_{ns}.sqlite3')},
+                  'energy_gate_node': {'job_store': str(self.tmp / 'deferred_jobs_{ns}.sqlite3')}}
         for s in [*self.specs, self.manager]:
             # after the area files, as the runner does: a later file wins, and so do these values
             overrides = self.tmp / f'{s.fqn.strip("/").replace("/", "_")}.params.yaml'

@@ -105,7 +105,7 @@ def msg_class(kind: str):
 
 
 def message(cls, depth: int = 0, small: bool = False):
-    """A strategy for instances of the message (or service request) class ``cls``; ``small``: short
+    """A strategy for instances of ``cls`` (a message or a service request class); ``small``: short
     strings and arrays only (an element of a huge array).
     """
     fields = cls.get_fields_and_field_types()

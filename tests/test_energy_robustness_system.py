@@ -60,7 +60,7 @@ def test_openadr_over_tls_with_the_vtn_fingerprint(processes, ros_probe, pki):
         processes.start('plain', 'energy_feed_node', namespace='/plain_site',
                         params={'autostart': True, 'source': 'openadr',
                                 'vtn_url': vtn.url.replace('https:', 'http:')})
-        gate = {'autostart': True, 'stale_after_s': 2.0, 'check_period_s': 0.1, 'min_dwell_s': 0.0}
+        gate = {'autostart': True, 'stale_after_s': 2.0, 'check_period_s': 0.1, 'min_dwell_s': 0.0, 'job_store': "''"}
         processes.start('gate', 'energy_gate_node', namespace='/line1/cell_01', params=gate)
         processes.start('rogue_gate', 'energy_gate_node', namespace='/line1/cell_02',
                         params={**gate, 'feed_topic': '/rogue_site/energy_feed'})

@@ -47,7 +47,7 @@ LIFECYCLE = Rights(publish=('~/transition_event',),
 # executable -> what its node does (in its namespace)
 NODES: dict[str, Rights] = {
     'coordinator_node': Rights(
-        publish=('line_state', 'line_markers', '{line}/*/timing/correction'),
+        publish=('line_state', 'line_markers', '{line}/*/timing/correction', '/audit/operator_action'),
         subscribe=('{line}/*/timing/cycle', '{line}/*/vision/drift', '{line}/*/energy/gate', 'plant/state'),
         reply=('hold_cell', 'set_line_period', 'resync')),
     'plant_node': Rights(publish=('plant/state',), subscribe=('{line}/*/timing/cycle',)),
@@ -62,9 +62,14 @@ NODES: dict[str, Rights] = {
     'energy_gate_node': Rights(publish=('energy/gate',), subscribe=('/site/energy_feed',),
                                reply=('energy/defer',)),
     'executor_node': Rights(
-        publish=('~/status', '/*/*/inference/result'), subscribe=('/*/*/inference/request', '/site/energy_feed'),
+        publish=('~/status', '~/registry', '/*/*/inference/result', '/audit/operator_action'),
+        subscribe=('/*/*/inference/request', '/site/energy_feed'),
         reply=('~/load_model', '~/unload_model', '~/list_models')),
-    'energy_feed_node': Rights(publish=('energy_feed',), reply=('set_override',)),
+    'energy_feed_node': Rights(publish=('energy_feed', '/audit/operator_action'), reply=('set_override',)),
+    'audit_recorder_node': Rights(subscribe=(
+        '{line}/*/vision/inspection', '{line}/*/arbiter/result', '{line}/*/energy/gate', '{line}/*/vision/drift',
+        '{line}/*/timing/correction', 'line_state', '/*/executor/status', '/*/executor/registry',
+        '/site/energy_feed', '/audit/operator_action')),
     'lifecycle_manager': Rights(
         reply=('~/startup', '~/shutdown', '~/is_active'),
         request=('/*/change_state', '/*/get_state', '/*/*/change_state', '/*/*/get_state',
@@ -87,7 +92,8 @@ ROLES: dict[str, Rights] = {
     'monitor': Rights(
         subscribe=('/diagnostics', '/rosout', '/*/line_state', '/*/line_markers', '/*/plant/state',
                    '/*/*/timing/cycle', '/*/*/vision/inspection', '/*/*/vision/annotated', '/*/*/vision/drift',
-                   '/*/*/energy/gate', '/*/executor/status', '/site/energy_feed'),
+                   '/*/*/energy/gate', '/*/executor/status', '/*/executor/registry', '/site/energy_feed',
+                   '/audit/operator_action'),
         publish=('/rosout',)),
 }
 
@@ -155,5 +161,6 @@ def default_plan() -> list[plan.NodeSpec]:
     """The plan the shipped policy is made for: `make run`'s line (line1, 4 cells, every part) and
     its lifecycle manager.
     """
-    nodes = plan.line_nodes('line1', 4, with_executor=True, with_vision=True, with_energy=True, with_flow=True)
+    nodes = plan.line_nodes('line1', 4, with_executor=True, with_vision=True, with_energy=True, with_flow=True,
+                            with_audit=True)
     return [*nodes, plan.manager_node('line1', nodes)]

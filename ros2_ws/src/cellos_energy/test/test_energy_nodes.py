@@ -94,7 +94,8 @@ def signal(stamp_s, **kw):
 def test_a_dead_feed_goes_stale_after_a_backward_wall_clock_step(graph, monkeypatch):
     gate = graph.add(energy_gate_node.EnergyGateNode(
         context=graph.context, namespace='/line1/cell_01',
-        parameter_overrides=[Parameter('stale_after_s', value=1.0), Parameter('check_period_s', value=0.05),
+        parameter_overrides=[Parameter('job_store', value=''),
+                             Parameter('stale_after_s', value=1.0), Parameter('check_period_s', value=0.05),
                              Parameter('republish_period_s', value=0.2), Parameter('min_dwell_s', value=0.0)]))
     states = []
     graph.peer.create_subscription(GateState, '/line1/cell_01/energy/gate', states.append, qos.latched_state())
@@ -113,7 +114,8 @@ def test_a_dead_feed_goes_stale_after_a_backward_wall_clock_step(graph, monkeypa
 
 
 def test_bad_deferred_jobs_and_signals_are_refused_with_a_reason(graph):
-    gate = graph.add(energy_gate_node.EnergyGateNode(context=graph.context, namespace='/line1/cell_02'))
+    gate = graph.add(energy_gate_node.EnergyGateNode(context=graph.context, namespace='/line1/cell_02',
+                                                     parameter_overrides=[Parameter('job_store', value='')]))
     assert gate.bring_up()
     now = time.time()
     finish = rclpy.time.Time(seconds=int(now + 3600)).to_msg()

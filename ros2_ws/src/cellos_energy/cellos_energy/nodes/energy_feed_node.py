@@ -23,11 +23,12 @@ from cellos_energy.core.energy_trace import DayAhead, EnergyTrace, TraceError, T
 from cellos_energy.core.openadr_ven import VenEvents, VenThread, VenTls, check_connection
 from cellos_energy.core.site_budget import check_weights, with_line_parts
 from cellos_common.core.params import ParameterError, ParamSpec
-from cellos_common.core.state_store import StateStore, StateStoreError, store_path
+from cellos_common.core.state_store import StateStore, StoreError, store_path
 from cellos_common.nodes import qos
 from cellos_common.nodes.base import CellosNode, main_for
 from cellos_energy.nodes.convert_energy import BadRequest, override_from_request, signal_to_msg
 from cellos_common.nodes.diagnostics import ERROR, OK, WARN, DiagReport
+from cellos_common.nodes.operator_action import OperatorActions
 
 
 class EnergyFeedNode(CellosNode):
@@ -134,6 +135,7 @@ class EnergyFeedNode(CellosNode):
         self._events = VenEvents()
         self._pub = self.create_publisher(EnergySignalMsg, p.topic, qos.latched_state())
         self._srv = self.create_service(SetEnergyOverride, 'set_override', self._on_override)
+        self.actions = OperatorActions(self)
         self._timer = self.create_timer(p.publish_period_s, self.publish)
         self._timer.cancel()
         self.diagnostics.add('energy feed', self._diag)
@@ -172,6 +174,7 @@ class EnergyFeedNode(CellosNode):
     def cleanup(self) -> None:
         self.destroy_timer(self._timer)
         self.destroy_service(self._srv)
+        self.actions.destroy()
         self.destroy_publisher(self._pub)
         if self._store is not None:
             self._store.close()
@@ -181,7 +184,7 @@ class EnergyFeedNode(CellosNode):
         try:
             self._store = StateStore(store_path(p.override_store, self.get_namespace()))
             saved = self._store.get('override')
-        except StateStoreError as e:
+        except StoreError as e:
             raise ParameterError(str(e)) from None
         if not self._store.durable:
             self.get_logger().warning('manual overrides in memory only (override_store is empty): lost on a restart')
@@ -258,6 +261,13 @@ class EnergyFeedNode(CellosNode):
             self._published += 1
 
     def _on_override(self, req, resp):
+        resp = self._apply_override(req, resp)
+        self.actions.record('set_override', 'energy_override' if req.active else 'clear_energy_override',
+                            target=self.params.site_id, reason=req.reason, request=req, success=resp.success,
+                            message=resp.message)
+        return resp
+
+    def _apply_override(self, req, resp):
         now = time.time()
         try:
             ov = override_from_request(req, now)
@@ -271,7 +281,7 @@ class EnergyFeedNode(CellosNode):
                     self._store.delete('override')
                 else:
                     self._store.put('override', override_record(ov))
-            except StateStoreError as e:
+            except StoreError as e:
                 self.fault('override store', e)
                 resp.success, resp.message = False, f'override not stored, not applied: {e}'
                 return resp

@@ -80,6 +80,8 @@ class Outcome:
     compute_ms: float = 0.0
     batch_size: int = 0
     backend: str = ''
+    energy_wh: float = 0.0          # set by the executor node (power_model.inference_energy_j)
+    energy_source: str = ''
 
     @classmethod
     def reject(cls, job: Job, status: Status, reason: str, backend: str = '') -> 'Outcome':

@@ -36,7 +36,7 @@ from cellos_vision.core.inspection import (Decision, DriftBounds, DriftMonitor, 
                                            Verdict, decide, undecided)
 from cellos_common.core.cell_names import split_cell_ns
 from cellos_common.core.params import ParameterError, ParamSpec
-from cellos_common.core.state_store import StateStore, StateStoreError, store_path
+from cellos_common.core.state_store import StateStore, StoreError, store_path
 from cellos_vision.core.vision_pipeline import Capture, InFlight, SyntheticSource, VideoSource
 from cellos_common.nodes import qos
 from cellos_common.nodes.base import CellosNode, main_for
@@ -245,7 +245,8 @@ class VisionNode(CellosNode):
     def deactivate(self) -> None:
         for pending in self._in_flight.drain():
             self._publish(pending.capture, undecided('shutting down: result not awaited', pending.model_id),
-                          pending.preprocess_ms, 1e3 * (time.monotonic() - pending.submitted), pending.stamp)
+                          pending.preprocess_ms, 1e3 * (time.monotonic() - pending.submitted), pending.stamp,
+                          pending.request_id)
 
     # -- model in use ---------------------------------------------------------------------
     def _model(self) -> tuple[str, ModelMeta, float]:
@@ -365,7 +366,8 @@ class VisionNode(CellosNode):
                                      pending.model_id)
             else:
                 decision = decide(logits, meta.classes, pending.threshold, pending.model_id, meta.ok_class)
-        self._publish(pending.capture, decision, pending.preprocess_ms, inference_ms, pending.stamp)
+        self._publish(pending.capture, decision, pending.preprocess_ms, inference_ms, pending.stamp,
+                      pending.request_id)
         if self.params.drift_enabled and decision.defect_class:
             self._observe_drift(decision)
             if self.params.synthetic_feedback and pending.capture.ground_truth is not None:
@@ -377,10 +379,10 @@ class VisionNode(CellosNode):
             reason = f'late: no result {waited:.0f} ms after submit (deadline {self.params.deadline_ms:.0f} ms)'
             self._warn(pending.capture.part_id, reason)
             self._publish(pending.capture, undecided(reason, pending.model_id), pending.preprocess_ms,
-                          waited, pending.stamp)
+                          waited, pending.stamp, pending.request_id)
 
     def _publish(self, capture: Capture, decision: Decision, preprocess_ms: float,
-                 inference_ms: float, stamp) -> None:
+                 inference_ms: float, stamp, request_id: int = 0) -> None:
         self._counts[decision.verdict] += 1
         if decision.reason:
             self._last_reason = decision.reason
@@ -388,7 +390,7 @@ class VisionNode(CellosNode):
             decision, stamp=stamp, frame_id=self.frame_id, line_id=self.line_id, cell_id=self.cell_id,
             part_id=capture.part_id,
             capture_ms=capture.capture_ms, preprocess_ms=preprocess_ms, inference_ms=inference_ms,
-            ground_truth=capture.ground_truth))
+            ground_truth=capture.ground_truth, frame_sha256=capture.sha256, request_id=request_id))
         if decision.defect_class:
             self._verdicts_by_part[capture.part_id] = decision.defect_class
             if len(self._verdicts_by_part) > 1000:
@@ -456,7 +458,7 @@ class VisionNode(CellosNode):
         try:
             self._store = StateStore(store_path(p.drift_store, self.get_namespace()))
             saved = self._store.get('drift')
-        except StateStoreError as e:
+        except StoreError as e:
             raise ParameterError(str(e)) from None
         if not self._store.durable:
             self.get_logger().warning('drift state in memory only (drift_store is empty): a restart '
@@ -485,7 +487,7 @@ class VisionNode(CellosNode):
         try:
             self._store.put('drift', {'key': self._drift_key(), 'monitor': self.drift.record()})
             self._store_problem = ''
-        except (StateStoreError, ValueError) as e:
+        except (StoreError, ValueError) as e:
             self._store_problem = f'drift state not kept: {e}'
             self.fault('drift store', self._store_problem)
 
