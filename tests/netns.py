@@ -57,7 +57,8 @@ def unavailable() -> str:
 
 def remove_stale() -> list[str]:
     """Delete the namespaces of earlier sets whose test process is gone (it was killed before its
-    teardown could run); deleting a namespace removes its veths and bridge."""
+    teardown could run); deleting a namespace removes its veths and bridge.
+    """
     out = subprocess.run(['ip', 'netns', 'list'], capture_output=True, text=True).stdout
     stale = []
     for name in (line.split()[0] for line in out.splitlines() if line.strip()):
