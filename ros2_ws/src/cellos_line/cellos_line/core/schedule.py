@@ -3,6 +3,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+MIN_PERIOD_NS = 100_000            # 0.1 ms: the shortest line period a cell is asked to run
+MAX_PERIOD_NS = 60_000_000_000     # 60 s
+MAX_STAMP_NS = 2**62               # a clock reading in ns (year 2116): sums of two stay within int64
+
+
+def check_period(period_ns: int, what: str = 'period', margin: float = 0.0) -> str:
+    """Why ``period_ns`` is not a line period ('' when it is); ``margin``: relative slack for a
+    period corrected by a clock rate.
+    """
+    if not MIN_PERIOD_NS * (1 - margin) <= period_ns <= MAX_PERIOD_NS * (1 + margin):
+        return f'{what} {period_ns} ns outside {MIN_PERIOD_NS / 1e6:g} ms .. {MAX_PERIOD_NS / 1e9:g} s'
+    return ''
+
 
 def wrap(error_ns: int, period_ns: int) -> int:
     """Phase error folded into [-period/2, period/2)."""
