@@ -359,13 +359,45 @@ class LineCoordinator:
             self._recompute_offsets()
         return gone
 
+    # -- what survives a restart ------------------------------------------------------------
+    def decisions(self) -> dict:
+        """What the operator decided, to keep across a restart: holds and the schedule (a
+        runtime period change; the epoch too, so a restart does not move the line's phase).
+        """
+        return {'operator_holds': {c: h[OPERATOR] for c, h in sorted(self.holds.items()) if OPERATOR in h},
+                'schedule': {'epoch_ns': self.schedule.epoch_ns, 'period_ns': self.schedule.period_ns}}
+
+    def restore(self, saved: dict, period_ns: int | None) -> list[str]:
+        """Take kept decisions back (``decisions``); ``period_ns``: the schedule's period to
+        restore, None to keep this one's. Raises ValueError for values no schedule or hold has.
+        """
+        holds = saved.get('operator_holds', {})
+        if not isinstance(holds, dict) or not all(isinstance(c, str) and isinstance(r, str) and len(c) <= MAX_CELL_ID
+                                                  for c, r in holds.items()):
+            raise ValueError(f'operator holds {holds!r:.200}')
+        events = []
+        if period_ns is not None:
+            epoch = int(saved['schedule']['epoch_ns'])
+            problem = check_period(period_ns)
+            if problem or not 0 <= epoch < MAX_STAMP_NS:
+                raise ValueError(problem or f'schedule epoch {epoch}')
+            self.schedule = Schedule(epoch, period_ns)
+            self.config = replace(self.config, period_ns=period_ns)
+            self.schedule_version += 1
+            self._recompute_offsets()
+            events.append(f'line period {period_ns / 1e6:.3f} ms and phase kept from before the restart')
+        for cell, reason in holds.items():
+            self.set_hold(cell, OPERATOR, reason[:256])
+            events.append(f"cell '{cell}' held by the operator before the restart: {reason[:256]}")
+        return events
+
     # -- commands ---------------------------------------------------------------------------
     def hold(self, cell_id: str, hold: bool, reason: str = '') -> tuple[bool, str]:
         """Hold or release for the operator (hold_cell service); the other hold sources keep theirs."""
         t = self.cells.get(cell_id)
         if t is None:
             return False, f"unknown cell '{cell_id}' (known: {', '.join(sorted(self.cells)) or 'none'})"
-        self.set_hold(cell_id, OPERATOR, (reason or 'operator') if hold else None)
+        self.set_hold(cell_id, OPERATOR, (reason[:256] or 'operator') if hold else None)
         return True, f"cell '{cell_id}' {'held: ' + t.hold_reason if t.held else 'released'}"
 
     def set_hold(self, cell_id: str, source: str, reason: str | None) -> str:

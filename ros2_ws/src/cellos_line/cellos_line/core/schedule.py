@@ -1,6 +1,7 @@
 """The line's reference schedule: tick(k) = epoch + k * period + cell offset (one clock)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 MIN_PERIOD_NS = 100_000            # 0.1 ms: the shortest line period a cell is asked to run
@@ -62,5 +63,8 @@ def stagger_offsets(cell_ids, period_ns: int, mode: str, custom_ms: dict | None 
         return {c: (i * period_ns) // n for i, c in enumerate(cells)}
     if mode == 'custom':
         custom_ms = custom_ms or {}
+        bad = sorted(c for c, v in custom_ms.items() if not math.isfinite(v))
+        if bad:
+            raise ValueError(f"custom offset of {', '.join(bad)} is not a finite number of ms")
         return {c: int(round(custom_ms.get(c, 0.0) * 1e6)) % period_ns for c in cells}
     raise ValueError(f"unknown offset mode '{mode}' (aligned | staggered | custom)")

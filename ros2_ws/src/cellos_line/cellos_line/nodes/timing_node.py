@@ -35,13 +35,13 @@ from cellos_common.nodes.base import CellosNode, main_for
 from cellos_common.nodes.diagnostics import ERROR, OK, WARN, DiagReport
 from cellos_line.core.cycle_clock import CycleClock, CycleConfig, CycleState
 from cellos_common.nodes.realtime_publisher import RealtimePublisher
-from cellos_line.nodes.convert_timing import cycle_msg, cycle_payload, fill_cycle_msg
+from cellos_line.nodes.convert_timing import BadMessage, check_correction, cycle_msg, cycle_payload, fill_cycle_msg
 
 PARAMS = [
     ParamSpec('line_id', 'line1', 'line this cell belongs to'),
     ParamSpec('cell_id', '', "cell id; empty: the last part of the node's namespace"),
     ParamSpec('period_ms', 20.0, 'nominal cycle period until the coordinator sends the line schedule',
-              min=0.0, max=60000.0, min_exclusive=True, unit='ms'),
+              min=0.1, max=60000.0, unit='ms'),
     ParamSpec('max_slew_fraction', 0.1, 'largest phase correction per cycle, as a fraction of the period',
               min=0.001, max=0.49),
     ParamSpec('lock_threshold_ms', 1.0, 'the line\'s lock criterion, judged here only: median |cycle start - '
@@ -67,7 +67,7 @@ class TimingNode(CellosNode):
         super().__init__('timing', **kwargs)
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._worker = None    # the cycle thread (a SupervisedThread: restarted if it dies)
         self.session = random.getrandbits(32)
         self._jitter_ns = 0
         self._cycles = 0
@@ -118,9 +118,8 @@ class TimingNode(CellosNode):
             self.cycle_pub, cycle_msg(self.params.line_id, self.cell_id, self.session),
             lambda msg, payload: fill_cycle_msg(msg, payload, stamp_ns=time.time_ns(), send_ns=self.now_ns()),
             f'{self.cell_id}-report', below)
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f'{self.cell_id}-cycle', daemon=True)
-        self._thread.start()
+        self._worker = self.supervise(f'{self.cell_id}-cycle', self._run)
+        self._worker.start()
 
     def _executor_realtime(self, result: realtime.Result) -> None:
         if result.priority:
@@ -132,10 +131,10 @@ class TimingNode(CellosNode):
 
     def deactivate(self) -> None:
         self.destroy_timer(self._rt_timer)
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5.0)
-            self._thread = None
+        if self._worker is not None:
+            if not self._worker.stop(timeout=5.0):
+                self.get_logger().error('cycle thread did not stop in 5 s')
+            self._worker = None
         self._reports.close()
 
     def cleanup(self) -> None:
@@ -153,20 +152,27 @@ class TimingNode(CellosNode):
             return
         if msg.session != self.session:
             return  # computed for an earlier run of this cell: the next one will be ours
-        with self._lock:
+        try:
+            check_correction(msg)
+        except BadMessage as e:
+            self.reject('correction', str(e))
+            return
+        with self._lock:   # nothing logged or published while the cycle thread may wait for it
             if self.clock is None:
                 return
             self.clock.exchange.on_echo(msg.echo_t1_ns, msg.recv_t2_ns, msg.send_t3_ns, t4)
-            if msg.period_ns > 0:
-                was = self.clock.state
-                self.clock.on_correction(msg.anchor_ns, msg.anchor_index, msg.period_ns,
-                                         msg.command, t4, msg.reason)
-                if was == CycleState.FREE_RUNNING:
-                    self.get_logger().info('coordinator back: re-locking')
-                if was != CycleState.HELD and self.clock.held:
-                    self.get_logger().info(f'held by the coordinator: {msg.reason}')
-                elif was == CycleState.HELD and not self.clock.held:
-                    self.get_logger().info('released by the coordinator')
+            if msg.period_ns <= 0:
+                return
+            was = self.clock.state
+            self.clock.on_correction(msg.anchor_ns, msg.anchor_index, msg.period_ns,
+                                     msg.command, t4, msg.reason)
+            held = self.clock.held
+        if was == CycleState.FREE_RUNNING:
+            self.get_logger().info('coordinator back: re-locking')
+        if was != CycleState.HELD and held:
+            self.get_logger().info(f'held by the coordinator: {msg.reason}')
+        elif was == CycleState.HELD and not held:
+            self.get_logger().info('released by the coordinator')
 
     # -- the cycle ----------------------------------------------------------------------------
     def _enter_realtime(self) -> None:
@@ -177,7 +183,9 @@ class TimingNode(CellosNode):
         elif self.rt_request.wanted:
             self.get_logger().info(f'cycle thread: {self.realtime.text}')
 
-    def _run(self) -> None:
+    def _run(self, stop: threading.Event) -> None:
+        """The cycle thread (run again by its supervisor if it raises: it starts a new clock)."""
+        self._stop = stop
         self._enter_realtime()
         with self._lock:
             # the first cycle counts from when this thread runs, not from activate() (the
@@ -213,14 +221,19 @@ class TimingNode(CellosNode):
             last_work = self.now_ns() - actual
             with self._lock:
                 intended, wake = self.clock.advance(self.now_ns())
-                if state_before != CycleState.FREE_RUNNING and self.clock.state == CycleState.FREE_RUNNING:
-                    self.get_logger().warning('no correction from the coordinator: free-running on the last '
-                                              f'schedule, period {self.clock.period_ns / 1e6:.3f} ms')
+                free_running = self.clock.state == CycleState.FREE_RUNNING
+                period_ns = self.clock.period_ns
+            if state_before != CycleState.FREE_RUNNING and free_running:
+                self.get_logger().warning('no correction from the coordinator: free-running on the last '
+                                          f'schedule, period {period_ns / 1e6:.3f} ms')
         realtime.normal()
 
     def _diagnose(self) -> DiagReport:
         if self.clock is None:
             return DiagReport(WARN, 'not active', {})
+        if self._worker is not None and not self._worker.alive:
+            # the last state the clock had means nothing without the thread that runs it
+            return DiagReport(ERROR, 'cycle thread not running (see boundary)', {'cycles': self._cycles})
         with self._lock:
             state = self.clock.state
             values = {'state': state.name, 'locked': self.clock.locked, 'cycle_index': self.clock.index,
