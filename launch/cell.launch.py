@@ -1,5 +1,5 @@
 """One cell joining a running line (coordinator elsewhere):
-`ros2 launch cellos cell.launch.py line:=line1 cell:=cell_03`.
+`ros2 launch cellos_bringup cell.launch.py line:=line1 cell:=cell_03`.
 
 Starts in /<line>/<cell> the timing node (+ arbiter, vision, energy gate when enabled) and a
 lifecycle_manager there that brings them up: configure all, then activate all.

@@ -1,4 +1,4 @@
-"""The site energy feed (one per site): `ros2 launch cellos site_energy.launch.py`.
+"""The site energy feed (one per site): `ros2 launch cellos_bringup site_energy.launch.py`.
 
 Starts the energy feed in /<namespace> (default /site; cells' gates read /site/energy_feed)
 and a lifecycle_manager there that brings it up.

@@ -4,6 +4,7 @@ from __future__ import annotations
 import threading
 import time
 
+from cellos_common.core.cell_names import split_cell_ns
 from cellos_common.nodes import qos
 from cellos_inference.nodes.convert_inference import make_request
 from cellos_interfaces.msg import InferenceRequest, InferenceResult
@@ -16,7 +17,7 @@ class CellClient:
 
     def __init__(self, probe, ns: str, request_leaf='arbiter/request', result_leaf='arbiter/result'):
         self.probe, self.ns = probe, ns
-        self.cell_id = ns.strip('/')
+        self.cell_ns = ns.strip('/')
         self.lock = threading.Lock()
         self.results: dict = {}
         self.sent: dict = {}
@@ -31,13 +32,15 @@ class CellClient:
             self.duplicates += key in self.results
             self.results[key] = (time.time(), msg)
 
-    def send(self, model, inputs, *, task='inspection', priority=1, deadline_s=2.0, cell_id=None,
+    def send(self, model, inputs, *, task='inspection', priority=1, deadline_s=2.0, cell_ns=None,
              request_id=None) -> tuple:
+        """``cell_ns``: the cell the request names (line_id/cell_id), default the client's own."""
         if request_id is None:
             self.next_id += 1
             request_id = self.next_id
         deadline = time.time() + deadline_s
-        msg = make_request(request_id=request_id, cell_id=self.cell_id if cell_id is None else cell_id,
+        line_id, cell_id = split_cell_ns(self.cell_ns if cell_ns is None else cell_ns)
+        msg = make_request(request_id=request_id, line_id=line_id, cell_id=cell_id,
                            task=task, model=model, priority=priority, deadline_s=deadline, inputs=inputs)
         key = (task, request_id)
         with self.lock:

@@ -67,7 +67,7 @@ def test_executor_overhead(processes, tmp_path):
 
     processes.start('executor', 'executor_node', namespace='/gpu0', params=dict(
         autostart=True, backend='onnxruntime', cpu_threads=1, model_list=str(tmp_path / 'models.yaml'),
-        cells='line1/cell1,line1/cell2', max_queue_delay_ms=QUEUE_DELAY_MS, max_queue_per_cell=64))
+        cells=['line1/cell1', 'line1/cell2'], max_queue_delay_ms=QUEUE_DELAY_MS, max_queue_per_cell=64))
     outs = []
     for i in (1, 2):
         out = tmp_path / f'cell{i}.json'

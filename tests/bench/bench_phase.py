@@ -31,8 +31,8 @@ LOCK_MS = 1.0
 CELL_PRIO, COORD_PRIO = 80, 70
 
 
-def _param(name, value):
-    return Parameter(name=name, value=ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value))
+def _param(name, value: float):
+    return Parameter(name=name, value=ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value))
 
 
 def test_bench_phase(processes, ros_probe, tmp_path):
@@ -40,7 +40,8 @@ def test_bench_phase(processes, ros_probe, tmp_path):
     load_ = CpuLoad(2)
     try:
         coord = processes.start('coordinator', 'coordinator_node', namespace=LINE, params={
-            'autostart': True, 'period_ms': 1e3 / HZ, 'offset_mode': 'custom', 'thread_priority': COORD_PRIO})
+            'autostart': True, 'period_ms': 1e3 / HZ, 'offset_mode': 'custom', 'cells': cells,
+            'thread_priority': COORD_PRIO})
         for c in cells:
             processes.start(c, 'timing_node', namespace=f'{LINE}/{c}', params={
                 'autostart': True, 'period_ms': 1e3 / HZ, 'thread_priority': CELL_PRIO})
@@ -58,7 +59,7 @@ def test_bench_phase(processes, ros_probe, tmp_path):
         t1, c1, l1 = time.time_ns(), cpu_seconds(coord.pid), load_.cpu_seconds()
 
         step_ms = STEP * 1e3 / HZ
-        req = SetParameters.Request(parameters=[_param('cell_offsets', f'cell_01={step_ms}')])
+        req = SetParameters.Request(parameters=[_param('cell_offsets_ms.cell_01', step_ms)])
         t_step = time.time_ns()
         res = ros_probe.call(SetParameters, f'{LINE}/coordinator/set_parameters', req)
         assert res.results[0].successful, res.results[0].reason

@@ -20,6 +20,7 @@ import numpy as np
 import rclpy
 from rclpy.node import Node
 
+from cellos_common.core.cell_names import split_cell_ns
 from cellos_common.nodes import qos
 from cellos_inference.nodes.arbiter_node import ArbiterNode
 from cellos_common.nodes.base import spin_nodes
@@ -32,7 +33,7 @@ class LoadTask(Node):
         super().__init__('load_task')
         self.a, self.stop = a, stop
         self.go, self.end = os.path.join(a.control, 'go'), os.path.join(a.control, 'stop')
-        self.cell_id = self.get_namespace().strip('/')
+        self.line_id, self.cell_id = split_cell_ns(self.get_namespace())
         self.image = np.random.default_rng(0).standard_normal((1, 3, a.size, a.size)).astype(np.float32)
         self.pub = self.create_publisher(InferenceRequest, 'arbiter/request', qos.inference())
         self.create_subscription(InferenceResult, 'arbiter/result', self.on_result, qos.inference())
@@ -47,7 +48,8 @@ class LoadTask(Node):
         self.next_id += 1
         now = time.time()
         self.sent[self.next_id] = now
-        self.pub.publish(make_request(request_id=self.next_id, cell_id=self.cell_id, task='inspection',
+        self.pub.publish(make_request(request_id=self.next_id, line_id=self.line_id, cell_id=self.cell_id,
+                                      task='inspection',
                                       model=self.a.model, priority=1, deadline_s=now + 5.0,
                                       inputs={'image': self.image}))
 

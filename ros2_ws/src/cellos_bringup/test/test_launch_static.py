@@ -11,6 +11,7 @@ import importlib.util
 import itertools
 import re
 from pathlib import Path
+from typing import List
 
 import pytest
 import yaml
@@ -62,26 +63,33 @@ def node_name_of(executable: str) -> str:
     return m.group(1)
 
 
-def params_of(executable: str) -> set[str]:
+def param_specs_of(executable: str) -> dict:
     mod = importlib.import_module(module_of(executable))
     cls = next(v for v in vars(mod).values()
                if isinstance(v, type) and v.__module__ == mod.__name__ and hasattr(v, 'PARAMS'))
-    names = {s.name for s in cls.PARAMS}
+    specs = {s.name: s for s in cls.PARAMS}
     if executable != 'lifecycle_manager':
-        names.add('autostart')  # declared by CellosNode for every managed node
-    return names
+        from cellos_common.nodes.base import _AUTOSTART
+        specs['autostart'] = _AUTOSTART  # declared by CellosNode for every managed node
+    return specs
+
+
+def params_of(executable: str) -> set[str]:
+    return set(param_specs_of(executable))
 
 
 def node_executables() -> dict[str, str]:
-    """node name -> executable, for every node executable (cellos_line is the runner)."""
-    return {node_name_of(e): e for e in ENTRY_POINTS if e != 'cellos_line'}
+    """node name -> executable, for every node executable (not the runner line_runner, nor the audit CLIs)."""
+    return {node_name_of(e): e for e in ENTRY_POINTS if '.nodes.' in module_of(e)}
 
 
 ALL_PLANS = [
     plan.line_nodes('line1', 3, period_ms=20.0, offset_mode='staggered', with_executor=x, with_vision=v,
                     with_energy=en)
     for x, v, en in itertools.product((False, True), repeat=3)
-] + [plan.cell_nodes('line1', 'cell_09', with_arbiter=True, with_vision=True, with_energy=True),
+] + [plan.line_nodes('line1', 2, with_executor=True, with_vision=True, with_energy=True, with_flow=True,
+                     with_audit=True, audit_dir='/tmp/audit', audit_name='line1_test'),
+     plan.cell_nodes('line1', 'cell_09', with_arbiter=True, with_vision=True, with_energy=True),
      [plan.executor_node(['line1/cell_01'], backend='onnxruntime')], [plan.energy_feed_node()]]
 
 
@@ -121,7 +129,7 @@ def test_every_executable_is_an_entry_point():
     for exe in planned:
         assert ENTRY_POINTS[exe][0] == plan.PACKAGES[exe], f'{exe} is in {ENTRY_POINTS[exe][0]}, the plan says ' \
             f'{plan.PACKAGES[exe]}'
-    for exe in {e for e in literal if e != 'cellos_line'} | planned:
+    for exe in {e for e in literal if e != 'line_runner'} | planned:
         importlib.import_module(module_of(exe))
 
 
@@ -139,7 +147,10 @@ def test_the_runner_starts_the_plan_each_node_once_and_timing_apart():
     args, _ = parse_args(['--cells', '2', '--line', 'line7'])
     specs = line_plan(args)
     assert [s.fqn for s in specs] == [s.fqn for s in plan.line_nodes(
-        'line7', 2, with_executor=True, with_vision=True, with_energy=True, with_flow=True)]
+        'line7', 2, with_executor=True, with_vision=True, with_energy=True, with_flow=True, with_audit=True)]
+    assert specs[0].executable == 'audit_recorder_node', 'the recorder comes up first: it hears every decision'
+    args, _ = parse_args(['--cells', '2', '--line', 'line7', '--without', 'audit'])
+    assert 'audit_recorder_node' not in {s.executable for s in line_plan(args)}
     groups = processes(specs)
     assert sorted(s.fqn for g in groups.values() for s in g) == sorted(s.fqn for s in specs)
     for g in groups.values():
@@ -158,7 +169,7 @@ def test_the_line_plan_layout():
             f'/line7/{c}/{n}' for n in ('energy_gate', 'arbiter', 'timing', 'vision')]
     assert len(set(fqns)) == len(fqns)
     executor = next(s for s in full if s.name == 'executor')
-    assert executor.overrides['cells'] == 'line7/cell_01,line7/cell_02'
+    assert executor.overrides['cells'] == ['line7/cell_01', 'line7/cell_02']
     assert all(s.overrides['autostart'] is False for s in full)
     manager = plan.manager_node('line7', full)
     assert resolve_names(manager.overrides['node_names'], '/line7') == fqns
@@ -175,6 +186,67 @@ def test_plan_refuses_bad_arguments_with_the_argument_named():
         plan.parse_optional_float('fast', 'period_ms')
     assert plan.parse_optional_float('', 'period_ms') is None
     assert plan.parse_optional_float('25', 'period_ms') == 25.0
+
+
+def test_every_override_reaches_its_node_with_the_declared_type():
+    """launch_ros reads a bare override value with YAML rules ('123' -> int, 'on' -> bool): the plan
+    gives each one its type, and each type is the one its node declares.
+    """
+    assert plan.typed_overrides({'line_id': '123', 'flag': 'on'}) == {'line_id': ('123', str), 'flag': ('on', str)}
+    assert plan.typed_overrides({'names': ('a', 'b')}) == {'names': (['a', 'b'], List[str])}
+    for bad in ({'x': []}, {'x': [1, 'a']}, {'x': None}):
+        with pytest.raises(ValueError, match="override 'x'"):
+            plan.typed_overrides(bad)
+    checked = 0
+    for nodes in ALL_PLANS:
+        for s in [*nodes, plan.manager_node('line1', nodes)]:
+            specs = param_specs_of(s.executable)
+            for name, (value, value_type) in plan.typed_overrides(s.overrides).items():
+                want = specs[name].type
+                assert value_type == (List[str] if want is list else want), f'{s.fqn} {name}: {value_type}'
+                checked += 1
+    assert checked > 20
+
+
+def _function(path: Path, name: str) -> ast.FunctionDef:
+    return next(n for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.FunctionDef) and n.name == name)
+
+
+def _calls(tree) -> dict[str, list[ast.Call]]:
+    out: dict[str, list] = {}
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Call):
+            f = n.func
+            out.setdefault(f.attr if isinstance(f, ast.Attribute) else getattr(f, 'id', ''), []).append(n)
+    return out
+
+
+def test_launch_actions_give_types_and_end_the_launch_when_the_manager_fails():
+    calls = _calls(_function(PKG / 'cellos_bringup' / 'launch_plan.py', 'launch_actions'))
+    assert [k.arg for c in calls['ParameterValue'] for k in c.keywords] == ['value_type']
+    handler = calls['OnProcessExit']
+    assert handler and {k.arg for k in handler[0].keywords} == {'target_action', 'on_exit'}
+    assert calls['RegisterEventHandler']
+    exited = _calls(_function(PKG / 'cellos_bringup' / 'launch_plan.py', 'manager_exited'))
+    assert exited['Shutdown'] and exited['LogInfo']
+    reason = plan.manager_exit_reason('/line1/lifecycle_manager', 1)
+    assert '/line1/lifecycle_manager exited with code 1' in reason and 'could not be brought up' in reason
+    assert plan.manager_exit_reason('/line1/lifecycle_manager', 0) is None
+
+
+@pytest.mark.parametrize('path', LAUNCH_FILES, ids=lambda p: p.name)
+def test_every_launch_file_starts_a_manager_through_the_plan(path):
+    """The handler that ends the launch is added by plan.launch_actions to a lifecycle_manager."""
+    calls = _calls(ast.parse(path.read_text()))
+    assert calls.get('manager_node') and calls.get('launch_actions'), path.name
+    assert 'Node' not in calls, f'{path.name} builds a Node itself: use plan.launch_actions'
+
+
+def test_line_and_cell_ids_are_ros_names():
+    with pytest.raises(ValueError, match="launch argument 'line': '123' is not a ROS name"):
+        plan.line_nodes('123', 2)
+    with pytest.raises(ValueError, match="launch argument 'cell'"):
+        plan.cell_nodes('line1', 'cell-1')
 
 
 def test_resolve_names():
@@ -285,7 +357,7 @@ def _launch_missing() -> str | None:
 @pytest.mark.parametrize('path', LAUNCH_FILES, ids=lambda p: p.name)
 def test_generate_launch_description_builds_the_nodes(path):
     from launch import LaunchContext
-    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction, RegisterEventHandler
     from launch_ros.actions import Node
 
     spec = importlib.util.spec_from_file_location(path.stem.replace('.', '_'), path)
@@ -293,11 +365,13 @@ def test_generate_launch_description_builds_the_nodes(path):
     spec.loader.exec_module(mod)
     ld = mod.generate_launch_description()
     context = LaunchContext()
-    nodes = []
+    actions = []
     for entity in ld.entities:
         if isinstance(entity, DeclareLaunchArgument):
             entity.visit(context)  # sets the default (needs share/cellos_bringup installed)
         elif isinstance(entity, OpaqueFunction):
-            nodes += [a for a in (entity.visit(context) or []) if isinstance(a, Node)]
+            actions += entity.visit(context) or []
+    nodes = [a for a in actions if isinstance(a, Node)]
     assert nodes and nodes[-1].node_executable == 'lifecycle_manager'
+    assert isinstance(actions[-1], RegisterEventHandler)   # the manager's exit ends the launch
     assert all(n.node_package == plan.PACKAGES[n.node_executable] for n in nodes)

@@ -21,13 +21,17 @@ PACKAGES = sorted(p.name for p in SRC.iterdir() if (p / 'package.xml').is_file()
 # third-party import -> rosdep key (None: no key exists; the package.xml says how it is installed)
 IMPORT_KEYS = {
     'numpy': 'python3-numpy',
+    'scipy': 'python3-scipy',
     'yaml': 'python3-yaml',
     'cv2': 'python3-opencv',
     'onnxruntime': 'python3-onnxruntime-pip',
-    'pynvml': None,          # optional (GPU hosts): python3-pynvml where wanted
+    'pynvml': 'python3-pynvml',
     'tensorrt': None,        # GPU hosts only: docker/Dockerfile.gpu
     'pycuda': None,
-    'openleadr': None,       # OpenADR VEN (source openadr only): tools/requirements-py.txt
+    'openleadr': None,       # OpenADR VEN (source openadr only): tools/requirements-distro.txt
+    'mcap_ros2': 'mcap-ros2-support',   # a pip key; it installs mcap too
+    'mcap': None,            # no key of its own: the dependency of mcap-ros2-support (with lz4, zstandard)
+    'matplotlib': 'python3-matplotlib',
 }
 # ROS packages imported as Python modules (message packages are found by their .msg/.srv import)
 ROS_MODULES = {'rclpy', 'launch', 'launch_ros', 'ament_index_python', 'diagnostic_updater', 'cv_bridge'}

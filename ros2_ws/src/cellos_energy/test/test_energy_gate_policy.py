@@ -106,3 +106,10 @@ def test_policy_from_params_and_inconsistent_policy_refused():
         GatePolicy(price_per_mwh=(100.0, 50.0, 500.0))
     with pytest.raises(ValueError, match='dr_levels'):
         GatePolicy(dr_levels=(0, 5, 2, 3))
+
+
+def test_a_deadline_the_dwell_and_guard_would_eat_is_refused():
+    with pytest.raises(ValueError, match='normal_deadline_s'):
+        GatePolicy(min_dwell_s=30.0, normal_guard_s=60.0, normal_deadline_s=60.0)
+    with pytest.raises(ValueError, match='gate_mode'):
+        GatePolicy(gate_mode='oracle')

@@ -1,10 +1,12 @@
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
-from cellos_energy.core.energy_trace import EnergyTrace, TraceError, TraceReplay
+from cellos_energy.core.energy_trace import DayAhead, EnergyTrace, TraceError, TraceReplay
 
 SHIPPED = Path(__file__).resolve().parents[4] / 'config' / 'caiso_np15_2023-04_4weeks_hourly.csv'
+START_0403 = datetime(2023, 4, 3, tzinfo=timezone.utc).timestamp()
 
 
 def test_shipped_trace_loads_with_source_header():
@@ -46,3 +48,26 @@ def test_replay_time_compression_and_wrap():
     assert fc.slots == 24 and fc.step_s == 1.0 and fc.price_per_mwh[0] == t.price_per_mwh[2]
     with pytest.raises(TraceError):
         TraceReplay(t, compression=0.0)
+
+
+def test_day_ahead_publication_rule():
+    """CAISO: trade day from 07:00 UTC, published at 20:00 UTC the day before: 11..35 h known."""
+    rule = DayAhead()
+    t = START_0403
+    assert rule.known_until(t) == t + 31 * 3600          # 00:00: through 07:00 tomorrow
+    assert rule.known_until(t + 19.5 * 3600) == t + 31 * 3600   # 19:30: still 11.5 h
+    assert rule.known_until(t + 20 * 3600) == t + 55 * 3600     # 20:00: the next day is out
+    with pytest.raises(TraceError):
+        DayAhead(24.0, 20.0)
+
+
+def test_day_ahead_forecast_never_shows_an_unpublished_row():
+    trace = EnergyTrace.load(SHIPPED)
+    replay, rule = TraceReplay(trace, compression=3600.0, loop=False), DayAhead()
+    for k in range(0, 24 * 12):
+        p = replay.at(k / 12.0)
+        fc = replay.forecast(p, 1000, rule)
+        last_row_start = trace.start_s + (p.index + len(fc.price_per_mwh) - 1) * trace.step_s
+        assert last_row_start < rule.known_until(p.data_time_s)
+        assert 11 <= len(fc.price_per_mwh) <= 35
+        assert fc.price_per_mwh == trace.price_per_mwh[p.index:p.index + len(fc.price_per_mwh)]

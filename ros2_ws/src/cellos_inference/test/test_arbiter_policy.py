@@ -3,12 +3,12 @@ from cellos_inference.core.inference_types import Priority, Status
 
 
 def policy(**kw):
-    kw.setdefault('cell_id', 'line1/cell1')
+    kw.setdefault('cell_ns', 'line1/cell1')
     return ArbiterPolicy(ArbiterConfig(**kw))
 
 
 def submit(p, rid=1, *, now=0.0, deadline=1.0, task='inspection', prio=Priority.NORMAL, cell='line1/cell1'):
-    return p.submit(request_id=rid, cell_id=cell, task=task, model='m', priority=int(prio),
+    return p.submit(request_id=rid, cell_ns=cell, task=task, model='m', priority=int(prio),
                     deadline=deadline, now=now)
 
 
@@ -16,7 +16,7 @@ def test_refusals_have_their_status():
     p = policy(max_in_flight=1)
     assert submit(p, cell='line1/cell2').refusal.status == Status.REJECTED
     assert submit(p, deadline=-1.0).refusal.status == Status.DEADLINE
-    assert p.submit(request_id=1, cell_id='', task='t', model='m', priority=7, deadline=1,
+    assert p.submit(request_id=1, cell_ns='', task='t', model='m', priority=7, deadline=1,
                     now=0).refusal.status == Status.REJECTED
     assert submit(p).pending is not None
     full = submit(p, 2).refusal
@@ -31,7 +31,7 @@ def test_task_priority_overrides_request():
 def test_energy_gate_levels():
     gate = EnergyGate()
     p = ArbiterPolicy(ArbiterConfig('c'), gate)
-    args = dict(cell_id='c', model='m', deadline=1.0, now=0.0)
+    args = dict(cell_ns='c', model='m', deadline=1.0, now=0.0)
     gate.set(GateLevel.ECO, 'price peak')
     r = p.submit(request_id=1, task='maintenance', priority=Priority.BACKGROUND, **args).refusal
     assert r.status == Status.GATED and 'price peak' in r.reason

@@ -21,7 +21,7 @@ class Collector:
 
     def __call__(self, o):
         with self.lock:
-            key = (o.cell_id, o.request_id)
+            key = (o.cell_ns, o.request_id)
             self.dupes += key in self.out
             self.out[key] = o
 

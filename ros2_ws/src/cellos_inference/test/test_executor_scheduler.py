@@ -92,7 +92,7 @@ def test_weighted_fair_share_among_backlogged_cells(weights, max_batch, window, 
         now += b.estimate_s
         s.complete(b, b.estimate_s, now)
         for j in b.jobs:
-            got[j.cell_id] += b.estimate_s / b.items
+            got[j.cell_ns] += b.estimate_s / b.items
     norm = [got[c] / w for c, w in zip(cells, weights)]
     bound = window + max_batch * SERVICE_S / min(weights) + 1e-9
     assert max(norm) - min(norm) <= bound, (norm, bound)
@@ -111,7 +111,7 @@ def test_flooding_cell_does_not_delay_a_light_cell_beyond_the_window():
         b = s.poll(now).batch
         now += b.estimate_s
         s.complete(b, b.estimate_s, now)
-        waits += [now - j.arrival for j in b.jobs if j.cell_id == 'light']
+        waits += [now - j.arrival for j in b.jobs if j.cell_ns == 'light']
     assert waits and max(waits) <= 0.02 + 2 * SERVICE_S + 1e-9
     # the light cell asked for 1/3 of the executor and got all of it
     assert len(waits) >= 99
@@ -125,7 +125,7 @@ def test_idle_cell_banks_no_credit():
     for i in range(10):
         s.submit(job(100 + i, 'a'), 1.0)
         s.submit(job(200 + i, 'b'), 1.0)   # b arrives late: starts at the class clock
-    cells = [b.jobs[0].cell_id for b in run_all(s, now=1.0)]
+    cells = [b.jobs[0].cell_ns for b in run_all(s, now=1.0)]
     assert cells[:6].count('b') <= 4 and cells[:6].count('a') >= 2
 
 

@@ -14,30 +14,17 @@ import threading
 from typing import Sequence
 
 import rclpy
-from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
-                                SetParametersResult)
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+from rclpy.logging import get_logger
 
 from cellos_common.core.params import ParameterError, ParamSet, ParamSpec, validate
 from cellos_common.nodes.diagnostics import Diagnostics
+from cellos_common.nodes.parameters import declare_params, read_values
 
 _AUTOSTART = ParamSpec('autostart', False,
                        'configure and activate on start, without a lifecycle manager')
-
-
-def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
-    d = ParameterDescriptor(description=spec.description + (f' [{spec.unit}]' if spec.unit else ''),
-                            read_only=spec.read_only)
-    if spec.choices is not None:
-        d.additional_constraints = f'one of {list(spec.choices)}'
-    if spec.min is not None and spec.max is not None and spec.type in (int, float):
-        if spec.type is int:
-            d.integer_range = [IntegerRange(from_value=int(spec.min), to_value=int(spec.max), step=0)]
-        else:
-            d.floating_point_range = [FloatingPointRange(
-                from_value=float(spec.min), to_value=float(spec.max), step=0.0)]
-    return d
 
 
 class CellosNode(LifecycleNode):
@@ -48,31 +35,45 @@ class CellosNode(LifecycleNode):
 
     def __init__(self, name: str, **kwargs):
         super().__init__(name, **kwargs)
-        self._specs = {s.name: s for s in (*self.PARAMS, _AUTOSTART)}
-        for spec in self._specs.values():
-            self.declare_parameter(spec.name, spec.default, _descriptor(spec))
+        self._specs = (*self.PARAMS, _AUTOSTART)
+        # {declared name: default}: the plain parameters and each map's entries
+        self._declared = declare_params(self, self._specs)
         self.params: ParamSet | None = None
+        # one per node lifetime (created at the first configure): diagnostic_updater declares its
+        # parameter when constructed, and a second declaration raises
         self.diagnostics: Diagnostics | None = None
         self.active = False
+        # between a completed configure and the start of cleanup: only then do runtime changes
+        # reach on_params_changed
+        self._configured = False
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
     # -- parameters -----------------------------------------------------------------------
     def read_params(self) -> ParamSet:
-        values = {n: self.get_parameter(n).value for n in self._specs}
-        return validate(self._specs.values(), values)
+        return validate(self._specs, read_values(self, self._declared))
 
     def _on_set_parameters(self, params) -> SetParametersResult:
-        current = {n: self.get_parameter(n).value for n in self._specs}
-        current.update({p.name: p.value for p in params if p.name in self._specs})
+        # rclpy calls this for every declaration too, also for parameters another component
+        # declares on this node (diagnostic_updater.period while configuring): not ours to judge
+        own = [p for p in params if p.name in self._declared]
+        if not own:
+            return SetParametersResult(successful=True)
+        current = read_values(self, self._declared)
+        current.update({p.name: p.value for p in own})
         try:
-            new = validate(self._specs.values(), current)
+            new = validate(self._specs, current)
             self.check_params(new)
         except ParameterError as e:
             self.get_logger().error(f'rejected: {e}')
             return SetParametersResult(successful=False, reason=str(e))
-        if self.params is not None:
-            self.params = new
-            self.on_params_changed(new)
+        if self._configured:
+            before, self.params = self.params, new
+            try:
+                self.on_params_changed(new)
+            except Exception as e:  # a change the node cannot apply is refused; the node keeps running
+                self.params = before
+                self.get_logger().error(f'rejected: {type(e).__name__}: {e}')
+                return SetParametersResult(successful=False, reason=f'{type(e).__name__}: {e}')
         return SetParametersResult(successful=True)
 
     def check_params(self, params: ParamSet) -> None:
@@ -106,9 +107,15 @@ class CellosNode(LifecycleNode):
             params = self.read_params()
             self.check_params(params)
             self.params = params
-            self.diagnostics = Diagnostics(self, self.hardware_id())
+            if self.diagnostics is None:
+                self.diagnostics = Diagnostics(self, self.hardware_id())
+            self.diagnostics.start()
             self.configure()
-        return self._guard('configure', run)
+            self._configured = True
+        result = self._guard('configure', run)
+        if result != TransitionCallbackReturn.SUCCESS:
+            self._release()
+        return result
 
     def on_activate(self, state) -> TransitionCallbackReturn:
         def run():
@@ -125,20 +132,28 @@ class CellosNode(LifecycleNode):
 
     def on_cleanup(self, state) -> TransitionCallbackReturn:
         def run():
+            self._configured = False
             self.cleanup()
-            if self.diagnostics is not None:
-                self.diagnostics.destroy()
-                self.diagnostics = None
-            self.params = None
-        return self._guard('cleanup', run)
+        result = self._guard('cleanup', run)
+        self._release()
+        return result
 
     def on_shutdown(self, state) -> TransitionCallbackReturn:
         if self.active:
             self.active = False
             self._guard('deactivate', self.deactivate)
-        if self.params is not None:
+        if self._configured:
+            self._configured = False
             self._guard('cleanup', self.cleanup)
+        self._release()
         return TransitionCallbackReturn.SUCCESS
+
+    def _release(self) -> None:
+        """What the base holds while configured: the diagnostics' timer and publisher, the params."""
+        self._configured = False
+        if self.diagnostics is not None:
+            self.diagnostics.stop()
+        self.params = None
 
     def bring_up(self) -> bool:
         """configure + activate in-process (what a lifecycle manager does over services)."""
@@ -164,7 +179,12 @@ def make_executor(kind: str = 'multi', threads: int | None = None):
     if kind == 'single':
         return SingleThreadedExecutor()
     if kind == 'events':
-        from rclpy.experimental import EventsExecutor
+        try:
+            from rclpy.experimental import EventsExecutor
+        except ImportError as e:  # Jazzy before rclpy 7.1.4 has no EventsExecutor
+            get_logger('cellos').warning(
+                f'EventsExecutor not available in this rclpy ({e}): using the SingleThreadedExecutor')
+            return SingleThreadedExecutor()
         return EventsExecutor()
     raise ValueError(f"unknown executor kind '{kind}' (multi | single | events)")
 
@@ -220,7 +240,8 @@ def main_for(node_cls, args=None) -> int:
     rclpy.init(args=args, signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
     try:
         node = node_cls()
-    except (ParameterError, rclpy.exceptions.InvalidParameterValueException) as e:
+    except (ParameterError, rclpy.exceptions.InvalidParameterValueException,
+            rclpy.exceptions.InvalidParameterTypeException) as e:
         print(f'error: {e}', file=sys.stderr)
         rclpy.try_shutdown()
         return 2

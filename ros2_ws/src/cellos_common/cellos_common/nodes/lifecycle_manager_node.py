@@ -7,6 +7,8 @@ absolute ones as given, e.g. ['coordinator', 'cell_01/timing', '/gpu0/executor']
 autostart, transition_timeout_s.
 Services (std_srvs/Trigger): ~/startup, ~/shutdown (deactivate + cleanup, reverse order),
 ~/is_active (success: every managed node is active; message: each node's state).
+Exit code: 0 after Ctrl-C / SIGTERM; 1 when the autostart bring-up failed (the launch files
+shut the whole launch down on it); 2 for bad parameters.
 """
 from __future__ import annotations
 
@@ -15,21 +17,19 @@ import sys
 import threading
 
 import rclpy
-from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.exceptions import ParameterUninitializedException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
-from rclpy.parameter import Parameter
 from std_srvs.srv import Trigger
 
 from cellos_common.core.params import ParameterError, ParamSpec, validate
 from cellos_common.nodes.lifecycle_client import STATE_LABELS, LifecycleClient, resolve_names
+from cellos_common.nodes.parameters import declare_params, read_values
 from lifecycle_msgs.msg import State
 
 PARAMS = [
     ParamSpec('node_names', [], 'managed nodes in bring-up order; relative names are taken in this '
-              "node's namespace", read_only=True),
+              "node's namespace", read_only=True, item=str),
     ParamSpec('autostart', False, 'bring the managed nodes up (configure all, then activate all) at start',
               read_only=True),
     ParamSpec('transition_timeout_s', 30.0, 'bound on a whole bring-up (nodes still starting are waited for)',
@@ -42,28 +42,13 @@ class LifecycleManagerNode(Node):
 
     def __init__(self, stop: threading.Event | None = None, **kwargs):
         super().__init__('lifecycle_manager', **kwargs)
-        values = {}
-        for spec in PARAMS:
-            desc = ParameterDescriptor(description=spec.description + (f' [{spec.unit}]' if spec.unit else ''),
-                                       read_only=spec.read_only)
-            if spec.type is float and spec.min is not None and spec.max is not None:
-                desc.floating_point_range = [FloatingPointRange(from_value=float(spec.min),
-                                                                to_value=float(spec.max), step=0.0)]
-            if spec.type is list:  # an empty default carries no type: declare it as a string array
-                self.declare_parameter(spec.name, Parameter.Type.STRING_ARRAY, desc)
-                try:
-                    value = self.get_parameter(spec.name).value
-                except ParameterUninitializedException:
-                    value = None
-                values[spec.name] = list(value) if value is not None else []
-            else:
-                values[spec.name] = self.declare_parameter(spec.name, spec.default, desc).value
-        self.params = validate(PARAMS, values)
+        self.params = validate(PARAMS, read_values(self, declare_params(self, PARAMS)))
         try:
             self.managed = resolve_names(self.params.node_names, self.get_namespace())
         except ValueError as e:
             raise ParameterError(f"parameter 'node_names': {e}") from None
         self.stop = stop or threading.Event()
+        self.exit_code = 0
         self.client = LifecycleClient(self, stop=self.stop)
         # startup / shutdown / autostart one at a time; the clients' responses arrive on the
         # default group, served by another executor thread while a bring-up waits
@@ -107,7 +92,12 @@ class LifecycleManagerNode(Node):
 
     def _autostart(self) -> None:
         self._autostart_timer.cancel()
-        self.startup()
+        failed = self.startup()
+        if failed and not self.stop.is_set():
+            self.get_logger().fatal(f'autostart failed ({", ".join(failed)}): exiting with code 1; the nodes '
+                                    'that came up are left as they are')
+            self.exit_code = 1
+            self.stop.set()
 
     # -- services ---------------------------------------------------------------------------
     def _on_startup(self, request, response):
@@ -146,7 +136,7 @@ def main(args=None) -> int:
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
-    return 0
+    return node.exit_code
 
 
 def _spin(node, stop: threading.Event) -> None:

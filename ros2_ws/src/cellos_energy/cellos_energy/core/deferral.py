@@ -9,43 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from cellos_energy.core.energy_gate_policy import Action, GateLevel, GatePolicy, TaskClass, task_decision
-from cellos_energy.core.energy_signal import Forecast
-
-
-@dataclass(frozen=True)
-class ScoreCurve:
-    """Slot i covers [t0_s + i*step_s, t0_s + (i+1)*step_s)."""
-
-    t0_s: float
-    step_s: float
-    scores: tuple[float, ...]
-
-    @classmethod
-    def from_forecast(cls, stamp_s: float, fc: Forecast, carbon_price_per_t: float) -> 'ScoreCurve':
-        return cls(stamp_s - fc.offset_s, fc.step_s, fc.score(carbon_price_per_t))
-
-    def _slot(self, t: float) -> int:
-        return min(len(self.scores) - 1, max(0, int((t - self.t0_s) // self.step_s)))
-
-    def mean(self, a: float, b: float) -> float:
-        """Time-weighted mean score over [a, b]."""
-        if not self.scores or self.step_s <= 0:
-            return 0.0
-        if b <= a:
-            return self.scores[self._slot(a)]
-        total, t = 0.0, a
-        while t < b - 1e-12:
-            i = self._slot(t)
-            edge = self.t0_s + (i + 1) * self.step_s
-            end = b if i == len(self.scores) - 1 else min(b, edge)
-            total += self.scores[i] * (end - t)
-            t = end
-        return total / (b - a)
-
-    def boundaries(self, a: float, b: float) -> list[float]:
-        first = int((a - self.t0_s) // self.step_s) + 1
-        last = min(len(self.scores) - 1, int((b - self.t0_s) // self.step_s))
-        return [self.t0_s + i * self.step_s for i in range(max(first, 1), last + 1)]
+from cellos_energy.core.energy_signal import ScoreCurve
 
 
 @dataclass(frozen=True)
@@ -115,18 +79,28 @@ class DeferralQueue:
         self.plans[job.job_id] = plan
         return True, plan, plan.reason
 
-    def tick(self, now_s: float, level: GateLevel, curve: ScoreCurve | None) -> list[Release]:
-        """Re-plan every job on the newest forecast; return the ones released now."""
+    def tick(self, now_s: float, level: GateLevel, curve: ScoreCurve | None,
+             obligation: GateLevel | None = None) -> list[Release]:
+        """Re-plan every job on the newest forecast; return the ones released now.
+
+        ``obligation``: the part of the gate level owed to budget, DR or the safe level
+        (GateStatus.obligation). A job at its latest start runs unless the obligation forbids
+        it: a price spike is no reason to miss a deadline. In plan mode the job's own cheapest
+        window is the economic decision, so only the obligation can hold a planned release.
+        """
+        owed = level if obligation is None else obligation
+        release_level = owed if self.policy.gate_mode == 'plan' else level
         out = []
         for job_id, job in list(self.pending.items()):
-            if now_s + job.duration_s > job.latest_finish_s and level > self.policy.deadline_runs_up_to:
+            if now_s + job.duration_s > job.latest_finish_s and owed > self.policy.deadline_runs_up_to:
                 del self.pending[job_id], self.plans[job_id]
                 self.missed.append(Release(job, now_s, f'missed its deadline: gate {level.name}'))
                 continue
             plan = plan_release(now_s, job, curve, self.margin_s)
             self.plans[job_id] = plan
-            d = task_decision(level, TaskClass.DEFERRABLE, self.policy, now_s=now_s,
-                              release_at_s=plan.start_s, latest_start_s=job.latest_start(self.margin_s))
+            latest = job.latest_start(self.margin_s)
+            d = task_decision(owed if now_s >= latest else release_level, TaskClass.DEFERRABLE, self.policy,
+                              now_s=now_s, release_at_s=plan.start_s, latest_start_s=latest)
             if d.action is Action.RUN:
                 del self.pending[job_id], self.plans[job_id]
                 out.append(Release(job, now_s, d.reason))

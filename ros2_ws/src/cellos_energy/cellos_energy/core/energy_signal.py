@@ -34,6 +34,42 @@ class Forecast:
 
 
 @dataclass(frozen=True)
+class ScoreCurve:
+    """Slot i covers [t0_s + i*step_s, t0_s + (i+1)*step_s)."""
+
+    t0_s: float
+    step_s: float
+    scores: tuple[float, ...]
+
+    @classmethod
+    def from_forecast(cls, stamp_s: float, fc: Forecast, carbon_price_per_t: float) -> 'ScoreCurve':
+        return cls(stamp_s - fc.offset_s, fc.step_s, fc.score(carbon_price_per_t))
+
+    def _slot(self, t: float) -> int:
+        return min(len(self.scores) - 1, max(0, int((t - self.t0_s) // self.step_s)))
+
+    def mean(self, a: float, b: float) -> float:
+        """Time-weighted mean score over [a, b]."""
+        if not self.scores or self.step_s <= 0:
+            return 0.0
+        if b <= a:
+            return self.scores[self._slot(a)]
+        total, t = 0.0, a
+        while t < b - 1e-12:
+            i = self._slot(t)
+            edge = self.t0_s + (i + 1) * self.step_s
+            end = b if i == len(self.scores) - 1 else min(b, edge)
+            total += self.scores[i] * (end - t)
+            t = end
+        return total / (b - a)
+
+    def boundaries(self, a: float, b: float) -> list[float]:
+        first = int((a - self.t0_s) // self.step_s) + 1
+        last = min(len(self.scores) - 1, int((b - self.t0_s) // self.step_s))
+        return [self.t0_s + i * self.step_s for i in range(max(first, 1), last + 1)]
+
+
+@dataclass(frozen=True)
 class EnergySignal:
     site_id: str
     source: str
@@ -48,6 +84,9 @@ class EnergySignal:
     dr_event_id: str = ''
     age_s: float = 0.0
     forecast: Forecast = field(default_factory=Forecast)
+    # the site budget shared by lines (site_budget): each listed line's part; empty: not shared
+    line_ids: tuple[str, ...] = ()
+    line_budget_w: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -83,6 +122,16 @@ def check_signal(sig: EnergySignal, limits: SignalLimits = SignalLimits()) -> st
         return f'age_s {sig.age_s} outside [0, {limits.max_age_s}]'
     if not sig.site_id:
         return 'empty site_id'
+    if len(sig.line_ids) != len(sig.line_budget_w):
+        return f'{len(sig.line_ids)} line id(s) but {len(sig.line_budget_w)} line budget(s)'
+    if len(set(sig.line_ids)) != len(sig.line_ids):
+        return f'line ids {list(sig.line_ids)} repeat'
+    for lid, part in zip(sig.line_ids, sig.line_budget_w):
+        if not (isinstance(part, (int, float)) and math.isfinite(part) and part >= 0):
+            return f'line {lid} budget {part!r} is not a finite number >= 0'
+    if sum(sig.line_budget_w) > sig.power_budget_w * (1 + 1e-9) + 1e-6:
+        return (f'line budgets add up to {sum(sig.line_budget_w):.1f} W, over the site budget '
+                f'{sig.power_budget_w:.1f} W')
     fc = sig.forecast
     if fc.price_per_mwh:
         if not (math.isfinite(fc.step_s) and fc.step_s > 0):

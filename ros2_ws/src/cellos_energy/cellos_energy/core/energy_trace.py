@@ -1,7 +1,11 @@
-"""A real price/carbon trace (CSV) and its time-compressed replay.
+"""A real price/carbon trace (CSV), its time-compressed replay, and what of it was published when.
 
 CSV: lines starting with '#' are comments; header ``timestamp_utc,price_per_mwh[,carbon_g_per_kwh]``;
 rows at a constant step, each covering the interval that starts at its timestamp.
+
+A day-ahead market publishes a whole market day's prices once, the day before; a forecast built
+from a day-ahead trace may only show what had been published at the moment it is built
+(``DayAhead``), never the rows after.
 """
 from __future__ import annotations
 
@@ -80,6 +84,32 @@ class EnergyTrace:
 
 
 @dataclass(frozen=True)
+class DayAhead:
+    """Publication rule of a day-ahead market, in UTC hours of the day.
+
+    Defaults: CAISO, whose trade day starts at Pacific midnight (07:00 UTC in summer time) and
+    whose day-ahead results appear at about 13:00 Pacific (20:00 UTC) the day before.
+    """
+
+    day_start_utc_h: float = 7.0
+    publish_utc_h: float = 20.0
+
+    def __post_init__(self):
+        for name in ('day_start_utc_h', 'publish_utc_h'):
+            if not 0.0 <= getattr(self, name) < 24.0:
+                raise TraceError(f'{name} {getattr(self, name)} outside [0, 24)')
+
+    def known_until(self, t_s: float) -> float:
+        """Epoch up to which prices are published at epoch ``t_s``: the end of the current market
+        day, or of the next one once its prices are out (11 to 35 h ahead with the defaults).
+        """
+        start = self.day_start_utc_h * 3600.0
+        day0 = math.floor((t_s - start) / 86400.0) * 86400.0 + start
+        publish = day0 + ((self.publish_utc_h - self.day_start_utc_h) % 24.0) * 3600.0
+        return day0 + 86400.0 * (2 if t_s >= publish else 1)
+
+
+@dataclass(frozen=True)
 class ReplayPoint:
     index: int             # trace row in force
     offset_real_s: float   # real seconds already spent in this row
@@ -117,5 +147,10 @@ class TraceReplay:
         return ReplayPoint(index, into_row / self.compression,
                            self.trace.start_s + index * self.trace.step_s + into_row, lap)
 
-    def forecast(self, point: ReplayPoint, slots: int) -> Forecast:
+    def forecast(self, point: ReplayPoint, slots: int, day_ahead: DayAhead | None = None) -> Forecast:
+        """At most ``slots`` rows from the current one; with ``day_ahead``, only the rows published by then."""
+        if day_ahead is not None:
+            row_start = point.data_time_s - point.offset_real_s * self.compression
+            known = math.ceil((day_ahead.known_until(point.data_time_s) - row_start) / self.trace.step_s - 1e-9)
+            slots = max(1, min(slots, known))
         return self.trace.forecast(point.index, slots, self.step_real_s, point.offset_real_s)

@@ -1,13 +1,13 @@
 """EnergySignal / GateState / DeferJob messages <-> the energy core types (the one place)."""
 from __future__ import annotations
 
+from cellos_common.core.cell_names import cell_ns
 from cellos_common.nodes.convert_time import s_to_time, time_to_s
 from cellos_interfaces.msg import EnergySignal as EnergySignalMsg
 from cellos_interfaces.msg import GateState as GateStateMsg
 
-from cellos_energy.core.deferral import ScoreCurve
 from cellos_energy.core.energy_gate_policy import GateStatus
-from cellos_energy.core.energy_signal import EnergySignal, Forecast
+from cellos_energy.core.energy_signal import EnergySignal, Forecast, ScoreCurve
 
 
 def signal_to_msg(sig: EnergySignal) -> EnergySignalMsg:
@@ -27,6 +27,8 @@ def signal_to_msg(sig: EnergySignal) -> EnergySignalMsg:
     m.forecast_step_s, m.forecast_offset_s = float(fc.step_s), float(fc.offset_s)
     m.forecast_price_per_mwh = [float(x) for x in fc.price_per_mwh]
     m.forecast_carbon_g_per_kwh = [float(x) for x in fc.carbon_g_per_kwh]
+    m.line_ids = list(sig.line_ids)
+    m.line_power_budget_w = [float(x) for x in sig.line_budget_w]
     return m
 
 
@@ -38,16 +40,17 @@ def signal_from_msg(m: EnergySignalMsg) -> EnergySignal:
         dr_level=m.dr_level, dr_start_s=time_to_s(m.dr_start), dr_end_s=time_to_s(m.dr_end),
         dr_event_id=m.dr_event_id, age_s=m.age_s,
         forecast=Forecast(m.forecast_step_s, m.forecast_offset_s,
-                          tuple(m.forecast_price_per_mwh), tuple(m.forecast_carbon_g_per_kwh)))
+                          tuple(m.forecast_price_per_mwh), tuple(m.forecast_carbon_g_per_kwh)),
+        line_ids=tuple(m.line_ids), line_budget_w=tuple(m.line_power_budget_w))
 
 
-def gate_to_msg(cell_id: str, stamp_s: float, status: GateStatus, sig: EnergySignal | None,
-                signal_age_s: float, power_use_w: float, curve: ScoreCurve | None,
+def gate_to_msg(line_id: str, cell_id: str, stamp_s: float, status: GateStatus, sig: EnergySignal | None,
+                signal_age_s: float, curve: ScoreCurve | None,
                 deferred: list[str], released: list[str], next_window_s: float) -> GateStateMsg:
     m = GateStateMsg()
     m.header.stamp = s_to_time(stamp_s)
-    m.header.frame_id = cell_id
-    m.cell_id = cell_id
+    m.header.frame_id = cell_ns(line_id, cell_id)
+    m.line_id, m.cell_id = line_id, cell_id
     m.level = int(status.level)
     m.reason = status.reason
     m.safe_fallback = status.safe_fallback
@@ -55,7 +58,6 @@ def gate_to_msg(cell_id: str, stamp_s: float, status: GateStatus, sig: EnergySig
     if sig is not None:
         m.price_per_mwh, m.carbon_g_per_kwh = float(sig.price_per_mwh), float(sig.carbon_g_per_kwh)
         m.power_budget_w = float(sig.power_budget_w)
-    m.power_use_w = float(power_use_w)
     m.deferred_jobs = len(deferred)
     m.next_window_s = float(next_window_s)
     if curve is not None:

@@ -11,13 +11,15 @@ from cellos_interfaces.srv import SetEnergyOverride
 
 from cellos_energy.core.energy_signal import (DR_SPECIAL, EnergySignal, Forecast, Override, apply_override,
                                               check_signal)
-from cellos_energy.core.energy_trace import EnergyTrace, TraceError, TraceReplay
+from cellos_energy.core.energy_trace import DayAhead, EnergyTrace, TraceError, TraceReplay
 from cellos_energy.core.openadr_ven import VenEvents, VenThread
+from cellos_energy.core.site_budget import check_weights, with_line_parts
 from cellos_common.core.params import ParameterError, ParamSpec
 from cellos_common.nodes import qos
 from cellos_common.nodes.base import CellosNode, main_for
 from cellos_energy.nodes.convert_energy import signal_to_msg
 from cellos_common.nodes.diagnostics import ERROR, OK, WARN, DiagReport
+from cellos_common.nodes.operator_action import OperatorActions
 
 
 class EnergyFeedNode(CellosNode):
@@ -30,7 +32,17 @@ class EnergyFeedNode(CellosNode):
                   unit='s'),
         ParamSpec('power_budget_w', 5000.0, 'site power available for AI compute, unless a source sets it',
                   min=0.0, max=1e8, unit='W'),
-        ParamSpec('forecast_slots', 24, 'forecast slots published with each signal', min=0, max=1000),
+        ParamSpec('forecast_slots', 24, 'forecast slots published with each signal (at most)', min=0, max=1000),
+        ParamSpec('forecast_mode', 'day_ahead', 'trace forecast: day_ahead: only the rows a day-ahead market '
+                  'had published by then; rolling: the next forecast_slots rows', choices=['day_ahead', 'rolling']),
+        ParamSpec('day_start_utc_h', 7.0, 'day-ahead market: UTC hour its trade day starts (CAISO: Pacific '
+                  'midnight)', min=0.0, max=24.0, unit='h'),
+        ParamSpec('publish_utc_h', 20.0, 'day-ahead market: UTC hour the next trade day\'s prices appear',
+                  min=0.0, max=24.0, unit='h'),
+        ParamSpec('line_ids', ['line1'], 'lines sharing the site power budget (a line not listed gets none)',
+                  read_only=True),
+        ParamSpec('line_weights', 1.0, "the line's weight: its part is budget x weight / sum of the weights",
+                  keys='line_ids', min=0.0, max=1e6),
         ParamSpec('trace_file', '', 'CSV price/carbon trace (source trace): absolute, or relative to the '
                   'working directory; the bring-up passes the installed config/ trace'),
         ParamSpec('time_compression', 60.0, 'trace seconds replayed per real second', min=0.0,
@@ -50,6 +62,15 @@ class EnergyFeedNode(CellosNode):
 
     def __init__(self, **kwargs):
         super().__init__('energy_feed', **kwargs)
+
+    def check_params(self, p) -> None:
+        reason = check_weights(list(p.line_ids), [p.line_weights[line] for line in p.line_ids])
+        if reason is not None:
+            raise ParameterError(f'line_weights: {reason}')
+        try:
+            DayAhead(p.day_start_utc_h, p.publish_utc_h)
+        except TraceError as e:
+            raise ParameterError(str(e)) from e
         self._lock = threading.Lock()
         self._ven: VenThread | None = None
         self._override: Override | None = None
@@ -69,6 +90,8 @@ class EnergyFeedNode(CellosNode):
             try:
                 trace = EnergyTrace.load(path)
                 self._replay = TraceReplay(trace, p.time_compression, p.start_row)
+                self._day_ahead = DayAhead(p.day_start_utc_h, p.publish_utc_h) \
+                    if p.forecast_mode == 'day_ahead' else None
             except TraceError as e:
                 raise ParameterError(str(e)) from e
             self.get_logger().info(f'trace {trace.name}: {trace.rows} rows ({trace.days:.1f} days), '
@@ -76,6 +99,7 @@ class EnergyFeedNode(CellosNode):
         self._events = VenEvents()
         self._pub = self.create_publisher(EnergySignalMsg, p.topic, qos.latched_state())
         self._srv = self.create_service(SetEnergyOverride, 'set_override', self._on_override)
+        self.actions = OperatorActions(self)
         self._timer = self.create_timer(p.publish_period_s, self.publish)
         self._timer.cancel()
         self.diagnostics.add('energy feed', self._diag)
@@ -104,6 +128,7 @@ class EnergyFeedNode(CellosNode):
     def cleanup(self) -> None:
         self.destroy_timer(self._timer)
         self.destroy_service(self._srv)
+        self.actions.destroy()
         self.destroy_publisher(self._pub)
 
     # -- signal -------------------------------------------------------------------------
@@ -115,7 +140,7 @@ class EnergyFeedNode(CellosNode):
             data_time_s=point.data_time_s, price_per_mwh=tr.price_per_mwh[point.index],
             carbon_g_per_kwh=tr.carbon_g_per_kwh[point.index] if tr.carbon_g_per_kwh else 0.0,
             power_budget_w=self.params.power_budget_w,
-            forecast=self._replay.forecast(point, self.params.forecast_slots))
+            forecast=self._replay.forecast(point, self.params.forecast_slots, self._day_ahead))
 
     def _from_openadr(self, now: float) -> EnergySignal | None:
         ven = self._ven
@@ -143,6 +168,8 @@ class EnergyFeedNode(CellosNode):
             if sig is None:
                 return   # nothing to say: gates see the silence grow stale
             sig = apply_override(sig, self._override, now)
+            p = self.params
+            sig = with_line_parts(sig, p.line_ids, [p.line_weights[line] for line in p.line_ids])
             reason = check_signal(sig)
             if reason is not None:
                 self._problem = f'source gave a bad signal, not published: {reason}'
@@ -158,6 +185,13 @@ class EnergyFeedNode(CellosNode):
             self._published += 1
 
     def _on_override(self, req, resp):
+        resp = self._apply_override(req, resp)
+        self.actions.record('set_override', 'energy_override' if req.active else 'clear_energy_override',
+                            target=self.params.site_id, reason=req.reason, request=req, success=resp.success,
+                            message=resp.message)
+        return resp
+
+    def _apply_override(self, req, resp):
         if req.active and req.dr_level > DR_SPECIAL:
             resp.success, resp.message = False, f'dr_level {req.dr_level} is not one of 0..3'
             return resp

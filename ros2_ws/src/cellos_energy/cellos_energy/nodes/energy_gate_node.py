@@ -1,4 +1,8 @@
-"""Energy gate (one per cell, namespace /<line>/<cell>): site signal -> the cell's GateState."""
+"""Energy gate (one per cell, namespace /<line>/<cell>): site signal -> the cell's GateState.
+
+Deferred jobs (energy/defer) are kept in a SQLite store (core.job_store, path: job_store), so the
+jobs waiting and their deadlines survive a restart of the gate: none lost, none released twice.
+"""
 from __future__ import annotations
 
 import time
@@ -11,6 +15,9 @@ from cellos_interfaces.srv import DeferJob
 from cellos_energy.core.deferral import DeferralQueue, DeferrableJob, ScoreCurve
 from cellos_energy.core.energy_gate_policy import POLICY_PARAMS, GateLevel, GateMachine, policy_from_values
 from cellos_energy.core.energy_signal import SignalTracker
+from cellos_energy.core.job_store import JobStore, JobStoreError, store_path
+from cellos_energy.core.site_budget import for_line, line_part
+from cellos_common.core.cell_names import split_cell_ns
 from cellos_common.core.params import ParameterError, ParamSpec
 from cellos_common.nodes import qos
 from cellos_common.nodes.base import CellosNode, main_for
@@ -22,7 +29,8 @@ from cellos_common.nodes.diagnostics import ERROR, OK, WARN, DiagReport
 class EnergyGateNode(CellosNode):
     SPIN = 'single'    # no callback blocks
     PARAMS = [
-        ParamSpec('cell_id', '', 'cell this gate belongs to; empty: the node namespace'),
+        ParamSpec('line_id', '', "line whose part of the site power budget this gate follows; empty: the "
+                  "line of the node's namespace (/line1/cell_01 -> line1)"),
         ParamSpec('feed_topic', '/site/energy_feed', 'site EnergySignal topic'),
         ParamSpec('gate_topic', 'energy/gate', 'GateState topic (relative: under the cell namespace)'),
         ParamSpec('stale_after_s', 5.0, 'signal older than this (receive time + its age) -> safe level',
@@ -32,6 +40,9 @@ class EnergyGateNode(CellosNode):
         ParamSpec('deferral_margin_s', 1.0, 'slack kept before a deferrable job\'s latest start',
                   min=0.0, max=86400.0, unit='s'),
         ParamSpec('max_deferred_jobs', 1000, 'deferred-job queue capacity', min=1, max=100000),
+        ParamSpec('job_store', 'log/state/deferred_jobs_{cell}.sqlite3', "SQLite file of the deferred jobs "
+                  "('{cell}': line and cell, e.g. line1_cell_01; relative: to the working directory, the "
+                  "workspace under make run); empty: in memory, not durable", read_only=True),
         *POLICY_PARAMS,
     ]
 
@@ -46,7 +57,10 @@ class EnergyGateNode(CellosNode):
 
     def configure(self) -> None:
         p = self.params
-        self.cell_id = p.cell_id or self.get_namespace().strip('/') or self.get_name()
+        ns_line, self.cell_id = split_cell_ns(self.get_namespace())
+        self.line_id = p.line_id or ns_line
+        if not ns_line:
+            raise ParameterError(f"a gate runs in its cell's namespace /<line>/<cell>, not {self.get_namespace()}")
         self.policy = policy_from_values(p)
         now = time.time()
         self.tracker = SignalTracker(p.stale_after_s)
@@ -54,6 +68,18 @@ class EnergyGateNode(CellosNode):
         self.queue = DeferralQueue(self.policy, p.deferral_margin_s, p.max_deferred_jobs)
         self.curve: ScoreCurve | None = None
         self.released: deque[str] = deque(maxlen=32)
+        try:
+            self.store = JobStore(store_path(p.job_store, f'{self.line_id}/{self.cell_id}'))
+            restored = self.store.pending()
+        except JobStoreError as e:
+            raise ParameterError(str(e)) from None
+        self.queue.pending.update({j.job_id: j for j in restored})
+        self.released.extend(self.store.recent_released(self.released.maxlen))
+        where = f'deferred jobs in {self.store.path}' + (f': {len(restored)} restored' if restored else '')
+        if self.store.durable:   # rclpy wants one severity per call site
+            self.get_logger().info(where)
+        else:
+            self.get_logger().warning(where + ' (NOT durable: lost on a restart)')
         self._last_pub = 0.0
         self._missed_seen = 0
         self._pub = self.create_publisher(GateStateMsg, p.gate_topic, qos.latched_state())
@@ -76,6 +102,7 @@ class EnergyGateNode(CellosNode):
             self._sub = None
 
     def cleanup(self) -> None:
+        self.store.close()
         self.destroy_timer(self._timer)
         self.destroy_service(self._srv)
         self.destroy_publisher(self._pub)
@@ -100,7 +127,7 @@ class EnergyGateNode(CellosNode):
             what = 'no signal received' if age == float('inf') else f'signal stale ({age:.1f} s old)'
             changed = self.machine.lost(f'{what} > {self.params.stale_after_s:.1f} s', now)
         else:
-            changed = self.machine.update(self.tracker.last_good, now)
+            changed = self.machine.update(for_line(self.tracker.last_good, self.line_id), now)
         status = self.machine.status
         if changed or status.safe_fallback != before.safe_fallback:
             text = f'gate {before.level.name} -> {status.level.name}: {status.reason}'
@@ -108,11 +135,13 @@ class EnergyGateNode(CellosNode):
                 self.get_logger().warning(text)
             else:
                 self.get_logger().info(text)
-        for r in self.queue.tick(now, status.level, self.curve):
+        for r in self.queue.tick(now, status.level, self.curve, obligation=status.obligation):
+            self.store.finish(r.job.job_id, 'released', now, r.reason)   # stored before it is announced
             self.released.append(r.job.job_id)
             self.get_logger().info(f'released deferred job {r.job.job_id}: {r.reason}')
             changed = True
         for r in self.queue.missed[self._missed_seen:]:
+            self.store.finish(r.job.job_id, 'missed', now, r.reason)
             self.get_logger().error(f'deferred job {r.job.job_id}: {r.reason}')
         self._missed_seen = len(self.queue.missed)
         if changed or status.safe_fallback != before.safe_fallback or \
@@ -124,8 +153,10 @@ class EnergyGateNode(CellosNode):
 
     def _publish(self, now: float) -> None:
         nxt = self.queue.next_release_s()
-        msg = gate_to_msg(self.cell_id, now, self.machine.status, self.tracker.last_good,
-                          self.tracker.age_s(now), 0.0, self.curve, list(self.queue.pending),
+        sig = self.tracker.last_good
+        msg = gate_to_msg(self.line_id, self.cell_id, now, self.machine.status,
+                          for_line(sig, self.line_id) if sig else None, self.tracker.age_s(now), self.curve,
+                          list(self.queue.pending),
                           list(self.released), max(0.0, nxt - now) if nxt is not None else 0.0)
         self._pub.publish(msg)
         self._last_pub = now
@@ -138,6 +169,13 @@ class EnergyGateNode(CellosNode):
             resp.accepted, resp.reason = False, 'empty job_id'
             return resp
         ok, plan, reason = self.queue.submit(job, now, self.curve)
+        if ok:
+            try:
+                self.store.add(job)    # on disk before the answer says accepted
+            except JobStoreError as e:
+                self.queue.pending.pop(job.job_id, None)
+                self.queue.plans.pop(job.job_id, None)
+                ok, reason = False, str(e)
         resp.accepted, resp.reason = ok, reason
         if ok:
             resp.release_at = s_to_time(plan.start_s)
@@ -154,7 +192,14 @@ class EnergyGateNode(CellosNode):
                   'signal_age_s': self.tracker.age_s(now), 'accepted': self.tracker.accepted,
                   'rejected': self.tracker.rejected, 'last_rejection': self.tracker.last_rejection or '-',
                   'deferred_jobs': len(self.queue.pending), 'missed_jobs': len(self.queue.missed),
-                  'level_changes': self.machine.changes}
+                  'level_changes': self.machine.changes, 'line_id': self.line_id,
+                  'gate_mode': self.policy.gate_mode, 'normal_held_s': self.machine.held.total_s,
+                  'normal_slack_s': self.machine.slack_s(now),
+                  'plan': self.machine.plan.reason if self.machine.plan else '-'}
+        oldest = self.machine.held.oldest_s()
+        values['normal_oldest_age_s'] = now - oldest if oldest is not None else 0.0
+        if self.tracker.last_good is not None:
+            values['power_budget'] = line_part(self.tracker.last_good, self.line_id)[1]
         if st.safe_fallback:
             return DiagReport(ERROR, f'SAFE LEVEL {st.level.name}: {st.reason}', values)
         if st.level >= GateLevel.CRITICAL_ONLY or self.queue.missed:

@@ -1,6 +1,6 @@
 """A cell's own inference policy: which of its tasks' requests go to the executor now.
 
-The arbiter is the cell's only client of the executor. It applies, in order: cell id,
+The arbiter is the cell's only client of the executor. It applies, in order: the cell,
 deadline already past, per-task priority, the energy gate, max in flight. Everything it
 forwards is tracked until exactly one result has gone back to the task: the executor's
 result, or TIMEOUT at the request's deadline (or at once when the executor is lost with
@@ -27,7 +27,7 @@ GATE_ALLOWS = {
 
 @dataclass
 class EnergyGate:
-    """The hook the energy issue drives: ``set(level, reason)`` from the cell's GateState.
+    """The cell's energy gate as the arbiter applies it: ``set(level, reason)`` from its GateState.
 
     HALT still lets the cell's safety-critical tasks through (critical class and named in
     ``safety_tasks``). Any callable ``(priority, task) -> (allowed, reason)`` can replace it.
@@ -51,7 +51,7 @@ class EnergyGate:
 
 @dataclass
 class ArbiterConfig:
-    cell_id: str
+    cell_ns: str                                         # 'line1/cell_01'
     max_in_flight: int = 16
     task_priority: dict = field(default_factory=dict)   # task -> Priority (overrides the request)
     executor_timeout_s: float = 1.0                      # no executor heartbeat for this long: lost
@@ -99,13 +99,13 @@ class ArbiterPolicy:
 
     def _refuse(self, request_id, task, model, status, reason) -> Admission:
         self.count(status)
-        return Admission(None, Outcome(request_id, self.config.cell_id, task, model, Status(status), reason))
+        return Admission(None, Outcome(request_id, self.config.cell_ns, task, model, Status(status), reason))
 
-    def submit(self, *, request_id: int, cell_id: str, task: str, model: str, priority: int,
+    def submit(self, *, request_id: int, cell_ns: str, task: str, model: str, priority: int,
                deadline: float, now: float, payload: Any = None) -> Admission:
-        if cell_id and cell_id != self.config.cell_id:
+        if cell_ns and cell_ns != self.config.cell_ns:
             return self._refuse(request_id, task, model, Status.REJECTED,
-                                f'cell id {cell_id!r} does not match this cell ({self.config.cell_id!r})')
+                                f'cell {cell_ns!r} does not match this cell ({self.config.cell_ns!r})')
         if deadline <= now:
             return self._refuse(request_id, task, model, Status.DEADLINE,
                                 f'deadline passed {1e3 * (now - deadline):.1f} ms before the arbiter got it')
@@ -159,4 +159,4 @@ class ArbiterPolicy:
 
     def outcome(self, p: Pending, status: Status, reason: str) -> Outcome:
         self.count(status)
-        return Outcome(p.request_id, self.config.cell_id, p.task, p.model, Status(status), reason)
+        return Outcome(p.request_id, self.config.cell_ns, p.task, p.model, Status(status), reason)

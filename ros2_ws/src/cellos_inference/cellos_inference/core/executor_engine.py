@@ -122,7 +122,7 @@ class ExecutorEngine:
             try:
                 self.on_result(o)
             except Exception as e:  # a broken publisher must not kill the worker
-                self.log(f'result delivery failed for {o.cell_id}#{o.request_id}: {e}')
+                self.log(f'result delivery failed for {o.cell_ns}#{o.request_id}: {e}')
 
     def _post(self, outcomes) -> None:
         """From the worker: hand results to the delivery thread."""
@@ -215,11 +215,11 @@ class ExecutorEngine:
         cells: dict[str, int] = {}
         row = 0
         for j in batch.jobs:
-            cells[j.cell_id] = cells.get(j.cell_id, 0) + j.items
+            cells[j.cell_ns] = cells.get(j.cell_ns, 0) + j.items
             if error is not None:
                 o = Outcome.reject(j, Status.INTERNAL, f'inference failed: {error}')
             else:
-                o = Outcome(j.request_id, j.cell_id, j.task, entry.id, Status.OK,
+                o = Outcome(j.request_id, j.cell_ns, j.task, entry.id, Status.OK,
                             outputs=[(n, out[row:row + j.items])
                                      for n, out in zip(entry.model.outputs, outputs)])
                 if now > j.deadline:   # ran, but late: the outputs go along with the status

@@ -44,7 +44,7 @@ CostLookup = Callable[[str], 'tuple[ServiceTime, int] | None']
 
 @dataclass
 class SchedulerConfig:
-    weights: dict = field(default_factory=dict)    # cell_id -> weight
+    weights: dict = field(default_factory=dict)    # cell_ns -> weight
     default_weight: float = 1.0
     max_queue_per_cell: int = 32
     max_queue_delay_s: float = 0.002
@@ -101,9 +101,9 @@ class _SchedulerBase:
     def _precheck(self, job: Job) -> Outcome | None:
         if self.shutting_down:
             return Outcome.reject(job, Status.SHUTTING_DOWN, 'executor is shutting down')
-        if self._depth[job.cell_id] >= self.config.max_queue_per_cell:
+        if self._depth[job.cell_ns] >= self.config.max_queue_per_cell:
             return Outcome.reject(job, Status.QUEUE_FULL,
-                                  f'cell {job.cell_id} already has {self._depth[job.cell_id]} '
+                                  f'cell {job.cell_ns} already has {self._depth[job.cell_ns]} '
                                   f'requests queued (limit {self.config.max_queue_per_cell})')
         if self.cost(job.model_id) is None:
             return Outcome.reject(job, Status.UNKNOWN_MODEL, f'model {job.model!r} is not loaded')
@@ -112,10 +112,10 @@ class _SchedulerBase:
     def _enqueued(self, job: Job) -> None:
         self._seq += 1
         job.seq = self._seq
-        self._depth[job.cell_id] += 1
+        self._depth[job.cell_ns] += 1
 
     def _dequeued(self, job: Job) -> None:
-        self._depth[job.cell_id] -= 1
+        self._depth[job.cell_ns] -= 1
 
     def queue_depths(self) -> dict[str, int]:
         return {c: n for c, n in self._depth.items()}
@@ -175,14 +175,14 @@ class FairScheduler(_SchedulerBase):
         """A full cell queue makes room for a higher class: the cell's lowest-class,
         latest-deadline request leaves with QUEUE_FULL (see ``take_displaced``).
         """
-        victims = [j for p in Priority if p > job.priority for j in self._queues[p][job.cell_id]]
+        victims = [j for p in Priority if p > job.priority for j in self._queues[p][job.cell_ns]]
         if not victims:
             return False
         v = max(victims, key=lambda j: (j.priority, j.deadline, j.seq))
-        self._queues[v.priority][v.cell_id].remove(v)
+        self._queues[v.priority][v.cell_ns].remove(v)
         self._dequeued(v)
         self._displaced.append(Outcome.reject(
-            v, Status.QUEUE_FULL, f'displaced from the full queue of cell {v.cell_id} by a '
+            v, Status.QUEUE_FULL, f'displaced from the full queue of cell {v.cell_ns} by a '
                                   f'{job.priority.name.lower()} request'))
         return True
 
@@ -191,7 +191,7 @@ class FairScheduler(_SchedulerBase):
         return out
 
     def submit(self, job: Job, now: float) -> Outcome | None:
-        if (not self.shutting_down and self._depth[job.cell_id] >= self.config.max_queue_per_cell
+        if (not self.shutting_down and self._depth[job.cell_ns] >= self.config.max_queue_per_cell
                 and self.cost(job.model_id) is not None):
             self._displace_for(job)
         refused = self._precheck(job)
@@ -206,11 +206,11 @@ class FairScheduler(_SchedulerBase):
                                   f'{1e3 * ahead:.1f} ms of work ahead + '
                                   f'{1e3 * service.estimate(job.items):.1f} ms compute')
         cells = self._queues[job.priority]
-        if not cells[job.cell_id]:   # busy again: start at the class clock, bank no idle credit
+        if not cells[job.cell_ns]:   # busy again: start at the class clock, bank no idle credit
             v = self.vtime[job.priority]
-            v[job.cell_id] = max(v[job.cell_id], self._vclock[job.priority])
+            v[job.cell_ns] = max(v[job.cell_ns], self._vclock[job.priority])
         self._enqueued(job)
-        cells[job.cell_id].append(job)
+        cells[job.cell_ns].append(job)
         return None
 
     def _work_ahead(self, job: Job, max_batch: int) -> float:
@@ -221,7 +221,7 @@ class FairScheduler(_SchedulerBase):
         cell at the point ``job`` runs (plus one batch of granularity).
         """
         per_item = _PerItem(self.cost)
-        p, cell = job.priority, job.cell_id
+        p, cell = job.priority, job.cell_ns
         ahead = sum(per_item(q.model_id) * q.items for h in Priority if h < p
                     for jobs in self._queues[h].values() for q in jobs)
         cells = self._queues[p]
@@ -297,7 +297,7 @@ class FairScheduler(_SchedulerBase):
             if self._held(decision, jobs, max_batch, self.queued() > len(jobs), now, service):
                 return decision
             for j in jobs:
-                self._queues[p][j.cell_id].remove(j)
+                self._queues[p][j.cell_ns].remove(j)
                 self._dequeued(j)
             est = service.estimate(items)
             self._charge(p, jobs, est)
@@ -308,7 +308,7 @@ class FairScheduler(_SchedulerBase):
     def _charge(self, p: Priority, jobs: list, seconds: float) -> None:
         items = sum(j.items for j in jobs)
         for j in jobs:
-            self.vtime[p][j.cell_id] += seconds * j.items / items / self.config.weight(j.cell_id)
+            self.vtime[p][j.cell_ns] += seconds * j.items / items / self.config.weight(j.cell_ns)
 
     def complete(self, batch: Batch, compute_s: float, now: float) -> None:
         super().complete(batch, compute_s, now)

@@ -18,7 +18,7 @@ def percentile(values, q: float) -> float:
 
 @dataclass
 class CellStats:
-    cell_id: str
+    cell_ns: str
     weight: float = 1.0
     compute_share: float = 0.0
     queue_depth: int = 0
@@ -53,13 +53,13 @@ class ExecutorStats:
 
     def record(self, outcome: Outcome) -> None:
         with self._lock:
-            self._by_status[outcome.cell_id][Status(outcome.status).name] += 1
+            self._by_status[outcome.cell_ns][Status(outcome.status).name] += 1
             if outcome.status == Status.OK:
-                self._served[outcome.cell_id] += 1
-                self._lat[outcome.cell_id].append(
+                self._served[outcome.cell_ns] += 1
+                self._lat[outcome.cell_ns].append(
                     (outcome.queue_ms, outcome.batch_wait_ms, outcome.compute_ms))
             else:
-                self._rejected[outcome.cell_id] += 1
+                self._rejected[outcome.cell_ns] += 1
 
     def record_batch(self, now: float, cells_items: dict, items: int, compute_s: float) -> None:
         with self._lock:

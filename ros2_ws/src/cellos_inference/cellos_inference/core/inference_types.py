@@ -49,7 +49,7 @@ class Job:
     """One inference request inside the executor. Times are seconds on the executor clock."""
 
     request_id: int
-    cell_id: str
+    cell_ns: str                    # the client cell's namespace, 'line1/cell_01': its fair-share key
     task: str
     model: str                      # name or id as the request gave it
     priority: Priority
@@ -69,7 +69,7 @@ class Outcome:
     """Exactly one per Job."""
 
     request_id: int
-    cell_id: str
+    cell_ns: str
     task: str
     model_id: str
     status: Status
@@ -80,10 +80,12 @@ class Outcome:
     compute_ms: float = 0.0
     batch_size: int = 0
     backend: str = ''
+    energy_wh: float = 0.0          # set by the executor node (power_model.inference_energy_j)
+    energy_source: str = ''
 
     @classmethod
     def reject(cls, job: Job, status: Status, reason: str, backend: str = '') -> 'Outcome':
-        return cls(job.request_id, job.cell_id, job.task, job.model_id or job.model,
+        return cls(job.request_id, job.cell_ns, job.task, job.model_id or job.model,
                    Status(status), reason, backend=backend)
 
 

@@ -146,11 +146,26 @@ class PowerMeter:
             self.nvml = None
 
 
+def inference_energy_j(reading: PowerReading | None, compute_ms: float, batch_size: int,
+                       model: EnergyModel) -> tuple[float, str]:
+    """Energy of one request and where the figure comes from: with a measured reading, the
+    measured power over the batch's compute time, shared by the requests of the batch (idle time
+    between batches is not charged to any decision); otherwise the model's energy per inference.
+    A request that did not run (compute_ms 0) cost nothing: (0.0, '').
+    """
+    if not compute_ms > 0:
+        return 0.0, ''
+    if reading is not None and reading.measured:
+        return reading.watts * compute_ms / 1e3 / max(1, batch_size), reading.source
+    return model.energy_per_inference_j, 'model'
+
+
 @dataclass(frozen=True)
 class ComputeLimit:
     max_concurrency: int    # inferences in flight at once
     duty_cycle: float       # share of time the executor may be busy, in [0, 1]
     reason: str
+    power_cap_w: float = 0.0   # modelled power at the limit: idle + streams x per-stream x duty cycle
 
 
 def compute_limit(budget_w: float, idle_w: float, busy_w_per_stream: float,
@@ -162,12 +177,13 @@ def compute_limit(budget_w: float, idle_w: float, busy_w_per_stream: float,
     if max_streams < 1 or busy_w_per_stream <= 0 or idle_w < 0:
         raise ValueError('max_streams >= 1, busy_w_per_stream > 0 and idle_w >= 0 required')
     if not math.isfinite(budget_w) or budget_w <= 0:
-        return ComputeLimit(1, 0.0, 'no budget: critical work only')
+        return ComputeLimit(1, 0.0, 'no budget: critical work only', idle_w)
     headroom = budget_w - idle_w
     n = int(headroom // busy_w_per_stream)
     if n >= 1:
         n = min(n, max_streams)
         return ComputeLimit(n, 1.0, f'{n} stream(s) x {busy_w_per_stream:.0f} W + {idle_w:.0f} W idle '
-                                    f'<= {budget_w:.0f} W')
+                                    f'<= {budget_w:.0f} W', idle_w + n * busy_w_per_stream)
     duty = max(0.0, headroom) / busy_w_per_stream
-    return ComputeLimit(1, duty, f'budget {budget_w:.0f} W below one stream: duty cycle {duty:.0%}')
+    return ComputeLimit(1, duty, f'budget {budget_w:.0f} W below one stream: duty cycle {duty:.0%}',
+                        idle_w + duty * busy_w_per_stream)

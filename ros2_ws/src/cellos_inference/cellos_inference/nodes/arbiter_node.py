@@ -1,18 +1,20 @@
 """A cell's inference arbiter (namespace /<line>/<cell>, node name arbiter).
 
 Topics (relative to the cell namespace):
-  arbiter/request     InferenceRequest  in, from the cell's tasks (vision, shadow models, ...)
+  arbiter/request     InferenceRequest  in, from the cell's tasks (vision, ...)
   arbiter/result      InferenceResult   out, one per request, same request_id and task
   inference/request   InferenceRequest  out, to the executor (request_id rewritten per cell)
   inference/result    InferenceResult   in, from the executor
   <executor_status_topic> ExecutorStatus in: heartbeat; no status for executor_timeout_s = lost
-  <gate_topic>        GateState          in, when use_energy_gate (the energy issue's gate)
+  <gate_topic>        GateState          in, when use_energy_gate (the cell's energy gate)
+The cell is the namespace: line_id/cell_id of every request must name it, and the executor
+knows this arbiter by it.
 """
 from __future__ import annotations
 
 from cellos_inference.core.arbiter_policy import ArbiterConfig, ArbiterPolicy, EnergyGate, Pending
 from cellos_inference.core.inference_types import Priority, Status
-from cellos_common.core.mapping_param import parse_list, parse_mapping
+from cellos_common.core.cell_names import cell_ns, split_cell_ns
 from cellos_common.core.params import ParameterError, ParamSpec
 from cellos_common.nodes import qos
 from cellos_common.nodes.base import CellosNode, main_for
@@ -22,27 +24,24 @@ from cellos_common.nodes.diagnostics import OK, WARN, DiagReport
 from cellos_interfaces.msg import ExecutorStatus, GateState, InferenceRequest, InferenceResult
 
 
-def _priority(name: str) -> Priority:
-    return Priority[name.upper()]
-
-
 class ArbiterNode(CellosNode):
     SPIN = 'single'    # no callback blocks; the single-threaded executor halves its CPU per request
     PARAMS = [
-        ParamSpec('cell_id', '', 'this cell; empty: the namespace without the leading slash',
-                  read_only=True),
         ParamSpec('executor_status_topic', '/gpu0/executor/status', "the executor's status topic",
                   read_only=True),
         ParamSpec('executor_timeout_s', 1.0, 'no executor status for this long: executor lost, '
                   'requests in flight answered TIMEOUT', min=0.1, max=60.0, unit='s'),
         ParamSpec('max_in_flight', 16, 'requests of this cell in flight before REJECTED', min=1,
                   max=10000),
-        ParamSpec('task_priorities', 'inspection=critical',
-                  "per-task priority class, 'task=critical|normal|background,...' (overrides the request)"),
+        ParamSpec('tasks', ['inspection'], "tasks whose priority class this arbiter sets (task_priorities)",
+                  read_only=True),
+        ParamSpec('task_priorities', 'normal', "the task's priority class, in place of the one its requests "
+                  'carry', keys='tasks', choices=('critical', 'normal', 'background'),
+                  key_defaults=(('inspection', 'critical'),)),
         ParamSpec('use_energy_gate', False, "follow the cell's energy gate (GateState)", read_only=True),
         ParamSpec('gate_topic', 'energy/gate', 'GateState topic (relative: in the cell namespace)',
                   read_only=True),
-        ParamSpec('safety_tasks', 'inspection', 'critical tasks that run even when the gate halts',
+        ParamSpec('safety_tasks', ['inspection'], 'critical tasks that run even when the gate halts',
                   read_only=True),
         ParamSpec('tick_s', 0.01, 'timeout / forward check period; a timeout leaves <= 1 tick early',
                   min=0.001, max=1.0, unit='s'),
@@ -51,20 +50,18 @@ class ArbiterNode(CellosNode):
     def __init__(self, **kwargs):
         super().__init__('arbiter', **kwargs)
 
-    def check_params(self, p) -> None:
-        parse_mapping(p.task_priorities, _priority, 'task_priorities')
-
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
     def configure(self) -> None:
         p = self.params
-        self.cell_id = p.cell_id or self.get_namespace().strip('/')
-        if not self.cell_id:
-            raise ParameterError('arbiter needs a cell namespace (/<line>/<cell>) or cell_id')
-        self.gate = EnergyGate(safety_tasks=frozenset(parse_list(p.safety_tasks)))
+        self.line_id, self.cell_id = split_cell_ns(self.get_namespace())
+        if not self.line_id:
+            raise ParameterError(f'an arbiter runs in its cell\'s namespace /<line>/<cell>, not {self.get_namespace()}')
+        self.cell_ns = cell_ns(self.line_id, self.cell_id)
+        self.gate = EnergyGate(safety_tasks=frozenset(p.safety_tasks))
         self.policy = ArbiterPolicy(ArbiterConfig(
-            self.cell_id, p.max_in_flight, parse_mapping(p.task_priorities, _priority, 'task_priorities'),
+            self.cell_ns, p.max_in_flight, {task: Priority[c.upper()] for task, c in p.task_priorities.items()},
             p.executor_timeout_s), self.gate)
         self._task_results = self.create_publisher(InferenceResult, 'arbiter/result', qos.inference())
         self._to_executor = self.create_publisher(InferenceRequest, 'inference/request', qos.inference())
@@ -80,7 +77,7 @@ class ArbiterNode(CellosNode):
                                                        qos.latched_state()))
         self._arbiter_timers = [self.create_timer(p.tick_s, self._tick)]
         self.diagnostics.add('arbiter', self._diag)
-        self.get_logger().info(f'cell {self.cell_id}: tasks -> {self.resolve_topic_name("arbiter/request")}'
+        self.get_logger().info(f'cell {self.cell_ns}: tasks -> {self.resolve_topic_name("arbiter/request")}'
                                f', executor via {self.resolve_topic_name("inference/request")}')
 
     def deactivate(self) -> None:
@@ -107,7 +104,7 @@ class ArbiterNode(CellosNode):
             return self._answer(self.policy.outcome(
                 Pending(0, msg.request_id, msg.task, msg.model, Priority.NORMAL, 0.0),
                 Status.SHUTTING_DOWN, 'arbiter is not active'))
-        adm = self.policy.submit(request_id=msg.request_id, cell_id=msg.cell_id, task=msg.task,
+        adm = self.policy.submit(request_id=msg.request_id, cell_ns=cell_ns(msg.line_id, msg.cell_id), task=msg.task,
                                  model=msg.model, priority=msg.priority,
                                  deadline=time_to_s(msg.deadline), now=now, payload=msg)
         if adm.refusal is not None:
@@ -118,7 +115,8 @@ class ArbiterNode(CellosNode):
         can_send = self._to_executor.get_subscription_count() > 0
         for p in self.policy.to_forward(now, can_send):
             msg = p.payload
-            msg.request_id, msg.cell_id, msg.priority = p.forward_id, self.cell_id, int(p.priority)
+            msg.request_id, msg.priority = p.forward_id, int(p.priority)
+            msg.line_id, msg.cell_id = self.line_id, self.cell_id
             p.payload = None   # the tensors are the executor's now; keep no copy
             self._to_executor.publish(msg)
 
@@ -135,7 +133,8 @@ class ArbiterNode(CellosNode):
             self.get_logger().debug(f'late executor result #{msg.request_id} dropped (already answered)')
             return
         self.policy.count(msg.status)
-        msg.request_id, msg.task, msg.cell_id = p.request_id, p.task, self.cell_id
+        msg.request_id, msg.task = p.request_id, p.task
+        msg.line_id, msg.cell_id = self.line_id, self.cell_id
         self._task_results.publish(msg)
 
     def _on_status(self, msg: ExecutorStatus) -> None:
@@ -149,7 +148,7 @@ class ArbiterNode(CellosNode):
 
     def _diag(self) -> DiagReport:
         alive = self.policy.executor_alive(self._now())
-        values = {'cell_id': self.cell_id, 'executor': 'reachable' if alive else 'lost',
+        values = {'cell': self.cell_ns, 'executor': 'reachable' if alive else 'lost',
                   'pending': len(self.policy.pending), 'gate': self.gate.level.name}
         values.update({f'status {k}': v for k, v in sorted(self.policy.counts.items())})
         return DiagReport(OK if alive else WARN, 'executor reachable' if alive else 'executor lost', values)

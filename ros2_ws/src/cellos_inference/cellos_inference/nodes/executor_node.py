@@ -1,15 +1,17 @@
 """Shared inference executor of one GPU host (e.g. namespace /gpu0, node name executor).
 
-Topics (cell id = the cell's namespace without the leading slash, e.g. ``line1/cell2``):
-  /<cell id>/inference/request   InferenceRequest  in, from that cell's arbiter only
-  /<cell id>/inference/result    InferenceResult   out, to that cell only
+Its clients are cells, each known by its namespace ``cell_ns`` (e.g. ``line1/cell_01``):
+  /<cell_ns>/inference/request   InferenceRequest  in, from that cell's arbiter only
+  /<cell_ns>/inference/result    InferenceResult   out, to that cell only
   ~/status                       ExecutorStatus    out (also the arbiters' heartbeat)
+  ~/registry                     ModelRegistryChange out, every load / unload (audit)
+  /audit/operator_action         OperatorAction    out, every load_model / unload_model call
   /diagnostics
 Services: ~/load_model, ~/unload_model, ~/list_models.
 Cells come from the ``cells`` parameter and, with ``discover_cells``, from any
-``/<cell id>/inference/request`` topic that appears in the graph.
-A request whose cell_id differs from the topic it came on is answered REJECTED on that
-topic's result topic, never on the claimed cell's.
+``/<cell_ns>/inference/request`` topic that appears in the graph.
+A request whose line_id/cell_id is not the namespace it came on is answered REJECTED on that
+namespace's result topic, never on the claimed cell's.
 """
 from __future__ import annotations
 
@@ -25,29 +27,30 @@ from cellos_inference.core.backends.selection import (CHOICES, BackendUnavailabl
 from cellos_inference.core.executor_engine import ExecutorEngine
 from cellos_inference.core.executor_scheduler import POLICIES, SchedulerConfig
 from cellos_inference.core.inference_types import Outcome, Status
-from cellos_common.core.mapping_param import parse_list, parse_mapping
 from cellos_inference.core.model_registry import ModelRegistry, ModelSpec, RegistryError, read_model_list
 from cellos_common.core.params import ParameterError, ParamSpec
-from cellos_inference.core.power_model import EnergyModel, PowerMeter, compute_limit
+from cellos_inference.core.power_model import EnergyModel, PowerMeter, compute_limit, inference_energy_j
 from cellos_common.nodes import qos
 from cellos_common.nodes.base import CellosNode, main_for
 from cellos_inference.nodes.convert_inference import (executor_status, model_info, outcome_to_result,
-                                                      request_to_job)
+                                                      registry_change, request_to_job)
+from cellos_energy.core.site_budget import line_part
 from cellos_energy.nodes.convert_energy import signal_from_msg
 from cellos_common.nodes.diagnostics import OK, WARN, DiagReport
+from cellos_common.nodes.operator_action import OperatorActions
 from cellos_interfaces.msg import EnergySignal as EnergySignalMsg
-from cellos_interfaces.msg import ExecutorStatus, InferenceRequest, InferenceResult
+from cellos_interfaces.msg import ExecutorStatus, InferenceRequest, InferenceResult, ModelRegistryChange
 from cellos_interfaces.srv import ListModels, LoadModel, UnloadModel
 
 REQUEST_SUFFIX = '/inference/request'
 
 
-def request_topic(cell_id: str) -> str:
-    return f'/{cell_id}{REQUEST_SUFFIX}'
+def request_topic(cell_ns: str) -> str:
+    return f'/{cell_ns}{REQUEST_SUFFIX}'
 
 
-def result_topic(cell_id: str) -> str:
-    return f'/{cell_id}/inference/result'
+def result_topic(cell_ns: str) -> str:
+    return f'/{cell_ns}/inference/result'
 
 
 class ExecutorNode(CellosNode):
@@ -57,8 +60,8 @@ class ExecutorNode(CellosNode):
         ParamSpec('backend', 'auto', 'inference backend; auto takes TensorRT where usable',
                   choices=CHOICES, read_only=True),
         ParamSpec('cpu_threads', 1, 'ONNX Runtime intra-op threads', min=1, max=64, read_only=True),
-        ParamSpec('trt_plan_cache', '~/.cache/cellos/trt_plans', 'TensorRT plan cache folder',
-                  read_only=True),
+        ParamSpec('trt_plan_cache', '', 'TensorRT plan cache folder (e.g. ~/.cache/cellos/trt_plans); '
+                  'empty: plans are built at each start and kept nowhere', read_only=True),
         ParamSpec('trt_fp16', 'auto', 'TensorRT FP16: auto (where the GPU has fast FP16), on, off',
                   choices=('auto', 'on', 'off'), read_only=True),
         ParamSpec('trt_streams', 2, 'CUDA streams (one execution context each) per model',
@@ -80,9 +83,12 @@ class ExecutorNode(CellosNode):
                   'cell in weighted compute time', min=0.0, max=10000.0, unit='ms'),
         ParamSpec('policy', 'fair', 'scheduling policy (fifo: baseline for comparison)',
                   choices=tuple(POLICIES), read_only=True),
-        ParamSpec('cells', '', "cell ids served, comma separated (e.g. 'line1/cell1,line1/cell2')"),
-        ParamSpec('cell_weights', '', "fair-share weights, 'cell_id=weight,...'; others get default_weight"),
-        ParamSpec('default_weight', 1.0, 'weight of a cell not in cell_weights', min=0.001, max=1000.0),
+        ParamSpec('cells', [], "cells served, by namespace (e.g. ['line1/cell_01', 'line1/cell_02'])",
+                  read_only=True, item=str),
+        ParamSpec('cell_weights', 1.0, "the cell's fair-share weight (parameter cell_weights.line1.cell_01 for "
+                  "cell 'line1/cell_01')", keys='cells', min=0.001, max=1000.0),
+        ParamSpec('default_weight', 1.0, 'weight of a cell not in cells (found by discover_cells)',
+                  min=0.001, max=1000.0),
         ParamSpec('discover_cells', True, 'also serve every /<cell id>/inference/request topic seen'),
         ParamSpec('discovery_period_s', 1.0, 'graph scan period for new cells', min=0.1, max=60.0,
                   unit='s'),
@@ -90,6 +96,8 @@ class ExecutorNode(CellosNode):
                   min=0.02, max=10.0, unit='s'),
         ParamSpec('energy_feed_topic', '/site/energy_feed',
                   "site EnergySignal whose power budget limits the executor's busy share (empty: none)"),
+        ParamSpec('line_id', '', "line whose part of the site power budget caps this executor; empty: it "
+                  "serves the whole site and takes the whole budget"),
         ParamSpec('power_idle_w', 20.0, 'executor host idle power (power model)', min=0.0, max=1e5, unit='W'),
         ParamSpec('power_busy_w', 60.0, 'extra power of one busy inference stream (budget limit)',
                   min=0.001, max=1e5, unit='W'),
@@ -102,15 +110,11 @@ class ExecutorNode(CellosNode):
         self.engine: ExecutorEngine | None = None
         self.registry: ModelRegistry | None = None
 
-    def check_params(self, p) -> None:
-        parse_list(p.cells)
-        parse_mapping(p.cell_weights, float, 'cell_weights')
-
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
     def _scheduler_config(self, p) -> SchedulerConfig:
-        return SchedulerConfig(weights=parse_mapping(p.cell_weights, float, 'cell_weights'),
+        return SchedulerConfig(weights=dict(p.cell_weights),
                                default_weight=p.default_weight, max_queue_per_cell=p.max_queue_per_cell,
                                max_queue_delay_s=p.max_queue_delay_ms / 1e3,
                                fair_window_s=p.fair_window_ms / 1e3)
@@ -131,6 +135,7 @@ class ExecutorNode(CellosNode):
             raise ParameterError(f'backend {choice.backend}: {e}') from None
         log.info(f'backend {backend.describe()}: {choice.reason}')
         self.registry = ModelRegistry(backend, p.default_max_batch)
+        self._registry_pub = self.create_publisher(ModelRegistryChange, '~/registry', qos.audit_event())
         if p.model_list:
             try:
                 specs = read_model_list(Path(p.model_list).expanduser(), p.model_dir or None)
@@ -141,15 +146,18 @@ class ExecutorNode(CellosNode):
                     entry, _ = self.registry.load(spec)
                 except RegistryError as e:
                     log.error(f'model list: {e} (skipped; the executor serves the others)')
+                    self._registry_change('load_failed', name=spec.name, path=spec.path, cause='model_list',
+                                          reason=str(e))
                     continue
+                self._registry_change('loaded', entry=entry, path=spec.path, cause='model_list')
                 log.info(f'loaded {entry.name} {entry.id[:12]} max_batch {entry.max_batch} '
                          f'service {1e3 * entry.service.estimate(1):.2f} ms/batch of 1')
 
         self._requests_group = ReentrantCallbackGroup()
         self._service_group = MutuallyExclusiveCallbackGroup()
         self._subs, self._pubs = {}, {}
-        for cell in parse_list(p.cells):
-            self._add_cell(cell)
+        for cell_ns in p.cells:
+            self._add_cell(cell_ns)
         self._status_pub = self.create_publisher(ExecutorStatus, '~/status', qos.status())
         self._executor_services = [
             self.create_service(LoadModel, '~/load_model', self._on_load,
@@ -158,10 +166,13 @@ class ExecutorNode(CellosNode):
                                 callback_group=self._service_group),
             self.create_service(ListModels, '~/list_models', self._on_list,
                                 callback_group=self._service_group)]
+        self.actions = OperatorActions(self)
         self._executor_timers = [self.create_timer(p.status_period_s, self._publish_status)]
         if p.discover_cells:
             self._executor_timers.append(self.create_timer(p.discovery_period_s, self._discover))
         self._limit = None
+        self._reading = None
+        self._budget_why = 'no energy signal yet'
         self._meter = PowerMeter(EnergyModel(p.power_idle_w, p.energy_per_inference_j))
         if p.energy_feed_topic:
             self._energy_sub = self.create_subscription(EnergySignalMsg, p.energy_feed_topic, self._on_energy,
@@ -171,10 +182,12 @@ class ExecutorNode(CellosNode):
 
     def _on_energy(self, msg: EnergySignalMsg) -> None:
         p = self.params
-        budget = signal_from_msg(msg).power_budget_w
-        self._limit = compute_limit(budget, p.power_idle_w, p.power_busy_w, p.workers)
-        if self.engine is not None and self.engine.duty_cycle != self._limit.duty_cycle:
-            self.get_logger().info(f'site power budget {budget:.0f} W: {self._limit.reason}')
+        sig = signal_from_msg(msg)
+        budget, self._budget_why = line_part(sig, p.line_id) if p.line_id else (sig.power_budget_w, 'site budget')
+        limit, self._limit = self._limit, compute_limit(budget, p.power_idle_w, p.power_busy_w, p.workers)
+        if limit is None or limit.power_cap_w != self._limit.power_cap_w:
+            self.get_logger().info(f'{self._budget_why}: {self._limit.reason}')
+        if self.engine is not None:
             self.engine.duty_cycle = self._limit.duty_cycle
 
     def _power(self):
@@ -184,7 +197,7 @@ class ExecutorNode(CellosNode):
         last_t, last_served = self._power_mark
         self._power_mark = (now, snap.served)
         rate = (snap.served - last_served) / (now - last_t) if now > last_t else 0.0
-        reading = self._meter.read(rate)
+        reading = self._reading = self._meter.read(rate)
         return reading.watts, reading.measured
 
     def activate(self) -> None:
@@ -208,10 +221,12 @@ class ExecutorNode(CellosNode):
             self.destroy_timer(t)
         for s in self._executor_services:
             self.destroy_service(s)
-        for cell in list(self._subs):
-            self.destroy_subscription(self._subs.pop(cell))
-            self.destroy_publisher(self._pubs.pop(cell))
+        self.actions.destroy()
+        for cell_ns in list(self._subs):
+            self.destroy_subscription(self._subs.pop(cell_ns))
+            self.destroy_publisher(self._pubs.pop(cell_ns))
         self.destroy_publisher(self._status_pub)
+        self.destroy_publisher(self._registry_pub)
         if self.params.energy_feed_topic:
             self.destroy_subscription(self._energy_sub)
         self._meter.close()
@@ -227,32 +242,31 @@ class ExecutorNode(CellosNode):
                 setattr(self.engine.config, name, getattr(cfg, name))
 
     # -- cells --------------------------------------------------------------------------
-    def _add_cell(self, cell: str) -> None:
-        if cell in self._subs:
+    def _add_cell(self, cell_ns: str) -> None:
+        if cell_ns in self._subs:
             return
-        self._pubs[cell] = self.create_publisher(InferenceResult, result_topic(cell), qos.inference())
-        self._subs[cell] = self.create_subscription(
-            InferenceRequest, request_topic(cell), lambda msg, cell=cell: self._on_request(cell, msg),
+        self._pubs[cell_ns] = self.create_publisher(InferenceResult, result_topic(cell_ns), qos.inference())
+        self._subs[cell_ns] = self.create_subscription(
+            InferenceRequest, request_topic(cell_ns), lambda msg, cell_ns=cell_ns: self._on_request(cell_ns, msg),
             qos.inference(), callback_group=self._requests_group)
-        self.get_logger().info(f'serving cell {cell}: {request_topic(cell)} -> {result_topic(cell)}')
+        self.get_logger().info(f'serving cell {cell_ns}: {request_topic(cell_ns)} -> {result_topic(cell_ns)}')
 
     def _discover(self) -> None:
         for name, types in self.get_topic_names_and_types():
             if name.endswith(REQUEST_SUFFIX) and 'cellos_interfaces/msg/InferenceRequest' in types:
-                cell = name[1:-len(REQUEST_SUFFIX)]
-                if cell and cell not in self._subs:
-                    self._add_cell(cell)
+                cell_ns = name[1:-len(REQUEST_SUFFIX)]
+                if cell_ns and cell_ns not in self._subs:
+                    self._add_cell(cell_ns)
 
     # -- requests -----------------------------------------------------------------------
-    def _on_request(self, cell: str, msg: InferenceRequest) -> None:
+    def _on_request(self, cell_ns: str, msg: InferenceRequest) -> None:
         job = request_to_job(msg)
-        if job.cell_id != cell:
-            self.get_logger().warning(f'request #{job.request_id} on {request_topic(cell)} claims '
-                                      f'cell {job.cell_id!r}: rejected')
-            job.cell_id = cell   # answered on the topic it came on, never the claimed cell's
+        if job.cell_ns != cell_ns:
+            self.get_logger().warning(f'request #{job.request_id} on {request_topic(cell_ns)} claims '
+                                      f'cell {job.cell_ns!r}: rejected')
+            claimed, job.cell_ns = job.cell_ns, cell_ns   # answered where it came from, never to the claimed cell
             return self._publish_result(Outcome.reject(
-                job, Status.REJECTED, f'cell id {msg.cell_id!r} does not match the request topic '
-                f'{request_topic(cell)}'))
+                job, Status.REJECTED, f'cell {claimed!r} does not match the request topic {request_topic(cell_ns)}'))
         engine = self.engine
         if engine is None:
             return self._publish_result(Outcome.reject(job, Status.SHUTTING_DOWN,
@@ -260,12 +274,15 @@ class ExecutorNode(CellosNode):
         engine.submit(job)
 
     def _publish_result(self, outcome: Outcome) -> None:
-        pub = self._pubs.get(outcome.cell_id)
+        pub = self._pubs.get(outcome.cell_ns)
         if pub is None:
-            self.get_logger().error(f'no result topic for cell {outcome.cell_id!r}')
+            self.get_logger().error(f'no result topic for cell {outcome.cell_ns!r}')
             return
         if not outcome.backend and self.registry is not None:
             outcome.backend = self.registry.backend.name
+        joules, outcome.energy_source = inference_energy_j(self._reading, outcome.compute_ms, outcome.batch_size,
+                                                           self._meter.model)
+        outcome.energy_wh = joules / 3600.0
         pub.publish(outcome_to_result(outcome, self.get_clock().now().to_msg()))
 
     # -- services -----------------------------------------------------------------------
@@ -277,9 +294,15 @@ class ExecutorNode(CellosNode):
         except RegistryError as e:
             resp.success, resp.message = False, str(e)
             self.get_logger().error(f'load_model: {e}')
+            self._registry_change('load_failed', name=req.name, path=spec.path, cause='service', reason=str(e))
+            self.actions.record('~/load_model', 'load_model', target=req.name, request=req, success=False,
+                                message=resp.message)
             return resp
         resp.success, resp.message, resp.model = True, f'loaded {entry.name} {entry.id[:12]}', model_info(entry)
         self.get_logger().info(resp.message)
+        self._registry_change('loaded', entry=entry, path=spec.path, cause='service')
+        self.actions.record('~/load_model', 'load_model', target=f'{entry.name} {entry.id}', request=req,
+                            message=resp.message)
         return resp
 
     def _on_unload(self, req, resp):
@@ -288,10 +311,19 @@ class ExecutorNode(CellosNode):
                      else self.registry.unload(req.model))
         except RegistryError as e:
             resp.success, resp.message = False, str(e)
+            self.actions.record('~/unload_model', 'unload_model', target=req.model, request=req, success=False,
+                                message=resp.message)
             return resp
         resp.success, resp.message = True, f'unloaded {entry.name} {entry.id[:12]}'
         self.get_logger().info(resp.message)
+        self._registry_change('unloaded', entry=entry, cause='service')
+        self.actions.record('~/unload_model', 'unload_model', target=f'{entry.name} {entry.id}', request=req,
+                            message=resp.message)
         return resp
+
+    def _registry_change(self, change: str, **what) -> None:
+        self._registry_pub.publish(registry_change(change, executor_id=self.executor_id, models=self.registry.list(),
+                                                   stamp=self.get_clock().now().to_msg(), **what))
 
     def _on_list(self, req, resp):
         resp.models = [model_info(e) for e in self.registry.list()]
@@ -315,14 +347,17 @@ class ExecutorNode(CellosNode):
         snap = self.engine.snapshot()
         values = {'policy': self.params.policy, 'backend': self.registry.backend.describe(),
                   'mean_batch_size': snap.mean_batch_size, 'max_batch_seen': snap.max_batch_seen,
-                  'served': snap.served, 'rejected': snap.rejected}
+                  'served': snap.served, 'rejected': snap.rejected, 'power_budget': self._budget_why}
+        if self._limit is not None:
+            values.update(power_cap_w=self._limit.power_cap_w, concurrency_limit=self._limit.max_concurrency,
+                          duty_cycle=self._limit.duty_cycle)
         for c in snap.cells:
-            values.update({f'{c.cell_id} share': c.compute_share, f'{c.cell_id} queue': c.queue_depth,
-                           f'{c.cell_id} queue_ms p50/p99': f'{c.queue_ms[0]:.2f}/{c.queue_ms[1]:.2f}',
-                           f'{c.cell_id} batch_wait_ms p50/p99':
+            values.update({f'{c.cell_ns} share': c.compute_share, f'{c.cell_ns} queue': c.queue_depth,
+                           f'{c.cell_ns} queue_ms p50/p99': f'{c.queue_ms[0]:.2f}/{c.queue_ms[1]:.2f}',
+                           f'{c.cell_ns} batch_wait_ms p50/p99':
                                f'{c.batch_wait_ms[0]:.2f}/{c.batch_wait_ms[1]:.2f}',
-                           f'{c.cell_id} compute_ms p50/p99': f'{c.compute_ms[0]:.2f}/{c.compute_ms[1]:.2f}',
-                           f'{c.cell_id} statuses': c.by_status})
+                           f'{c.cell_ns} compute_ms p50/p99': f'{c.compute_ms[0]:.2f}/{c.compute_ms[1]:.2f}',
+                           f'{c.cell_ns} statuses': c.by_status})
         return DiagReport(OK, f'{len(snap.cells)} cell(s), {snap.served} served', values)
 
     def _diag_models(self) -> DiagReport:

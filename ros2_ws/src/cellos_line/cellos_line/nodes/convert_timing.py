@@ -131,7 +131,7 @@ def line_state_msg(line: LineCoordinator, line_id: str, stamp, now_ns: int, gate
         cell.thread_priority, cell.realtime_refused = t.thread_priority, t.realtime_refused
         cell.lock_time_s = t.lock_time_s if t.lock_time_s is not None else -1.0
         station = flow.station(t.cell_id) if flow is not None else None
-        if station is not None:
+        if station is not None:   # flow figures come from the plant (simulation or PLC bridge)
             cell.buffer_level, cell.buffer_capacity = station.level, station.capacity
             cell.busy, cell.overrun = station.busy, station.overrun
             cell.parts_done = station.parts_done

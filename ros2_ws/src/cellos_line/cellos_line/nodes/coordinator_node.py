@@ -19,7 +19,6 @@ between two reports goes out at once, not with the next report's answer.
 """
 from __future__ import annotations
 
-import math
 import re
 import threading
 import time
@@ -39,6 +38,7 @@ from cellos_common.nodes.base import CellosNode, main_for
 from cellos_line.nodes.convert_flow import snapshot_from_msg
 from cellos_line.nodes.convert_timing import BadMessage, correction_msg, line_state_msg, report_from_msg
 from cellos_common.nodes.diagnostics import ERROR, OK, WARN, DiagReport
+from cellos_common.nodes.operator_action import OperatorActions
 from cellos_line.nodes.line_markers import line_markers
 
 LOST_CHECKS_PER_PERIOD = 4
@@ -47,9 +47,10 @@ PARAMS = [
     ParamSpec('line_id', '', "line id; empty: the last part of the node's namespace"),
     ParamSpec('period_ms', 20.0, 'line cycle period', min=0.1, max=60000.0, unit='ms'),
     ParamSpec('offset_mode', 'aligned', 'cell offsets on the schedule: aligned, staggered (spread over one '
-              'period to spread GPU load) or custom (cell_offsets)', choices=('aligned', 'staggered', 'custom')),
-    ParamSpec('cells', '', 'expected cell ids, comma separated, in line order (empty: discover)'),
-    ParamSpec('cell_offsets', '', "custom offsets, 'cell_01=0.0,cell_02=5.0' in ms"),
+              'period to spread GPU load) or custom (cell_offsets_ms)', choices=('aligned', 'staggered', 'custom')),
+    ParamSpec('cells', [], 'expected cell ids in line order (empty: discover)', read_only=True, item=str),
+    ParamSpec('cell_offsets_ms', 0.0, "the cell's offset on the line schedule with offset_mode custom",
+              keys='cells', min=-60000.0, max=60000.0, unit='ms'),
     ParamSpec('accept_unknown_cells', False, 'take cells that are not in cells into the line (cells empty: '
               'every cell is discovered); false: a cell topic outside cells is not even subscribed to'),
     ParamSpec('forget_lost_after_s', 600.0, 'a cell lost this long is forgotten: its state, topics and holds '
@@ -84,21 +85,6 @@ PARAMS = [
 ]
 
 
-def parse_offsets(text: str) -> dict:
-    out = {}
-    for item in filter(None, (s.strip() for s in text.split(','))):
-        cell, sep, value = item.partition('=')
-        try:
-            out[cell.strip()] = float(value)
-            if not math.isfinite(out[cell.strip()]):
-                raise ValueError(value)
-        except ValueError:
-            raise ParameterError(f"cell_offsets: '{item}' is not 'cell_id=milliseconds'") from None
-        if not sep or not cell.strip():
-            raise ParameterError(f"cell_offsets: '{item}' is not 'cell_id=milliseconds'")
-    return out
-
-
 class CoordinatorNode(CellosNode):
     SPIN = 'events'    # no callback blocks; one event per message, whatever the number of cells
     PARAMS = PARAMS
@@ -115,7 +101,7 @@ class CoordinatorNode(CellosNode):
 
     def check_params(self, p) -> None:
         try:
-            stagger_offsets([], 1, p.offset_mode, parse_offsets(p.cell_offsets))
+            stagger_offsets([], 1, p.offset_mode, p.cell_offsets_ms)
         except ValueError as e:
             raise ParameterError(str(e)) from None
         try:
@@ -128,7 +114,7 @@ class CoordinatorNode(CellosNode):
             period_changed = int(p.period_ms * 1e6) != self.line.schedule.period_ns
             if period_changed:
                 self.line.set_period(int(p.period_ms * 1e6), time.time_ns())
-            self.line.set_offsets(p.offset_mode, parse_offsets(p.cell_offsets))
+            self.line.set_offsets(p.offset_mode, p.cell_offsets_ms)
         if period_changed:
             self._save()
         if period_changed and self._line_timers:
@@ -149,8 +135,7 @@ class CoordinatorNode(CellosNode):
         self.line_ns = self.get_namespace().rstrip('/')
         cfg = LineConfig(
             period_ns=int(p.period_ms * 1e6), offset_mode=p.offset_mode,
-            custom_offsets_ms=parse_offsets(p.cell_offsets),
-            expected_cells=tuple(c.strip() for c in p.cells.split(',') if c.strip()),
+            custom_offsets_ms=dict(p.cell_offsets_ms), expected_cells=tuple(p.cells),
             accept_unknown_cells=p.accept_unknown_cells, lost_after_periods=p.lost_after_periods,
             common_silence_periods=max(p.common_silence_periods, p.lost_after_periods),
             sync_interval_ns=int(1e9 / p.sync_rate_hz) if p.sync_rate_hz > 0 else 0,
@@ -167,6 +152,7 @@ class CoordinatorNode(CellosNode):
             self.create_service(HoldCell, 'hold_cell', self._hold),
             self.create_service(Resync, 'resync', self._resync),
         ]
+        self.actions = OperatorActions(self)
         # same group as the reports: if the flow path stalls, so do the answers, and the cells' leases
         # run out (they start nothing) instead of running on a stale release
         self.plant_sub = self.create_subscription(PlantState, p.plant_topic, self._on_plant, qos.plant_state(),
@@ -217,6 +203,9 @@ class CoordinatorNode(CellosNode):
         for s in getattr(self, '_line_services', []):
             self.destroy_service(s)
         self._line_services = []
+        if getattr(self, 'actions', None) is not None:
+            self.actions.destroy()
+            self.actions = None
         for name in ('state_pub', 'marker_pub'):
             if getattr(self, name, None) is not None:
                 self.destroy_publisher(getattr(self, name))
@@ -435,12 +424,16 @@ class CoordinatorNode(CellosNode):
             res.success = result.successful
             res.message = (f'line period {req.period_ms:.3f} ms' if result.successful else result.reason)
         res.period_ms = self.line.schedule.period_ns / 1e6
+        self.actions.record('set_line_period', 'set_line_period', target=self.line_id, request=req,
+                            success=res.success, message=res.message)
         return res
 
     def _hold(self, req, res):
         with self._lock:
             res.success, res.message = self.line.hold(req.cell_id, req.hold, req.reason)
         self.get_logger().info(res.message) if res.success else self.get_logger().warning(res.message)
+        self.actions.record('hold_cell', 'hold' if req.hold else 'release', target=req.cell_id, reason=req.reason,
+                            request=req, success=res.success, message=res.message)
         if res.success:
             self._save()
         return res
@@ -449,6 +442,8 @@ class CoordinatorNode(CellosNode):
         with self._lock:
             res.success, res.message = self.line.resync(req.cell_id)
         self.get_logger().info(res.message)
+        self.actions.record('resync', 'resync', target=req.cell_id, request=req, success=res.success,
+                            message=res.message)
         return res
 
     def _diagnose_flow(self) -> DiagReport:

@@ -32,10 +32,11 @@ MAX_CATCH_UP = 1000   # cycles; a larger jump of cycle_index is a relabel (re-sy
 
 PARAMS = [
     ParamSpec('line_id', '', "line id; empty: the last part of the node's namespace"),
-    ParamSpec('cells', '', 'cells in line order, comma separated (empty: discover, ordered by id)'),
+    ParamSpec('cells', [], 'cells in line order (empty: discover, ordered by id)', read_only=True, item=str),
     ParamSpec('buffer_capacity', 4, 'input buffer capacity of every cell but the first (fed by the infeed)',
               min=1, max=100000, unit='parts'),
-    ParamSpec('buffer_capacities', '', "per-cell capacities, 'cell_03=8,cell_04=2' (override buffer_capacity)"),
+    ParamSpec('buffer_capacities', 0, "the cell's input buffer capacity; 0: buffer_capacity", keys='cells',
+              min=0, max=100000, unit='parts'),
     ParamSpec('seed', 1, 'work time seed (each cell has its own stream)', min=0, max=2**31 - 1),
     ParamSpec('work_median_periods', 0.6, 'median work time of a part', min=0.0, max=1000.0,
               min_exclusive=True, unit='periods'),
@@ -59,20 +60,6 @@ PARAMS = [
 ]
 
 
-_CAPACITY_ITEM = re.compile(r'^\s*([A-Za-z0-9_]+)\s*=\s*([1-9][0-9]*)\s*$')
-
-
-def parse_capacities(text: str) -> dict:
-    """'cell_03=8,cell_04=2' -> {'cell_03': 8, 'cell_04': 2}; a bad item is refused by name."""
-    items = [i for i in text.split(',') if i.strip()]
-    matches = [(i, _CAPACITY_ITEM.match(i)) for i in items]
-    bad = [i.strip() for i, m in matches if m is None]
-    if bad:
-        raise ParameterError(f"buffer_capacities: {', '.join(repr(b) for b in bad)} not 'cell_id=capacity' "
-                             'with capacity >= 1')
-    return {m.group(1): int(m.group(2)) for _, m in matches}
-
-
 class PlantNode(CellosNode):
     SPIN = 'single'    # no callback blocks
     PARAMS = PARAMS
@@ -90,20 +77,21 @@ class PlantNode(CellosNode):
         self._published = None
 
     def check_params(self, p) -> None:
-        parse_capacities(p.buffer_capacities)
-        WorkTimeConfig(p.work_median_periods, p.work_sigma, p.work_tail_probability, p.work_tail_alpha,
-                       p.work_tail_scale_periods, max(p.work_max_periods, p.work_median_periods))
+        try:
+            WorkTimeConfig(p.work_median_periods, p.work_sigma, p.work_tail_probability, p.work_tail_alpha,
+                           p.work_tail_scale_periods, max(p.work_max_periods, p.work_median_periods))
+        except ValueError as e:
+            raise ParameterError(str(e)) from None
 
     def configure(self) -> None:
         p = self.params
         self.line_id = p.line_id or self.get_namespace().rstrip('/').rsplit('/', 1)[-1] or 'line'
         self.line_ns = self.get_namespace().rstrip('/')
-        self.capacities = parse_capacities(p.buffer_capacities)
+        self.capacities = {c: n for c, n in p.buffer_capacities.items() if n > 0}
         self._topic = re.compile('^' + re.escape(self.line_ns) + r'/([A-Za-z0-9_]+)/timing/cycle$')
         self.state_pub = self.create_publisher(PlantState, 'plant/state', qos.plant_state())
-        cells = [c.strip() for c in p.cells.split(',') if c.strip()]
-        if cells:
-            self._build(cells)
+        if p.cells:
+            self._build(list(p.cells))
         self.diagnostics.add('plant', self._diagnose)
 
     def activate(self) -> None:
@@ -147,9 +135,6 @@ class PlantNode(CellosNode):
     def _build(self, cells: list[str]) -> None:
         for c in cells:
             self._add(c)
-        unknown = sorted(set(self.capacities) - set(cells))
-        if unknown:
-            self.get_logger().warning(f"buffer_capacities names cells not on the line: {', '.join(unknown)}")
         caps = ', '.join(f'{s.cell_id}[{s.capacity or "infeed"}]' for s in self.flow.stations)
         self.get_logger().info(f"line '{self.line_id}': {caps}"
                                + (f'; long holds at {self.params.long_hold_cell}'

@@ -46,15 +46,16 @@ def array_to_image(pixels: np.ndarray, stamp, frame_id: str = '') -> Image:
     return msg
 
 
-def inspection_msg(decision: Decision, *, stamp, frame_id: str, cell_id: str, part_id: int,
+def inspection_msg(decision: Decision, *, stamp, frame_id: str, line_id: str, cell_id: str, part_id: int,
                    capture_ms: float, preprocess_ms: float, inference_ms: float,
-                   ground_truth: str | None) -> Inspection:
-    msg = Inspection(cell_id=cell_id, part_id=int(part_id), verdict=int(decision.verdict),
+                   ground_truth: str | None, frame_sha256: str = '', request_id: int = 0) -> Inspection:
+    msg = Inspection(line_id=line_id, cell_id=cell_id, part_id=int(part_id), verdict=int(decision.verdict),
                      defect_class=decision.defect_class, confidence=float(decision.confidence),
                      model_id=decision.model_id, reason=decision.reason,
                      capture_ms=float(capture_ms), preprocess_ms=float(preprocess_ms),
                      inference_ms=float(inference_ms), has_ground_truth=ground_truth is not None,
-                     ground_truth_class=ground_truth or '')
+                     ground_truth_class=ground_truth or '', frame_sha256=frame_sha256,
+                     request_id=int(request_id))
     msg.header.stamp = stamp
     msg.header.frame_id = frame_id
     return msg
@@ -66,9 +67,9 @@ def feedback_from_msg(msg: Inspection) -> tuple[int, str]:
     return int(msg.part_id), found
 
 
-def drift_msg(status: DriftStatus, *, stamp, cell_id: str, model_id: str, threshold: float,
+def drift_msg(status: DriftStatus, *, stamp, line_id: str, cell_id: str, model_id: str, threshold: float,
               switches: int) -> VisionDrift:
-    msg = VisionDrift(cell_id=cell_id, state=int(status.state), hold=status.hold, model_id=model_id,
+    msg = VisionDrift(line_id=line_id, cell_id=cell_id, state=int(status.state), hold=status.hold, model_id=model_id,
                       confidence_threshold=float(threshold), ks=float(status.ks),
                       mean_confidence_drop=float(status.mean_drop),
                       mismatch_rate=float(status.mismatch_rate),

@@ -26,6 +26,7 @@ from cellos_vision.core import vision_preprocess as vp
 from cellos_inference.core.inference_types import Priority, Status
 from cellos_vision.core.inspection import (Decision, DriftBounds, DriftMonitor, DriftState, ModelMeta,
                                            Verdict, decide, undecided)
+from cellos_common.core.cell_names import split_cell_ns
 from cellos_common.core.params import ParameterError, ParamSpec
 from cellos_vision.core.vision_pipeline import Capture, InFlight, SyntheticSource, VideoSource
 from cellos_common.nodes import qos
@@ -37,8 +38,6 @@ from cellos_common.nodes.diagnostics import ERROR, OK, WARN, DiagReport
 from cellos_interfaces.msg import CellCycle, InferenceRequest, InferenceResult, Inspection, VisionDrift
 
 PARAMS = [
-    ParamSpec('cell_id', '', "cell id sent with requests and inspections; empty: the node namespace "
-              "without the leading '/', e.g. 'line1/cell1'"),
     ParamSpec('source', 'synthetic', 'frame source', choices=('synthetic', 'video', 'topic'), read_only=True),
     ParamSpec('trigger', 'cycle', "what starts an inspection: the cell's cycle tick, a local timer "
               '(no timing node), or every frame arriving on the image topic',
@@ -148,8 +147,9 @@ class VisionNode(CellosNode):
     # -- lifecycle ------------------------------------------------------------------------
     def configure(self) -> None:
         p = self.params
-        ns = self.get_namespace().strip('/')
-        self.cell_id = p.cell_id or ns
+        self.line_id, self.cell_id = split_cell_ns(self.get_namespace())
+        if not self.line_id:
+            raise ParameterError(f"vision runs in its cell's namespace /<line>/<cell>, not {self.get_namespace()}")
         self.frame_id = self.get_namespace()
         self.primary = ModelMeta.load(p.model_meta or p.model)
         self.fallback = (ModelMeta.load(p.fallback_model_meta or p.fallback_model)
@@ -201,7 +201,7 @@ class VisionNode(CellosNode):
         self.diagnostics.add('drift', self._diag_drift)
         self._publish_drift()
         self.get_logger().info(
-            f'cell {self.cell_id}: source={p.source} trigger={p.trigger} model={p.model} '
+            f'cell {self.line_id}/{self.cell_id}: source={p.source} trigger={p.trigger} model={p.model} '
             f'fallback={p.fallback_model or "(stricter threshold)"} input={self.spec.width}x{self.spec.height} '
             f'{self.spec.color} images via {IMAGE_BACKEND}')
 
@@ -223,7 +223,8 @@ class VisionNode(CellosNode):
     def deactivate(self) -> None:
         for pending in self._in_flight.drain():
             self._publish(pending.capture, undecided('shutting down: result not awaited', pending.model_id),
-                          pending.preprocess_ms, 1e3 * (time.monotonic() - pending.submitted), pending.stamp)
+                          pending.preprocess_ms, 1e3 * (time.monotonic() - pending.submitted), pending.stamp,
+                          pending.request_id)
 
     # -- model in use ---------------------------------------------------------------------
     def _model(self) -> tuple[str, ModelMeta, float]:
@@ -296,7 +297,7 @@ class VisionNode(CellosNode):
                                       timeout_s, stamp.to_msg())
         deadline_s = stamp.nanoseconds * 1e-9 + p.deadline_ms / 1e3
         self.request_pub.publish(make_request(
-            request_id=pending.request_id, cell_id=self.cell_id, task='inspection', model=model,
+            request_id=pending.request_id, line_id=self.line_id, cell_id=self.cell_id, task='inspection', model=model,
             priority=Priority.CRITICAL, deadline_s=deadline_s, inputs={meta.input_name: tensor},
             stamp=stamp.to_msg()))
 
@@ -329,7 +330,8 @@ class VisionNode(CellosNode):
                                      pending.model_id)
             else:
                 decision = decide(logits, meta.classes, pending.threshold, pending.model_id, meta.ok_class)
-        self._publish(pending.capture, decision, pending.preprocess_ms, inference_ms, pending.stamp)
+        self._publish(pending.capture, decision, pending.preprocess_ms, inference_ms, pending.stamp,
+                      pending.request_id)
         if self.params.drift_enabled and decision.defect_class:
             self._observe_drift(decision)
             if self.params.synthetic_feedback and pending.capture.ground_truth is not None:
@@ -341,17 +343,18 @@ class VisionNode(CellosNode):
             reason = f'late: no result {waited:.0f} ms after submit (deadline {self.params.deadline_ms:.0f} ms)'
             self._warn(pending.capture.part_id, reason)
             self._publish(pending.capture, undecided(reason, pending.model_id), pending.preprocess_ms,
-                          waited, pending.stamp)
+                          waited, pending.stamp, pending.request_id)
 
     def _publish(self, capture: Capture, decision: Decision, preprocess_ms: float,
-                 inference_ms: float, stamp) -> None:
+                 inference_ms: float, stamp, request_id: int = 0) -> None:
         self._counts[decision.verdict] += 1
         if decision.reason:
             self._last_reason = decision.reason
         self.inspection_pub.publish(inspection_msg(
-            decision, stamp=stamp, frame_id=self.frame_id, cell_id=self.cell_id, part_id=capture.part_id,
+            decision, stamp=stamp, frame_id=self.frame_id, line_id=self.line_id, cell_id=self.cell_id,
+            part_id=capture.part_id,
             capture_ms=capture.capture_ms, preprocess_ms=preprocess_ms, inference_ms=inference_ms,
-            ground_truth=capture.ground_truth))
+            ground_truth=capture.ground_truth, frame_sha256=capture.sha256, request_id=request_id))
         if decision.defect_class:
             self._verdicts_by_part[capture.part_id] = decision.defect_class
             if len(self._verdicts_by_part) > 1000:
@@ -408,7 +411,8 @@ class VisionNode(CellosNode):
     def _publish_drift(self) -> None:
         model, _, threshold = self._model()
         self.drift_pub.publish(drift_msg(self.drift.status(), stamp=self.get_clock().now().to_msg(),
-                                         cell_id=self.cell_id, model_id=model, threshold=threshold,
+                                         line_id=self.line_id, cell_id=self.cell_id, model_id=model,
+                                         threshold=threshold,
                                          switches=self.drift.switches))
 
     # -- diagnostics ----------------------------------------------------------------------

@@ -7,9 +7,10 @@ test/test_tensorrt_backend.py run it where both and a GPU exist.
 
 Per model: the engine is built from the ONNX file with one optimization profile over the
 batch dimension (1 .. max_batch), in FP16 where the GPU has fast FP16 (parameter
-``fp16``), and the serialized plan is cached on disk (plan_cache.PlanCache); a valid cached
-plan is deserialized instead of rebuilt. Each CUDA stream gets its own execution context and
-its own device buffers, so batches on different streams never share state.
+``fp16``), and the serialized plan is cached on disk (plan_cache.PlanCache) where the user
+named a folder (trt_plan_cache); a valid cached plan is deserialized instead of rebuilt. Each
+CUDA stream gets its own execution context and its own device buffers, so batches on
+different streams never share state.
 """
 from __future__ import annotations
 
@@ -126,7 +127,7 @@ class TensorRTBackend(Backend):  # pragma: no cover - GPU only beyond the constr
         self.cuda_ctx = self.device.retain_primary_context()
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = trt.Runtime(self.logger)
-        self.cache = PlanCache(plan_cache_dir or '~/.cache/cellos/trt_plans')
+        self.cache = PlanCache(plan_cache_dir)   # empty: plans built at each start, kept nowhere
         self.fp16, self.streams = fp16, streams
         self.lock = threading.Lock()
         self.last_load_source = ''   # 'cache' | 'built', for logs and tests
