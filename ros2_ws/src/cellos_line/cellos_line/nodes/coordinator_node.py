@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 
 from cellos_interfaces.msg import CellCycle, GateState, LineState, PhaseCorrection, PlantState, VisionDrift
 from cellos_interfaces.srv import HoldCell, Resync, SetLinePeriod
@@ -33,6 +32,7 @@ from cellos_common.core.state_store import StateStore, StateStoreError, store_pa
 from cellos_common.core.params import ParameterError, ParamSpec
 from cellos_line.core.line_coordinator import CLOCK_MODES, DRIFT, LineConfig, LineCoordinator
 from cellos_line.core.schedule import stagger_offsets
+from cellos_line.core.stamp_clock import StampClock
 from cellos_common.nodes import qos
 from cellos_common.nodes.base import CellosNode, main_for
 from cellos_line.nodes.convert_flow import snapshot_from_msg
@@ -97,6 +97,9 @@ class CoordinatorNode(CellosNode):
         self.realtime: realtime.Result | None = None
         self._line_timers = []
         self._store: StateStore | None = None
+        # every time here (ages, the exchange's t2/t3, the schedule) on one clock that a step of
+        # the wall clock does not move (core.stamp_clock); the step is reported
+        self.stamps = StampClock()
         self.forgotten = 0
 
     def check_params(self, p) -> None:
@@ -113,7 +116,7 @@ class CoordinatorNode(CellosNode):
         with self._lock:
             period_changed = int(p.period_ms * 1e6) != self.line.schedule.period_ns
             if period_changed:
-                self.line.set_period(int(p.period_ms * 1e6), time.time_ns())
+                self.line.set_period(int(p.period_ms * 1e6), self.stamps.now_ns())
             self.line.set_offsets(p.offset_mode, p.cell_offsets_ms)
         if period_changed:
             self._save()
@@ -141,7 +144,7 @@ class CoordinatorNode(CellosNode):
             sync_interval_ns=int(1e9 / p.sync_rate_hz) if p.sync_rate_hz > 0 else 0,
             clock_mode=p.clock_mode, backpressure_latency_cycles=p.backpressure_latency_cycles,
             forget_after_ns=int(p.forget_lost_after_s * 1e9))
-        self.line = LineCoordinator(cfg, time.time_ns())
+        self.line = LineCoordinator(cfg, self.stamps.now_ns())
         self._restore(p)
         self._topic = re.compile('^' + re.escape(self.line_ns) + r'/([A-Za-z0-9_]+)/timing/cycle$')
         self._reports = MutuallyExclusiveCallbackGroup()
@@ -320,7 +323,7 @@ class CoordinatorNode(CellosNode):
         # t2 of the clock exchange (the EventsExecutor hands no DDS reception stamp; the delay
         # up to here is part of the exchange's round trip, and the estimator keeps the
         # exchanges of least round trip)
-        recv = time.time_ns()
+        recv = self.stamps.now_ns()
         if msg.cell_id != cell:
             self.reject('cycle report', f"report naming cell '{msg.cell_id[:64]}' on cell '{cell}''s topic")
             return
@@ -335,7 +338,7 @@ class CoordinatorNode(CellosNode):
         with self._lock:
             correction, event = self.line.on_report(report, recv)
         if correction is not None:
-            entry[1].publish(correction_msg(correction, self.get_clock().now().to_msg(), time.time_ns()))
+            entry[1].publish(correction_msg(correction, self.get_clock().now().to_msg(), self.stamps.now_ns()))
         if 'duplicate' in event or 'unknown' in event:
             self.get_logger().warning(event, throttle_duration_sec=2.0)
         elif event:
@@ -343,7 +346,7 @@ class CoordinatorNode(CellosNode):
 
     # -- line flow ------------------------------------------------------------------------------
     def _on_plant(self, msg: PlantState) -> None:
-        now = time.time_ns()
+        now = self.stamps.now_ns()
         try:
             snapshot = snapshot_from_msg(msg)
         except BadMessage as e:
@@ -365,7 +368,7 @@ class CoordinatorNode(CellosNode):
         self._apply(events, changed, now)
 
     def _on_drift(self, cell: str, msg: VisionDrift) -> None:
-        now = time.time_ns()
+        now = self.stamps.now_ns()
         reason = f'revalidating: {msg.reason[:200] or "drift"}' if msg.hold else None
         with self._lock:
             event = self.line.set_hold(cell, DRIFT, reason)
@@ -380,12 +383,16 @@ class CoordinatorNode(CellosNode):
             with self._lock:
                 correction = self.line.correction_now(cell, now)
             if entry is not None and correction is not None:
-                entry[1].publish(correction_msg(correction, self.get_clock().now().to_msg(), time.time_ns()))
+                entry[1].publish(correction_msg(correction, self.get_clock().now().to_msg(), self.stamps.now_ns()))
 
     def _check_lost(self) -> None:
+        step = self.stamps.check()
+        if step:
+            self.get_logger().warning(f'wall clock stepped {step / 1e9:+.3f} s: not followed (line timing runs '
+                                      'on the monotonic clock; cells are judged by the clock exchange)')
         with self._lock:
             before = self.line.common_silences
-            events = self.line.check_lost(time.time_ns(), self.line.schedule.period_ns // LOST_CHECKS_PER_PERIOD)
+            events = self.line.check_lost(self.stamps.now_ns(), self.line.schedule.period_ns // LOST_CHECKS_PER_PERIOD)
         if self.line.common_silences > before:
             self.get_logger().warning('most cells fell silent at once: waiting common_silence_periods before '
                                       'calling them lost (a stall on this side is the likelier cause)',
@@ -393,7 +400,7 @@ class CoordinatorNode(CellosNode):
         for e in events:
             self.get_logger().warning(e)
         with self._lock:
-            forgotten = self.line.forget_lost(time.time_ns())
+            forgotten = self.line.forget_lost(self.stamps.now_ns())
         for cell in forgotten:
             self._drop_cell(cell)
             self.forgotten += 1
@@ -405,7 +412,7 @@ class CoordinatorNode(CellosNode):
             self.state_pub.publish(msg)
 
     def _state(self):
-        return line_state_msg(self.line, self.line_id, self.get_clock().now().to_msg(), time.time_ns(),
+        return line_state_msg(self.line, self.line_id, self.get_clock().now().to_msg(), self.stamps.now_ns(),
                               self._gates, self.realtime)
 
     def _publish_state(self) -> None:
@@ -482,6 +489,8 @@ class CoordinatorNode(CellosNode):
                       'late_lost_checks': self.line.late_checks, 'cells_forgotten': self.forgotten,
                       'clock_steps': sum(t.clock_steps for t in self.line.cells.values()),
                       'common_silences': self.line.common_silences,
+                      'wall_clock_steps': self.stamps.steps,
+                      'wall_clock_offset_ms': self.stamps.wall_offset_ns() / 1e6,
                       'clock_mode': msg.clock_mode,
                       'realtime': self.realtime.text if self.realtime else 'not active'}
         not_rt = []

@@ -34,6 +34,7 @@ from cellos_common.nodes import qos
 from cellos_common.nodes.base import CellosNode, main_for
 from cellos_common.nodes.diagnostics import ERROR, OK, WARN, DiagReport
 from cellos_line.core.cycle_clock import CycleClock, CycleConfig, CycleState
+from cellos_line.core.stamp_clock import StampClock
 from cellos_common.nodes.realtime_publisher import RealtimePublisher
 from cellos_line.nodes.convert_timing import BadMessage, check_correction, cycle_msg, cycle_payload, fill_cycle_msg
 
@@ -72,13 +73,15 @@ class TimingNode(CellosNode):
         self._jitter_ns = 0
         self._cycles = 0
         self._clock_offset_ns = 0
+        # the cell's clock: a wall-clock step moves no sleep, tick or stamp here (core.stamp_clock)
+        self.stamps = StampClock()
         self.realtime: realtime.Result | None = None
         self.clock: CycleClock | None = None   # made by the cycle thread when it starts
 
     # -- clock --------------------------------------------------------------------------------
     def now_ns(self) -> int:
-        """This cell's clock (system clock plus the artificial test offset)."""
-        return time.time_ns() + self._clock_offset_ns
+        """This cell's clock (the stamp clock plus the artificial test offset)."""
+        return self.stamps.now_ns() + self._clock_offset_ns
 
     def check_params(self, p) -> None:
         if p.lock_threshold_ms >= p.period_ms / 2:
@@ -145,7 +148,7 @@ class TimingNode(CellosNode):
     def _on_correction(self, msg: PhaseCorrection, info) -> None:
         # t4 of the clock exchange: stamped by DDS on arrival (on this host's clock)
         received = info['received_timestamp']
-        t4 = received + self._clock_offset_ns if received else self.now_ns()
+        t4 = self.stamps.from_wall(received) + self._clock_offset_ns if received else self.now_ns()
         if msg.cell_id != self.cell_id:
             self.get_logger().warning(f"correction for cell '{msg.cell_id}' on this cell's topic ignored",
                                       throttle_duration_sec=5.0)
@@ -216,6 +219,10 @@ class TimingNode(CellosNode):
                                           throttle_duration_sec=1.0)
                 continue
             self._reports.try_publish(payload)
+            step = self.stamps.check()
+            if step:
+                self.get_logger().warning(f'wall clock stepped {step / 1e9:+.3f} s: not followed (the cycle runs '
+                                          'on the monotonic clock)')
             self._jitter_ns = jitter
             self._cycles += 1
             last_work = self.now_ns() - actual
@@ -242,7 +249,8 @@ class TimingNode(CellosNode):
                       'missed_cycles': self.clock.missed_cycles, 'stalls': self.clock.stalls,
                       'reports_sent': self._reports.sent, 'reports_replaced_unsent': self._reports.replaced,
                       'realtime': self.realtime.text if self.realtime else 'not started',
-                      'session': f'{self.session:#010x}'}
+                      'session': f'{self.session:#010x}', 'wall_clock_steps': self.stamps.steps,
+                      'wall_clock_offset_ms': self.stamps.wall_offset_ns() / 1e6}
         level = {CycleState.LOCKED: OK, CycleState.HELD: OK, CycleState.FREE_RUNNING: WARN,
                  CycleState.LOCKING: WARN, CycleState.STARTING: WARN}.get(state, ERROR)
         text = state.name.lower().replace('_', '-')
