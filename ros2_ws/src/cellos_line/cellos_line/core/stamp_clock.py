@@ -35,7 +35,7 @@ class StampClock:
         return self._seen - self._base
 
     def check(self) -> int:
-        """A step of the wall clock since the last check (ns, + forward), or 0. Cheap: call it
+        """The wall clock's step since the last look (ns, + forward), or 0. Cheap: called
         every cycle or timer tick.
         """
         m0 = self._mono()
