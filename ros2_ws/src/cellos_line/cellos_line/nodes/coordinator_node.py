@@ -42,6 +42,7 @@ from cellos_common.nodes.operator_action import OperatorActions
 from cellos_line.nodes.line_markers import line_markers
 
 LOST_CHECKS_PER_PERIOD = 4
+MAX_IGNORED = 1000    # cell names outside cells remembered (each refused once)
 
 PARAMS = [
     ParamSpec('line_id', '', "line id; empty: the last part of the node's namespace"),
@@ -101,6 +102,7 @@ class CoordinatorNode(CellosNode):
         # the wall clock does not move (core.stamp_clock); the step is reported
         self.stamps = StampClock()
         self.forgotten = 0
+        self._ignored: set[str] = set()   # cell topics outside cells, seen and refused
 
     def check_params(self, p) -> None:
         try:
@@ -310,7 +312,9 @@ class CoordinatorNode(CellosNode):
         expected = self.line.config.expected_cells
         if not expected or cell in expected or self.line.config.accept_unknown_cells:
             return True
-        self.reject('cell discovery', f"cell '{cell}' is not in cells (accept_unknown_cells is false): ignored")
+        if cell not in self._ignored and len(self._ignored) < MAX_IGNORED:   # counted once, not per look
+            self._ignored.add(cell)
+            self.reject('cell discovery', f"cell '{cell}' is not in cells (accept_unknown_cells is false): ignored")
         return False
 
     def _report_sub(self, cell: str):
