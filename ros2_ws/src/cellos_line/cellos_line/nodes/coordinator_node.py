@@ -28,7 +28,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from visualization_msgs.msg import MarkerArray
 
 from cellos_common.core import realtime
-from cellos_common.core.state_store import StateStore, StateStoreError, store_path
+from cellos_common.core.state_store import StateStore, StoreError, store_path
 from cellos_common.core.params import ParameterError, ParamSpec
 from cellos_line.core.line_coordinator import CLOCK_MODES, DRIFT, LineConfig, LineCoordinator
 from cellos_line.core.schedule import stagger_offsets
@@ -231,7 +231,7 @@ class CoordinatorNode(CellosNode):
     def _open_store(self, p) -> None:
         try:
             self._store = StateStore(store_path(p.line_store, self.get_namespace()))
-        except StateStoreError as e:
+        except StoreError as e:
             raise ParameterError(str(e)) from None
         if not self._store.durable:
             self.get_logger().warning("operator decisions in memory only (line_store is empty): a restart drops "
@@ -241,7 +241,7 @@ class CoordinatorNode(CellosNode):
         self._file_period_ms = p.period_ms   # as the parameter files give it (not yet changed at runtime)
         try:
             saved = self._store.get('decisions')
-        except StateStoreError as e:
+        except StoreError as e:
             raise ParameterError(str(e)) from None
         if not saved:
             self._save()
@@ -276,7 +276,7 @@ class CoordinatorNode(CellosNode):
         decisions['configured_period_ms'] = self._file_period_ms
         try:
             self._store.put('decisions', decisions)
-        except StateStoreError as e:
+        except StoreError as e:
             self.fault('line_store', e)
 
     # -- discovery and reports ------------------------------------------------------------
