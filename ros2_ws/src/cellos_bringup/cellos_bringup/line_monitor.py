@@ -157,8 +157,10 @@ class LineMonitor:
             jitter = {c: [j for t, j in js if t >= since] for c, js in self.jitter.items()}
         return figures(stamps, jitter, self._offsets())
 
-    def run(self, stop: threading.Event, duration: float, check_children) -> None:
+    def run(self, stop: threading.Event, duration: float, check_children) -> str | None:
+        """Progress until ``stop``, ``duration`` or a problem ``check_children`` returns (returned)."""
         tty = sys.stdout.isatty()
+        problem = None
         last = 0.0
         end = time.monotonic() + duration if duration else None
         while not stop.is_set() and (end is None or time.monotonic() < end):
@@ -175,6 +177,7 @@ class LineMonitor:
                 last = now
         if tty:
             print()
+        return problem
 
     # -- summary -------------------------------------------------------------------------------
     def summary(self) -> dict:
