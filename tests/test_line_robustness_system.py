@@ -22,15 +22,14 @@ LOCK_S = 45.0          # cells lock within seconds; the bound covers a loaded 2-
 INT64_MAX = 2**63 - 1
 
 
-def start_line(processes, store: str, *cells: str) -> None:
+def start_line(processes, probe, store: str, *cells: str) -> None:
+    """The coordinator (its decisions kept in ``store``) and the given cells, brought up."""
     processes.start('coordinator', 'coordinator_node', namespace=LINE, params={
         'period_ms': PERIOD_MS, 'cells': CELLS, 'line_store': store, 'state_rate_hz': 10.0})
     for c in cells:
         processes.start(c, 'timing_node', namespace=f'{LINE}/{c}', params={'period_ms': PERIOD_MS})
-
-
-def bring_up(probe, *nodes):
-    failed = LifecycleClient(probe.node).bring_up([f'{LINE}/{n}' for n in nodes], timeout=30.0)
+    nodes = [f'{LINE}/coordinator', *[f'{LINE}/{c}/timing' for c in cells]]
+    failed = LifecycleClient(probe.node).bring_up(nodes, timeout=30.0)
     assert not failed, f'bring-up failed for {failed}'
 
 
@@ -71,8 +70,7 @@ def test_forged_messages_are_refused_and_a_rogue_cell_gets_no_place(processes, r
     p.subscribe(LineState, f'{LINE}/line_state', qos.latched_state(), key='line_state')
     p.subscribe(DiagnosticArray, '/diagnostics', qos.diagnostics(), key='diagnostics')
     p.subscribe(CellCycle, f'{LINE}/cell_01/timing/cycle', qos.cycle_watch(), key='cycle')
-    start_line(processes, str(tmp_path / 'coordinator.sqlite3'), *CELLS)
-    bring_up(p, 'coordinator', *[f'{c}/timing' for c in CELLS])
+    start_line(processes, p, str(tmp_path / 'coordinator.sqlite3'), *CELLS)
     wait_for(lambda: locked(p), LOCK_S, what='cells locked')
     session = p.received('cycle')[-1].session   # public: every report carries it
 
@@ -112,8 +110,7 @@ def test_operator_hold_and_period_survive_a_coordinator_kill(processes, ros_prob
     seen = []
     p.node.create_subscription(PhaseCorrection, f'{LINE}/cell_01/timing/correction',
                                lambda m: seen.append((time.monotonic(), m)), qos.correction())
-    start_line(processes, store, *CELLS)
-    bring_up(p, 'coordinator', *[f'{c}/timing' for c in CELLS])
+    start_line(processes, p, store, *CELLS)
     wait_for(lambda: locked(p), LOCK_S, what='cells locked')
 
     res = p.call(HoldCell, f'{LINE}/hold_cell', HoldCell.Request(cell_id='cell_01', hold=True, reason='maintenance'))
@@ -126,8 +123,7 @@ def test_operator_hold_and_period_survive_a_coordinator_kill(processes, ros_prob
     processes.kill('coordinator')
     killed = time.monotonic()
     p.clear('line_state')
-    start_line(processes, store)   # the coordinator alone, with its start-up parameters (50 ms)
-    bring_up(p, 'coordinator')
+    start_line(processes, p, store)   # the coordinator alone, with its start-up parameters (50 ms)
     wait_for(lambda: locked(p), LOCK_S, what='cells locked to the restarted coordinator')
     s = state(p)
     assert abs(s.period_ms - 40.0) < 1e-6, f'period {s.period_ms} ms after the restart'
