@@ -3,9 +3,10 @@ the same), 4 cells at 50 Hz, real-time cycle threads, over real DDS.
 
 1. Detection: FREEZES times, a random cell is frozen at a random phase of its cycle for
    250 ms; detect = from the SIGSTOP to the first line state (received by the recorder, a
-   process of its own) that shows that cell LOST. The detector is DDS's deadline on the cell's
-   reports (lost_after_periods 2.5): it fires 1.5-2.5 periods after the freeze, plus the
-   coordinator's and the recorder's delays.
+   process of its own) that shows that cell LOST. The detector: a cell whose reports stop for
+   lost_after_periods (2.5) is lost, checked every quarter period; it fires 1.5-2.75 periods
+   after the freeze (by the freeze's phase in the cycle), plus the coordinator's and the
+   recorder's delays.
 2. Stall: cell_02 frozen 2 s. burst_cycles: cycles of cell_02 that started less than half a
    period after its previous one (a catch-up burst; must be 0); missed_cycles: the ticks it
    skipped (its report); relock_cycles: from its first cycle after the stall to its first

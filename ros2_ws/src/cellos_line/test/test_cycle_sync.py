@@ -258,3 +258,20 @@ def test_period_change_keeps_phase():
     ok, _ = line.set_period(P // 2, 5 * P)
     assert ok and line.schedule.tick(line.schedule.nearest_index(5 * P)) == before
     assert not line.set_period(0, 0)[0]
+
+
+def test_rate_is_estimated_within_a_few_ppm_from_ten_seconds_of_noisy_exchanges():
+    rng = random.Random(3)
+    est = OffsetEstimator()
+    skew, offset0, t = 50e-6, 250_000_000, 10**12
+    for _ in range(100):    # 10 s at 10 Hz, one-way delays 0.2-1.2 ms
+        up, down = rng.randint(200_000, 1_200_000), rng.randint(200_000, 1_200_000)
+        cell = lambda true: int(true + offset0 + (true - 10**12) * skew)  # noqa: E731
+        t1 = cell(t)
+        t2 = t + up
+        t3 = t2 + 50_000
+        t4 = cell(t3 + down)
+        est.add(sample(t1, t2, t3, t4))
+        t += 100_000_000
+    assert abs(est.skew_ppm - 50.0) < 10.0, est.skew_ppm
+    assert abs(est.offset_at(t) - (offset0 + (t - 10**12) * skew)) < 300_000
