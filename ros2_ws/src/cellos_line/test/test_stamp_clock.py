@@ -30,9 +30,12 @@ def test_a_wall_step_is_reported_once_and_never_followed():
     assert clock.from_wall(c.wall()) == clock.now_ns() and clock.from_wall(0) == 0
 
 
-def test_slewing_below_the_threshold_is_no_step():
+def test_the_wall_clocks_rate_is_followed_between_checks():
     c = Clocks()
     clock = StampClock(c.wall, lambda: c.mono)
-    for _ in range(10):
-        c.wall_minus_mono += 1_000_000
+    t0, w0 = clock.now_ns(), c.wall()
+    for _ in range(100):         # 100 ppm faster than the monotonic clock, checked every 50 ms
+        c.tick(50_000_000)
+        c.wall_minus_mono += 5_000
         assert clock.check() == 0
+    assert clock.now_ns() - t0 == c.wall() - w0 and clock.steps == 0
