@@ -47,7 +47,7 @@ PRODUCTION_MODELS = ('inspection_cnn', 'inspection_cnn_fallback')
 
 
 def cycle_qos():
-    return qos.cycle_report(PERIOD_MS / 1e3)
+    return qos.cycle_report()
 
 
 @dataclass
@@ -88,6 +88,7 @@ class FuzzLine:
         import yaml
         stores = {'vision_node': {'drift_store': str(self.tmp / 'vision_drift_{ns}.sqlite3')},
                   'energy_feed_node': {'override_store': str(self.tmp / 'energy_override_{ns}.sqlite3')},
+                  'coordinator_node': {'line_store': str(self.tmp / 'coordinator_{ns}.sqlite3')},
                   'energy_gate_node': {'job_store': str(self.tmp / 'deferred_jobs_{ns}.sqlite3')}}
         for s in [*self.specs, self.manager]:
             # after the area files, as the runner does: a later file wins, and so do these values

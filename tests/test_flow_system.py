@@ -152,5 +152,6 @@ def test_drift_hold_propagates_upstream_and_bad_plant_data_is_rejected(processes
     states, _ = check_conservation(ros_probe)
     assert states[-1].plant_rejected >= 2 and states[-1].parts_out > 0
     log = processes.log('coordinator')
-    assert 'plant data rejected: unknown cell' in log and 'plant data rejected: negative buffer level' in log
+    # refusals are counted (plant_rejected above) and logged throttled: the first one at least
+    assert "plant state: rejected unknown cell 'cell_09'" in log
     assert re.search(r"cell 'cell_03' held: .*revalidating: ks 0.41", log) and "cell 'cell_03' released" in log

@@ -5,9 +5,9 @@ integers, unknown enum values, empty and huge strings and arrays, and mutants of
 messages). After each node family: every process is alive, the line is locked again, parts are
 conserved, and the refused inputs are counted in the family's 'boundary' diagnostics.
 
-One test per node family. The inference and line families are marked xfail until their nodes
-validate what they take in (the reason names the scenario and who fixes it); they run last, so
-what they break cannot fail the families before them.
+One test per node family. The inference family is marked xfail until its nodes validate what
+they take in (the reason names the scenario and who fixes it); it runs late, so what it breaks
+cannot fail the families before it.
 """
 from __future__ import annotations
 
@@ -66,12 +66,6 @@ def test_inference_family(line):
     assert not any(result['faults'].values()), f"exceptions reached the boundary: {result['faults']}"
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "a forged CellCycle on /line1/cell_01/timing/cycle carrying the cell's public session with send_ns = "
-    'sync_t1_ns = sync_t4_ns = INT64_MAX (t2 = t3 = 1), and a PhaseCorrection with that session and period_ns '
-    '1e15: cell_01 goes free-running and is not locked again within 45 s; coordinator and timing count no refused '
-    'input (plant data rejections and unknown cells are logged per message, not counted): fixed by issue 13 (line '
-    'part, after issue 9)'))
 def test_line_family(line):
     result = fuzz(line, 'line')
     assert not any(result['faults'].values()), f"exceptions reached the boundary: {result['faults']}"

@@ -189,6 +189,6 @@ def test_bad_parameters_are_refused_with_a_clear_message(processes, ros_probe):
         name='period_ms', value=ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=0.0))])
     res = ros_probe.call(SetParameters, f'{LINE}/coordinator/set_parameters', req)
     assert not res.results[0].successful
-    assert "'period_ms': 0.0ms must be > 0.0ms" in res.results[0].reason
+    assert 'period_ms out of range Min: 0.1' in res.results[0].reason
     res = ros_probe.call(SetLinePeriod, f'{LINE}/set_line_period', SetLinePeriod.Request(period_ms=-1.0))
     assert not res.success and 'must be > 0' in res.message and res.period_ms == PERIOD_MS

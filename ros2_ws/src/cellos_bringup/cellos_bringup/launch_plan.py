@@ -199,7 +199,7 @@ def line_nodes(line: str = 'line1', cells: int = 4, *, period_ms: float | None =
         out.append(energy_feed_node(lines=(line,)))
     if with_executor:
         out.append(executor_node([f'{line}/{c}' for c in ids]))
-    coordinator = {}
+    coordinator = {'cells': list(ids)}   # the line's cells: no other is taken in (accept_unknown_cells)
     if period_ms is not None:
         coordinator['period_ms'] = float(period_ms)
     if offset_mode is not None:

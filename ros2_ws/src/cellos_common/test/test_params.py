@@ -56,3 +56,16 @@ def test_every_error_at_once():
 def test_specs_that_cannot_be_declared(specs, message):
     with pytest.raises(ValueError, match=message):
         check_specs(specs)
+
+
+def test_nan_and_inf_are_refused_for_floats_and_map_entries():
+    from cellos_common.core.params import ParameterError, ParamSpec, validate
+    import pytest
+    specs = [ParamSpec('period_ms', 20.0, 'p', min=0.1, max=60000.0),
+             ParamSpec('cells', [], 'c', read_only=True, item=str),
+             ParamSpec('cell_offsets_ms', 0.0, 'o', keys='cells', min=-60000.0, max=60000.0)]
+    for bad in (float('nan'), float('inf')):
+        with pytest.raises(ParameterError, match='finite'):
+            validate(specs, {'period_ms': bad})
+        with pytest.raises(ParameterError, match='finite'):
+            validate(specs, {'cells': ['cell_01'], 'cell_offsets_ms.cell_01': bad})

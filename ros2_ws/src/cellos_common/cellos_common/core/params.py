@@ -13,6 +13,7 @@ nests parameter names (a nested YAML mapping flattens to it), '/' separates ROS 
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
@@ -69,6 +70,8 @@ class ParamSpec:
                 f"parameter '{name}': expected {want.__name__}, got {type(value).__name__} ({value!r})")
         if want is list:
             return self._check_items(value, name)
+        if want is float and not math.isfinite(value):
+            raise ParameterError(f"parameter '{name}': {value!r} is not a finite number")
         if self.choices is not None and value not in self.choices:
             raise ParameterError(
                 f"parameter '{name}': {value!r} is not one of {list(self.choices)}")
@@ -96,6 +99,8 @@ class ParamSpec:
                 v = float(v)
             if not isinstance(v, item) or (item is int and isinstance(v, bool)):
                 raise ParameterError(f"parameter '{name}': expected a list of {item.__name__}, got {value!r}")
+            if item is float and not math.isfinite(v):
+                raise ParameterError(f"parameter '{name}': {v!r} is not a finite number")
             if self.choices is not None and v not in self.choices:
                 raise ParameterError(f"parameter '{name}': {v!r} is not one of {list(self.choices)}")
             out.append(v)

@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 
 import rclpy
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.logging import get_logger
@@ -212,6 +213,13 @@ class CellosNode(Boundary, LifecycleNode):
         # reach on_params_changed
         self._configured = False
         self.add_on_set_parameters_callback(self._on_set_parameters)
+
+    def create_timer(self, timer_period_sec, callback, callback_group=None, clock=None, **kwargs):
+        """A timer on the steady clock unless given another: a step of the wall clock neither
+        silences it (a step back) nor fires it in a burst (a step forward).
+        """
+        return super().create_timer(timer_period_sec, callback, callback_group,
+                                    clock or Clock(clock_type=ClockType.STEADY_TIME), **kwargs)
 
     # -- parameters -----------------------------------------------------------------------
     def read_params(self) -> ParamSet:

@@ -16,7 +16,10 @@ from cellos_line.core.backpressure import backpressure_holds
 from cellos_line.core.clock_sync import OffsetEstimator
 from cellos_line.core.cycle_clock import Command, CycleState
 from cellos_line.core.line_flow import FlowSnapshot, check_snapshot
-from cellos_line.core.schedule import Schedule, stagger_offsets
+from cellos_line.core.schedule import MAX_STAMP_NS, Schedule, check_period, stagger_offsets
+
+MAX_CELL_ID = 64        # characters
+ANSWERS_KEPT = 16       # (t1, t2) of a cell's latest answers: an exchange is a sample only if it is one of them
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,29 @@ class Correction:
 CLOCK_MODES = ('exchange', 'system')
 
 
+def check_report(r: CycleReport) -> str:
+    """Why a cell's report cannot be used ('' when it can): the cell id, state, period and
+    stamps in range (every stamp below MAX_STAMP_NS, so no sum of two overflows int64), and a
+    clock exchange either absent (all zero) or consistent (t4 >= t1, t3 >= t2, delay >= 0).
+    """
+    if not r.cell_id or len(r.cell_id) > MAX_CELL_ID:
+        return f'cell id of {len(r.cell_id)} characters (1..{MAX_CELL_ID})'
+    if r.state not in CycleState._value2member_map_:
+        return f'unknown cycle state {r.state}'
+    problem = check_period(r.period_ns, 'period', margin=0.001)
+    if problem:
+        return problem
+    for name in ('cell_start_ns', 'cell_intended_ns', 'cell_send_ns'):
+        if not 0 < getattr(r, name) < MAX_STAMP_NS:
+            return f'{name} {getattr(r, name)} is not a clock reading'
+    t1, t2, t3, t4 = r.sync
+    if any(not 0 <= t < MAX_STAMP_NS for t in r.sync):
+        return f'clock exchange stamps {r.sync} are not clock readings'
+    if any(r.sync) and (not all(r.sync) or t4 < t1 or t3 < t2 or (t4 - t1) < (t3 - t2)):
+        return f'clock exchange {r.sync} is not a sample (t4 < t1, t3 < t2 or a negative delay)'
+    return ''
+
+
 @dataclass(frozen=True)
 class LineConfig:
     period_ns: int
@@ -65,6 +91,7 @@ class LineConfig:
     clock_mode: str = 'exchange'          # system: PTP/chrony discipline the clocks, offsets taken as 0
     window_ns: int = 2_000_000_000        # phase error percentiles over this much recent time
     backpressure_latency_cycles: int = 2
+    forget_after_ns: int = 600_000_000_000  # a cell lost this long is forgotten (state, holds but the operator's)
 
     def __post_init__(self):
         if self.clock_mode not in CLOCK_MODES:
@@ -104,6 +131,9 @@ class CellTrack:
     thread_priority: int = 0
     realtime_refused: bool = False
     rejected: int = 0
+    clock_steps: int = 0     # jumps of the cell's clock seen in its reports' send stamps
+    lost_since_ns: int = 0
+    answered: deque = field(default_factory=lambda: deque(maxlen=ANSWERS_KEPT))   # (t1, t2) we answered
     last_report: CycleReport | None = None
     last_report_recv_ns: int = 0
 
@@ -197,9 +227,21 @@ class LineCoordinator:
             track.schedule_sent = -1
             event = f"cell '{r.cell_id}' restarted (session {r.session:#x})"
         elif r.cell_send_ns <= track.last_send_ns:
-            self.out_of_order += 1
-            track.rejected += 1
-            return None, ''
+            if track.last_send_ns - r.cell_send_ns < self.schedule.period_ns:
+                self.out_of_order += 1
+                track.rejected += 1
+                return None, ''
+            # more than a period back: the cell's clock stepped back (or the report before was
+            # forged with a later stamp); staying silent for the step would lose the cell
+            track.clock_steps += 1
+            event = (f"cell '{r.cell_id}' clock went back "
+                     f"{(track.last_send_ns - r.cell_send_ns) / 1e6:.1f} ms between two reports")
+        elif (track.last_send_ns and r.cell_send_ns - track.last_send_ns
+              > recv_ns - track.last_recv_ns + max(lost_after, 1_000_000_000)):
+            track.clock_steps += 1
+            event = (f"cell '{r.cell_id}' clock went forward "
+                     f"{(r.cell_send_ns - track.last_send_ns - (recv_ns - track.last_recv_ns)) / 1e6:.1f} ms "
+                     'between two reports')
         if track.lost:
             track.lost = False
             event = event or f"cell '{r.cell_id}' back after {(recv_ns - track.last_recv_ns) / 1e6:.0f} ms"
@@ -208,7 +250,8 @@ class LineCoordinator:
         track.missed_cycles = r.missed_cycles
         track.thread_priority, track.realtime_refused = r.thread_priority, r.realtime_refused
         track.last_report, track.last_report_recv_ns = r, recv_ns
-        track.offset.add_exchange(r.sync)
+        if (r.sync[0], r.sync[1]) in track.answered:
+            track.offset.add_exchange(r.sync)   # else not ours (an earlier coordinator's, or forged): no sample
 
         if track.offset.ready:
             off = self.offsets.get(r.cell_id, 0)
@@ -244,16 +287,21 @@ class LineCoordinator:
             track.resync -= 1
             command = Command.RESYNC
         track.last_answer_ns = recv_ns
+        if (r.cell_send_ns, recv_ns) not in track.answered:
+            track.answered.append((r.cell_send_ns, recv_ns))
+        echo_only = Correction(track.cell_id, track.session, 0, 0, 0, command, track.hold_reason,
+                               r.cell_send_ns, recv_ns)
         if not track.offset.ready and self.config.clock_mode != 'system':
-            return Correction(track.cell_id, track.session, 0, 0, 0, command, track.hold_reason,
-                              r.cell_send_ns, recv_ns)
-        track.schedule_sent = self.schedule_version
+            return echo_only
         index = self.schedule.nearest_index(recv_ns) + 1
         tick = self.schedule.tick(index, self.offsets.get(track.cell_id, 0))
         skew = track.offset.skew if self.config.clock_mode != 'system' else 0.0
+        anchor = int(round(tick + self.clock_offset_at(track, tick)))
+        if not 0 < anchor < MAX_STAMP_NS or index < 0:
+            return echo_only   # an offset estimate no real clock has: no schedule until it is re-estimated
+        track.schedule_sent = self.schedule_version
         return Correction(
-            cell_id=track.cell_id, session=track.session,
-            anchor_ns=int(round(tick + self.clock_offset_at(track, tick))), anchor_index=index,
+            cell_id=track.cell_id, session=track.session, anchor_ns=anchor, anchor_index=index,
             period_ns=int(round(self.schedule.period_ns * (1.0 + skew))),
             command=command, reason=track.hold_reason, echo_t1_ns=r.cell_send_ns, recv_t2_ns=recv_ns)
 
@@ -290,9 +338,57 @@ class LineCoordinator:
         for t in silent:
             if now_ns - t.last_recv_ns > lost_after:
                 t.lost, t.locked = True, False
+                t.lost_since_ns = now_ns
                 t.lost_count += 1
                 events.append(f"cell '{t.cell_id}' lost: no report for "
                               f"{(now_ns - t.last_recv_ns) / 1e6:.1f} ms")
+        return events
+
+    def forget_lost(self, now_ns: int) -> list[str]:
+        """Cells lost for ``forget_after_ns``: their state and holds go (an operator's hold
+        stays, for when the cell comes back); returns their ids (the node drops their topics).
+        """
+        after = self.config.forget_after_ns
+        gone = [c for c, t in self.cells.items() if after and t.lost and now_ns - t.lost_since_ns > after]
+        for c in gone:
+            del self.cells[c]
+            kept = {s: r for s, r in self.holds.pop(c, {}).items() if s == OPERATOR}
+            if kept:
+                self.holds[c] = kept
+        if gone:
+            self._recompute_offsets()
+        return gone
+
+    # -- what survives a restart ------------------------------------------------------------
+    def decisions(self) -> dict:
+        """What the operator decided, to keep across a restart: holds and the schedule (a
+        runtime period change; the epoch too, so a restart does not move the line's phase).
+        """
+        return {'operator_holds': {c: h[OPERATOR] for c, h in sorted(self.holds.items()) if OPERATOR in h},
+                'schedule': {'epoch_ns': self.schedule.epoch_ns, 'period_ns': self.schedule.period_ns}}
+
+    def restore(self, saved: dict, period_ns: int | None) -> list[str]:
+        """Take kept decisions back (``decisions``); ``period_ns``: the schedule's period to
+        restore, None to keep this one's. Raises ValueError for values no schedule or hold has.
+        """
+        holds = saved.get('operator_holds', {})
+        if not isinstance(holds, dict) or not all(isinstance(c, str) and isinstance(r, str) and len(c) <= MAX_CELL_ID
+                                                  for c, r in holds.items()):
+            raise ValueError(f'operator holds {holds!r:.200}')
+        events = []
+        if period_ns is not None:
+            epoch = int(saved['schedule']['epoch_ns'])
+            problem = check_period(period_ns)
+            if problem or not 0 <= epoch < MAX_STAMP_NS:
+                raise ValueError(problem or f'schedule epoch {epoch}')
+            self.schedule = Schedule(epoch, period_ns)
+            self.config = replace(self.config, period_ns=period_ns)
+            self.schedule_version += 1
+            self._recompute_offsets()
+            events.append(f'line period {period_ns / 1e6:.3f} ms and phase kept from before the restart')
+        for cell, reason in holds.items():
+            self.set_hold(cell, OPERATOR, reason[:256])
+            events.append(f"cell '{cell}' held by the operator before the restart: {reason[:256]}")
         return events
 
     # -- commands ---------------------------------------------------------------------------
@@ -301,7 +397,7 @@ class LineCoordinator:
         t = self.cells.get(cell_id)
         if t is None:
             return False, f"unknown cell '{cell_id}' (known: {', '.join(sorted(self.cells)) or 'none'})"
-        self.set_hold(cell_id, OPERATOR, (reason or 'operator') if hold else None)
+        self.set_hold(cell_id, OPERATOR, (reason[:256] or 'operator') if hold else None)
         return True, f"cell '{cell_id}' {'held: ' + t.hold_reason if t.held else 'released'}"
 
     def set_hold(self, cell_id: str, source: str, reason: str | None) -> str:
@@ -364,6 +460,8 @@ class LineCoordinator:
         wanted = backpressure_holds(snapshot, self.config.backpressure_latency_cycles, self.other_holds())
         events, changed = [], []
         for st in snapshot.stations:
+            if st.cell_id not in self.cells and st.cell_id not in self.config.expected_cells:
+                continue   # holds only for cells of the line: plant data cannot grow them
             event = self.set_hold(st.cell_id, BACKPRESSURE, wanted.get(st.cell_id))
             if event:
                 events.append(event)

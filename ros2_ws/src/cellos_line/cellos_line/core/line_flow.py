@@ -19,6 +19,7 @@ Invariant, after every step: parts_in = parts_out + in_buffers + in_cells + drop
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Callable, Mapping, Sequence
 
@@ -70,28 +71,50 @@ class FlowSnapshot:
         return next((s for s in self.stations if s.cell_id == cell_id), None)
 
 
+MAX_STATIONS = 1024          # stations in one plant message (a line has tens)
+MAX_COUNT = 2**32 - 1        # counters as the line reports them (LineState's uint32 fields)
+_STATION_COUNTERS = ('parts_done', 'starved_cycles', 'held_cycles', 'overruns', 'blocked_cycles')
+
+
+def _count_problem(name: str, value: int) -> str:
+    if value < 0:
+        return f'negative {name} ({value})'
+    if value > MAX_COUNT:
+        return f'{name} {value} above {MAX_COUNT}'
+    return ''
+
+
 def check_snapshot(s: FlowSnapshot, known_cells: Sequence[str] | None = None) -> str:
     """Why a plant snapshot from outside cannot be used ('' when it can). ``known_cells``:
-    the cells the line has (None: any cell id is accepted).
+    the cells the line has (None: any cell id is accepted). Linear in the number of stations.
     """
     if not s.stations:
         return 'plant data has no stations'
+    if len(s.stations) > MAX_STATIONS:
+        return f'plant data has {len(s.stations)} stations (at most {MAX_STATIONS})'
     ids = [st.cell_id for st in s.stations]
-    if len(set(ids)) != len(ids):
-        return f'plant data names a cell twice: {", ".join(sorted({c for c in ids if ids.count(c) > 1}))}'
+    twice = sorted(c for c, n in Counter(ids).items() if n > 1)
+    if twice:
+        return f'plant data names a cell twice: {", ".join(repr(c[:64]) for c in twice[:5])}'
     if known_cells is not None:
-        unknown = [c for c in ids if c not in known_cells]
+        known = set(known_cells)
+        unknown = [c for c in ids if c not in known]
         if unknown:
-            return (f"unknown cell {', '.join(repr(c) for c in unknown)} in plant data "
+            return (f"unknown cell {', '.join(repr(c[:64]) for c in unknown[:5])} in plant data "
                     f"(line has {', '.join(known_cells) or 'no cells yet'})")
     for name in ('parts_in', 'parts_out', 'dropped', 'overflows'):
-        if getattr(s, name) < 0:
-            return f'negative {name} ({getattr(s, name)}) in plant data'
+        problem = _count_problem(name, getattr(s, name))
+        if problem:
+            return f'{problem} in plant data'
     for st in s.stations:
-        if st.level < 0 or st.capacity < 0:
+        if st.level < 0 or st.capacity < 0 or st.capacity > MAX_COUNT:
             return f"negative buffer level/capacity for '{st.cell_id}' ({st.level}/{st.capacity})"
         if st.level > st.capacity:
             return f"buffer of '{st.cell_id}' above its capacity ({st.level}/{st.capacity})"
+        for name in _STATION_COUNTERS:
+            problem = _count_problem(name, getattr(st, name))
+            if problem:
+                return f"{problem} for '{st.cell_id}'"
     if not s.conserved:
         return (f'plant counts do not add up: in {s.parts_in} != out {s.parts_out} + buffers '
                 f'{s.in_buffers} + in cells {s.in_cells} + dropped {s.dropped}')

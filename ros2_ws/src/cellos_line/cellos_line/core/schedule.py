@@ -1,7 +1,21 @@
 """The line's reference schedule: tick(k) = epoch + k * period + cell offset (one clock)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+MIN_PERIOD_NS = 100_000            # 0.1 ms: the shortest line period a cell is asked to run
+MAX_PERIOD_NS = 60_000_000_000     # 60 s
+MAX_STAMP_NS = 2**62               # a clock reading in ns (year 2116): sums of two stay within int64
+
+
+def check_period(period_ns: int, what: str = 'period', margin: float = 0.0) -> str:
+    """Why ``period_ns`` is not a line period ('' when it is); ``margin``: relative slack for a
+    period corrected by a clock rate.
+    """
+    if not MIN_PERIOD_NS * (1 - margin) <= period_ns <= MAX_PERIOD_NS * (1 + margin):
+        return f'{what} {period_ns} ns outside {MIN_PERIOD_NS / 1e6:g} ms .. {MAX_PERIOD_NS / 1e9:g} s'
+    return ''
 
 
 def wrap(error_ns: int, period_ns: int) -> int:
@@ -49,5 +63,8 @@ def stagger_offsets(cell_ids, period_ns: int, mode: str, custom_ms: dict | None 
         return {c: (i * period_ns) // n for i, c in enumerate(cells)}
     if mode == 'custom':
         custom_ms = custom_ms or {}
+        bad = sorted(c for c, v in custom_ms.items() if not math.isfinite(v))
+        if bad:
+            raise ValueError(f"custom offset of {', '.join(bad)} is not a finite number of ms")
         return {c: int(round(custom_ms.get(c, 0.0) * 1e6)) % period_ns for c in cells}
     raise ValueError(f"unknown offset mode '{mode}' (aligned | staggered | custom)")

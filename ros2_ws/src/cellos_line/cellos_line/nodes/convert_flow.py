@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from cellos_interfaces.msg import PlantState, PlantStation
 
-from cellos_line.core.line_flow import FlowSnapshot, StationView
+from cellos_line.core.line_coordinator import MAX_CELL_ID
+from cellos_line.core.line_flow import MAX_STATIONS, FlowSnapshot, StationView
+from cellos_line.nodes.convert_timing import BadMessage
 
 
 def plant_state_msg(s: FlowSnapshot, *, stamp, line_id: str, source: str, seq: int) -> PlantState:
@@ -21,6 +23,14 @@ def plant_state_msg(s: FlowSnapshot, *, stamp, line_id: str, source: str, seq: i
 
 
 def snapshot_from_msg(msg: PlantState) -> FlowSnapshot:
+    """The plant's message as a snapshot, its size checked before anything is copied (the rest:
+    core.line_flow.check_snapshot); BadMessage if it is too large.
+    """
+    if len(msg.stations) > MAX_STATIONS:
+        raise BadMessage(f'plant data has {len(msg.stations)} stations (at most {MAX_STATIONS})')
+    long = [st.cell_id for st in msg.stations if len(st.cell_id) > MAX_CELL_ID]
+    if long:
+        raise BadMessage(f'plant data names a cell id of {len(long[0])} characters (at most {MAX_CELL_ID})')
     return FlowSnapshot(
         seq=msg.seq, parts_in=msg.parts_in, parts_out=msg.parts_out, dropped=msg.parts_dropped,
         overflows=msg.overflows,

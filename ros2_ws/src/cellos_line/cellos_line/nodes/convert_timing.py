@@ -4,10 +4,49 @@ from __future__ import annotations
 from cellos_interfaces.msg import CellCycle, CellPhase, LineState, PhaseCorrection
 
 from cellos_common.core import gate_level
-from cellos_line.core.line_coordinator import CycleReport, Correction, LineCoordinator
+from cellos_line.core.cycle_clock import Command
+from cellos_line.core.line_coordinator import CycleReport, Correction, LineCoordinator, check_report
+from cellos_line.core.schedule import MAX_STAMP_NS, check_period
+
+MAX_REASON = 256    # characters of a hold reason a cell takes
+
+
+class BadMessage(ValueError):
+    """A timing or plant message the line refuses, with the reason (the node counts it and goes on)."""
 
 
 def report_from_msg(msg: CellCycle) -> CycleReport:
+    """A cell's report, checked (core.line_coordinator.check_report); BadMessage if it cannot be used."""
+    if len(msg.cell_id) > 256:
+        raise BadMessage(f'cell id of {len(msg.cell_id)} characters')
+    r = _report(msg)
+    problem = check_report(r)
+    if problem:
+        raise BadMessage(problem)
+    return r
+
+
+def check_correction(msg: PhaseCorrection) -> None:
+    """What a cell checks in a correction before its cycle acts on it: a schedule period the
+    line can have (or 0: an echo only), a tick that is a clock reading, stamps in range, a known
+    command, a reason of bounded length. BadMessage otherwise.
+    """
+    if msg.period_ns:
+        problem = check_period(msg.period_ns, 'correction period', margin=0.001)
+        if problem:
+            raise BadMessage(problem)
+        if not 0 < msg.anchor_ns < MAX_STAMP_NS or msg.anchor_index * msg.period_ns >= 2 * MAX_STAMP_NS:
+            raise BadMessage(f'correction anchor {msg.anchor_ns} (index {msg.anchor_index}) is not a tick')
+    if msg.command not in Command._value2member_map_:
+        raise BadMessage(f'unknown correction command {msg.command}')
+    stamps = (msg.echo_t1_ns, msg.recv_t2_ns, msg.send_t3_ns)
+    if any(not 0 <= t < MAX_STAMP_NS for t in stamps):
+        raise BadMessage(f'correction echo stamps {stamps} are not clock readings')
+    if len(msg.reason) > MAX_REASON:
+        raise BadMessage(f'correction reason of {len(msg.reason)} characters (at most {MAX_REASON})')
+
+
+def _report(msg: CellCycle) -> CycleReport:
     return CycleReport(
         cell_id=msg.cell_id, session=msg.session, cycle_index=msg.cycle_index,
         cell_start_ns=msg.cycle_start_ns, cell_intended_ns=msg.intended_start_ns,

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 
 from cellos_interfaces.msg import CellCycle, GateState, LineState, PhaseCorrection, PlantState, VisionDrift
 from cellos_interfaces.srv import HoldCell, Resync, SetLinePeriod
@@ -29,28 +28,37 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from visualization_msgs.msg import MarkerArray
 
 from cellos_common.core import realtime
+from cellos_common.core.state_store import StateStore, StoreError, store_path
 from cellos_common.core.params import ParameterError, ParamSpec
 from cellos_line.core.line_coordinator import CLOCK_MODES, DRIFT, LineConfig, LineCoordinator
 from cellos_line.core.schedule import stagger_offsets
+from cellos_line.core.stamp_clock import StampClock
 from cellos_common.nodes import qos
 from cellos_common.nodes.base import CellosNode, main_for
 from cellos_line.nodes.convert_flow import snapshot_from_msg
-from cellos_line.nodes.convert_timing import correction_msg, line_state_msg, report_from_msg
+from cellos_line.nodes.convert_timing import BadMessage, correction_msg, line_state_msg, report_from_msg
 from cellos_common.nodes.diagnostics import ERROR, OK, WARN, DiagReport
 from cellos_common.nodes.operator_action import OperatorActions
 from cellos_line.nodes.line_markers import line_markers
 
 LOST_CHECKS_PER_PERIOD = 4
+MAX_IGNORED = 1000    # cell names outside cells remembered (each refused once)
 
 PARAMS = [
     ParamSpec('line_id', '', "line id; empty: the last part of the node's namespace"),
-    ParamSpec('period_ms', 20.0, 'line cycle period', min=0.0, max=60000.0, min_exclusive=True, unit='ms'),
+    ParamSpec('period_ms', 20.0, 'line cycle period', min=0.1, max=60000.0, unit='ms'),
     ParamSpec('offset_mode', 'aligned', 'cell offsets on the schedule: aligned, staggered (spread over one '
               'period to spread GPU load) or custom (cell_offsets_ms)', choices=('aligned', 'staggered', 'custom')),
     ParamSpec('cells', [], 'expected cell ids in line order (empty: discover)', read_only=True, item=str),
     ParamSpec('cell_offsets_ms', 0.0, "the cell's offset on the line schedule with offset_mode custom",
               keys='cells', min=-60000.0, max=60000.0, unit='ms'),
-    ParamSpec('accept_unknown_cells', True, 'take cells that are not in cells into the line'),
+    ParamSpec('accept_unknown_cells', False, 'take cells that are not in cells into the line (cells empty: '
+              'every cell is discovered); false: a cell topic outside cells is not even subscribed to'),
+    ParamSpec('forget_lost_after_s', 600.0, 'a cell lost this long is forgotten: its state, topics and holds '
+              "(an operator's hold stays for when it comes back); 0: never", min=0.0, max=1e7, unit='s'),
+    ParamSpec('line_store', '', "SQLite file keeping the operator's decisions (holds, a runtime period change) "
+              "across restarts ('{ns}': this node's namespace; relative: to the working directory); empty: in "
+              'memory, lost on a restart', read_only=True),
     ParamSpec('lost_after_periods', 2.5, 'a cell whose reports stop this long is lost (checked every quarter '
               'period): a failure is reported between lost_after_periods - 1 and lost_after_periods + 0.25 '
               'periods after it happened', min=1.5, max=100.0),
@@ -89,9 +97,18 @@ class CoordinatorNode(CellosNode):
         self._gates: dict[str, int] = {}      # cell id -> GateState.LEVEL_*
         self.realtime: realtime.Result | None = None
         self._line_timers = []
+        self._store: StateStore | None = None
+        # every time here (ages, the exchange's t2/t3, the schedule) on one clock that a step of
+        # the wall clock does not move (core.stamp_clock); the step is reported
+        self.stamps = StampClock()
+        self.forgotten = 0
+        self._ignored: set[str] = set()   # cell topics outside cells, seen and refused
 
     def check_params(self, p) -> None:
-        stagger_offsets([], 1, p.offset_mode, p.cell_offsets_ms)
+        try:
+            stagger_offsets([], 1, p.offset_mode, p.cell_offsets_ms)
+        except ValueError as e:
+            raise ParameterError(str(e)) from None
         try:
             realtime.check_cpus(realtime.Request.from_params(p).cpus)
         except ValueError as e:
@@ -101,14 +118,24 @@ class CoordinatorNode(CellosNode):
         with self._lock:
             period_changed = int(p.period_ms * 1e6) != self.line.schedule.period_ns
             if period_changed:
-                self.line.set_period(int(p.period_ms * 1e6), time.time_ns())
+                self.line.set_period(int(p.period_ms * 1e6), self.stamps.now_ns())
             self.line.set_offsets(p.offset_mode, p.cell_offsets_ms)
+        if period_changed:
+            self._save()
         if period_changed and self._line_timers:
             self.destroy_timer(self._line_timers[1])
             self._line_timers[1] = self._lost_timer()
 
     def configure(self) -> None:
+        try:
+            self._configure()
+        except Exception:
+            self.cleanup()   # a failed configure leaves nothing it built behind
+            raise
+
+    def _configure(self) -> None:
         p = self.params
+        self._open_store(p)
         self.line_id = p.line_id or self.get_namespace().rstrip('/').rsplit('/', 1)[-1] or 'line'
         self.line_ns = self.get_namespace().rstrip('/')
         cfg = LineConfig(
@@ -117,8 +144,10 @@ class CoordinatorNode(CellosNode):
             accept_unknown_cells=p.accept_unknown_cells, lost_after_periods=p.lost_after_periods,
             common_silence_periods=max(p.common_silence_periods, p.lost_after_periods),
             sync_interval_ns=int(1e9 / p.sync_rate_hz) if p.sync_rate_hz > 0 else 0,
-            clock_mode=p.clock_mode, backpressure_latency_cycles=p.backpressure_latency_cycles)
-        self.line = LineCoordinator(cfg, time.time_ns())
+            clock_mode=p.clock_mode, backpressure_latency_cycles=p.backpressure_latency_cycles,
+            forget_after_ns=int(p.forget_lost_after_s * 1e9))
+        self.line = LineCoordinator(cfg, self.stamps.now_ns())
+        self._restore(p)
         self._topic = re.compile('^' + re.escape(self.line_ns) + r'/([A-Za-z0-9_]+)/timing/cycle$')
         self._reports = MutuallyExclusiveCallbackGroup()
         self.state_pub = self.create_publisher(LineState, 'line_state', qos.latched_state())
@@ -134,7 +163,6 @@ class CoordinatorNode(CellosNode):
         self.plant_sub = self.create_subscription(PlantState, p.plant_topic, self._on_plant, qos.plant_state(),
                                                   callback_group=self._reports)
         self._overflows_seen = 0
-        self._last_rejection = ('', 0)
         self.diagnostics.add('line', self._diagnose)
         self.diagnostics.add('flow', self._diagnose_flow)
         self.get_logger().info(f"line '{self.line_id}': period {p.period_ms:.3f} ms, offsets {p.offset_mode}")
@@ -172,18 +200,84 @@ class CoordinatorNode(CellosNode):
         self._line_timers = []
 
     def cleanup(self) -> None:
-        for sub, pub, drift_sub, gate_sub in self._cells.values():
-            self.destroy_subscription(sub)
-            self.destroy_publisher(pub)
-            self.destroy_subscription(drift_sub)
-            self.destroy_subscription(gate_sub)
-        self._cells.clear()
-        self.destroy_subscription(self.plant_sub)
-        for s in self._line_services:
+        for cell in list(self._cells):
+            self._drop_cell(cell)
+        if getattr(self, 'plant_sub', None) is not None:
+            self.destroy_subscription(self.plant_sub)
+            self.plant_sub = None
+        for s in getattr(self, '_line_services', []):
             self.destroy_service(s)
-        self.actions.destroy()
-        self.destroy_publisher(self.state_pub)
-        self.destroy_publisher(self.marker_pub)
+        self._line_services = []
+        if getattr(self, 'actions', None) is not None:
+            self.actions.destroy()
+            self.actions = None
+        for name in ('state_pub', 'marker_pub'):
+            if getattr(self, name, None) is not None:
+                self.destroy_publisher(getattr(self, name))
+                setattr(self, name, None)
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def _drop_cell(self, cell: str) -> None:
+        sub, pub, drift_sub, gate_sub = self._cells.pop(cell)
+        self.destroy_subscription(sub)
+        self.destroy_publisher(pub)
+        self.destroy_subscription(drift_sub)
+        self.destroy_subscription(gate_sub)
+        self._gates.pop(cell, None)
+
+    # -- what survives a restart ------------------------------------------------------------
+    def _open_store(self, p) -> None:
+        try:
+            self._store = StateStore(store_path(p.line_store, self.get_namespace()))
+        except StoreError as e:
+            raise ParameterError(str(e)) from None
+        if not self._store.durable:
+            self.get_logger().warning("operator decisions in memory only (line_store is empty): a restart drops "
+                                      'operator holds and a runtime period change')
+
+    def _restore(self, p) -> None:
+        self._file_period_ms = p.period_ms   # as the parameter files give it (not yet changed at runtime)
+        try:
+            saved = self._store.get('decisions')
+        except StoreError as e:
+            raise ParameterError(str(e)) from None
+        if not saved:
+            self._save()
+            return
+        try:
+            # a runtime period change is kept unless the configured period changed since (a new
+            # decision in the parameter file wins over the one kept)
+            same = saved.get('configured_period_ms') == p.period_ms
+            period = int(saved['schedule']['period_ns']) if same else None
+            events = self.line.restore(saved, period)
+        except (KeyError, TypeError, ValueError) as e:
+            self.get_logger().error(f'operator decisions in {self._store.path} not usable ({e}): starting without')
+            self._save()
+            return
+        if period is not None and period != int(p.period_ms * 1e6):
+            from rclpy.parameter import Parameter
+            p.values['period_ms'] = period / 1e6   # the parameter says the period the line runs at
+            self.set_parameters([Parameter('period_ms', value=period / 1e6)])
+        if not same:
+            self.get_logger().warning(f'period_ms is {p.period_ms} ms in the parameters, was '
+                                      f"{saved.get('configured_period_ms')} ms: the kept runtime period is dropped")
+        for e in events:
+            self.get_logger().warning(e)
+        self._save()
+
+    def _save(self) -> None:
+        """Keep the operator's decisions (called after each one; the store commits before returning)."""
+        if self._store is None:
+            return
+        with self._lock:
+            decisions = self.line.decisions()
+        decisions['configured_period_ms'] = self._file_period_ms
+        try:
+            self._store.put('decisions', decisions)
+        except StoreError as e:
+            self.fault('line_store', e)
 
     # -- discovery and reports ------------------------------------------------------------
     def _discover(self) -> None:
@@ -196,6 +290,8 @@ class CoordinatorNode(CellosNode):
                                           throttle_duration_sec=30.0)
                 continue
             cell = m.group(1)
+            if not self._may_join(cell):
+                continue
             sub = self._report_sub(cell)
             pub = self.create_publisher(PhaseCorrection, f'{self.line_ns}/{cell}/timing/correction',
                                         qos.correction())
@@ -209,6 +305,18 @@ class CoordinatorNode(CellosNode):
                 lambda msg, cell=cell: self._gates.__setitem__(cell, msg.level), qos.latched_state())
             self._cells[cell] = (sub, pub, drift_sub, gate_sub)
 
+    def _may_join(self, cell: str) -> bool:
+        """A cell topic outside ``cells`` is subscribed to only where discovery is allowed: a
+        rogue publisher gets no share of the schedule, no offset, no state here.
+        """
+        expected = self.line.config.expected_cells
+        if not expected or cell in expected or self.line.config.accept_unknown_cells:
+            return True
+        if cell not in self._ignored and len(self._ignored) < MAX_IGNORED:   # counted once, not per look
+            self._ignored.add(cell)
+            self.reject('cell discovery', f"cell '{cell}' is not in cells (accept_unknown_cells is false): ignored")
+        return False
+
     def _report_sub(self, cell: str):
         return self.create_subscription(
             CellCycle, f'{self.line_ns}/{cell}/timing/cycle', lambda msg, cell=cell: self._on_report(cell, msg),
@@ -219,16 +327,22 @@ class CoordinatorNode(CellosNode):
         # t2 of the clock exchange (the EventsExecutor hands no DDS reception stamp; the delay
         # up to here is part of the exchange's round trip, and the estimator keeps the
         # exchanges of least round trip)
-        recv = time.time_ns()
+        recv = self.stamps.now_ns()
         if msg.cell_id != cell:
-            self.get_logger().warning(f"report naming cell '{msg.cell_id}' on cell '{cell}''s topic ignored",
-                                      throttle_duration_sec=10.0)
+            self.reject('cycle report', f"report naming cell '{msg.cell_id[:64]}' on cell '{cell}''s topic")
             return
-        entry = self._cells[cell]
+        entry = self._cells.get(cell)
+        if entry is None:
+            return   # forgotten while this report waited
+        try:
+            report = report_from_msg(msg)
+        except BadMessage as e:
+            self.reject('cycle report', f"cell '{cell}': {e}")
+            return
         with self._lock:
-            correction, event = self.line.on_report(report_from_msg(msg), recv)
+            correction, event = self.line.on_report(report, recv)
         if correction is not None:
-            entry[1].publish(correction_msg(correction, self.get_clock().now().to_msg(), time.time_ns()))
+            entry[1].publish(correction_msg(correction, self.get_clock().now().to_msg(), self.stamps.now_ns()))
         if 'duplicate' in event or 'unknown' in event:
             self.get_logger().warning(event, throttle_duration_sec=2.0)
         elif event:
@@ -236,15 +350,20 @@ class CoordinatorNode(CellosNode):
 
     # -- line flow ------------------------------------------------------------------------------
     def _on_plant(self, msg: PlantState) -> None:
-        now = time.time_ns()
+        now = self.stamps.now_ns()
+        try:
+            snapshot = snapshot_from_msg(msg)
+        except BadMessage as e:
+            with self._lock:
+                self.line.plant_rejected += 1
+                self.line.plant_status = str(e)
+            self.reject('plant state', str(e))
+            return
         with self._lock:
-            ok, problem, events, changed = self.line.on_plant(snapshot_from_msg(msg), now)
+            ok, problem, events, changed = self.line.on_plant(snapshot, now)
             overflows = self.line.flow.overflows if self.line.flow else 0
         if not ok:
-            # a new reason is always logged, a repeated one at most every 5 s
-            if problem != self._last_rejection[0] or now - self._last_rejection[1] > 5e9:
-                self._last_rejection = (problem, now)
-                self.get_logger().warning(f'plant data rejected: {problem}')
+            self.reject('plant state', problem)
             return
         if overflows > self._overflows_seen:
             self.get_logger().error(f'plant reports {overflows - self._overflows_seen} new overflow(s) '
@@ -253,8 +372,8 @@ class CoordinatorNode(CellosNode):
         self._apply(events, changed, now)
 
     def _on_drift(self, cell: str, msg: VisionDrift) -> None:
-        now = time.time_ns()
-        reason = f'revalidating: {msg.reason or "drift"}' if msg.hold else None
+        now = self.stamps.now_ns()
+        reason = f'revalidating: {msg.reason[:200] or "drift"}' if msg.hold else None
         with self._lock:
             event = self.line.set_hold(cell, DRIFT, reason)
         self._apply([event] if event else [], [cell] if event else [], now)
@@ -268,25 +387,36 @@ class CoordinatorNode(CellosNode):
             with self._lock:
                 correction = self.line.correction_now(cell, now)
             if entry is not None and correction is not None:
-                entry[1].publish(correction_msg(correction, self.get_clock().now().to_msg(), time.time_ns()))
+                entry[1].publish(correction_msg(correction, self.get_clock().now().to_msg(), self.stamps.now_ns()))
 
     def _check_lost(self) -> None:
+        step = self.stamps.check()
+        if step:
+            self.get_logger().warning(f'wall clock stepped {step / 1e9:+.3f} s: not followed (line timing runs '
+                                      'on the monotonic clock; cells are judged by the clock exchange)')
         with self._lock:
             before = self.line.common_silences
-            events = self.line.check_lost(time.time_ns(), self.line.schedule.period_ns // LOST_CHECKS_PER_PERIOD)
+            events = self.line.check_lost(self.stamps.now_ns(), self.line.schedule.period_ns // LOST_CHECKS_PER_PERIOD)
         if self.line.common_silences > before:
             self.get_logger().warning('most cells fell silent at once: waiting common_silence_periods before '
                                       'calling them lost (a stall on this side is the likelier cause)',
                                       throttle_duration_sec=10.0)
         for e in events:
             self.get_logger().warning(e)
-        if events:   # a lost cell is news now, not at the next state_rate_hz tick (markers wait for it)
+        with self._lock:
+            forgotten = self.line.forget_lost(self.stamps.now_ns())
+        for cell in forgotten:
+            self._drop_cell(cell)
+            self.forgotten += 1
+            self.get_logger().warning(f"cell '{cell}' forgotten: lost for more than forget_lost_after_s "
+                                      f'({self.params.forget_lost_after_s:g} s)')
+        if events or forgotten:   # a lost cell is news now, not at the next state_rate_hz tick (markers wait for it)
             with self._lock:
                 msg = self._state()
             self.state_pub.publish(msg)
 
     def _state(self):
-        return line_state_msg(self.line, self.line_id, self.get_clock().now().to_msg(), time.time_ns(),
+        return line_state_msg(self.line, self.line_id, self.get_clock().now().to_msg(), self.stamps.now_ns(),
                               self._gates, self.realtime)
 
     def _publish_state(self) -> None:
@@ -315,6 +445,8 @@ class CoordinatorNode(CellosNode):
         self.get_logger().info(res.message) if res.success else self.get_logger().warning(res.message)
         self.actions.record('hold_cell', 'hold' if req.hold else 'release', target=req.cell_id, reason=req.reason,
                             request=req, success=res.success, message=res.message)
+        if res.success:
+            self._save()
         return res
 
     def _resync(self, req, res):
@@ -358,7 +490,11 @@ class CoordinatorNode(CellosNode):
                       'cells_lost': msg.cells_lost, 'period_ms': msg.period_ms,
                       'phase_error_p99_ms': msg.phase_error_p99_ms,
                       'duplicate_reports': self.line.duplicates, 'out_of_order_reports': self.line.out_of_order,
-                      'late_lost_checks': self.line.late_checks, 'common_silences': self.line.common_silences,
+                      'late_lost_checks': self.line.late_checks, 'cells_forgotten': self.forgotten,
+                      'clock_steps': sum(t.clock_steps for t in self.line.cells.values()),
+                      'common_silences': self.line.common_silences,
+                      'wall_clock_steps': self.stamps.steps,
+                      'wall_clock_offset_ms': self.stamps.wall_offset_ns() / 1e6,
                       'clock_mode': msg.clock_mode,
                       'realtime': self.realtime.text if self.realtime else 'not active'}
         not_rt = []

@@ -19,11 +19,12 @@ import zlib
 from cellos_interfaces.msg import CellCycle, PlantState
 
 from cellos_line.core.work_times import WorkTimeConfig, WorkTimes, cell_seed
-from cellos_line.core.line_flow import LineFlow
+from cellos_line.core.line_flow import MAX_STATIONS, LineFlow
 from cellos_common.core.params import ParameterError, ParamSpec
 from cellos_common.nodes import qos
 from cellos_common.nodes.base import CellosNode, main_for
 from cellos_line.nodes.convert_flow import plant_state_msg
+from cellos_line.nodes.convert_timing import BadMessage, report_from_msg
 from cellos_common.nodes.diagnostics import OK, WARN, DiagReport
 
 UNDER_COORDINATION = (CellCycle.STATE_LOCKING, CellCycle.STATE_LOCKED)
@@ -150,11 +151,21 @@ class PlantNode(CellosNode):
             self._seen_before = seen
             return
         for cell in sorted(seen - set(self.flow.cells)):
+            if len(self.flow.stations) >= MAX_STATIONS:
+                self.reject('cell discovery', f"cell '{cell}' not added: the line has {MAX_STATIONS} stations")
+                continue
             self.get_logger().warning(f"cell '{cell}' appeared after the line was built: added at its end")
             self._add(cell)
 
     def _on_cycle(self, cell: str, msg: CellCycle) -> None:
-        if self.flow is None or msg.cell_id != cell:
+        if self.flow is None:
+            return
+        try:
+            if msg.cell_id != cell:
+                raise BadMessage(f"report naming cell '{msg.cell_id[:64]}' on cell '{cell}''s topic")
+            report_from_msg(msg)
+        except BadMessage as e:
+            self.reject('cycle report', str(e))
             return
         last = self._last.get(cell)
         if last is not None and last[0] == msg.session:

@@ -34,14 +34,15 @@ from cellos_common.nodes import qos
 from cellos_common.nodes.base import CellosNode, main_for
 from cellos_common.nodes.diagnostics import ERROR, OK, WARN, DiagReport
 from cellos_line.core.cycle_clock import CycleClock, CycleConfig, CycleState
+from cellos_line.core.stamp_clock import StampClock
 from cellos_common.nodes.realtime_publisher import RealtimePublisher
-from cellos_line.nodes.convert_timing import cycle_msg, cycle_payload, fill_cycle_msg
+from cellos_line.nodes.convert_timing import BadMessage, check_correction, cycle_msg, cycle_payload, fill_cycle_msg
 
 PARAMS = [
     ParamSpec('line_id', 'line1', 'line this cell belongs to'),
     ParamSpec('cell_id', '', "cell id; empty: the last part of the node's namespace"),
     ParamSpec('period_ms', 20.0, 'nominal cycle period until the coordinator sends the line schedule',
-              min=0.0, max=60000.0, min_exclusive=True, unit='ms'),
+              min=0.1, max=60000.0, unit='ms'),
     ParamSpec('max_slew_fraction', 0.1, 'largest phase correction per cycle, as a fraction of the period',
               min=0.001, max=0.49),
     ParamSpec('lock_threshold_ms', 1.0, 'the line\'s lock criterion, judged here only: median |cycle start - '
@@ -67,18 +68,20 @@ class TimingNode(CellosNode):
         super().__init__('timing', **kwargs)
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._worker = None    # the cycle thread (a SupervisedThread: restarted if it dies)
         self.session = random.getrandbits(32)
         self._jitter_ns = 0
         self._cycles = 0
         self._clock_offset_ns = 0
+        # the cell's clock: a wall-clock step moves no sleep, tick or stamp here (core.stamp_clock)
+        self.stamps = StampClock()
         self.realtime: realtime.Result | None = None
         self.clock: CycleClock | None = None   # made by the cycle thread when it starts
 
     # -- clock --------------------------------------------------------------------------------
     def now_ns(self) -> int:
-        """This cell's clock (system clock plus the artificial test offset)."""
-        return time.time_ns() + self._clock_offset_ns
+        """This cell's clock (the stamp clock plus the artificial test offset)."""
+        return self.stamps.now_ns() + self._clock_offset_ns
 
     def check_params(self, p) -> None:
         if p.lock_threshold_ms >= p.period_ms / 2:
@@ -118,9 +121,8 @@ class TimingNode(CellosNode):
             self.cycle_pub, cycle_msg(self.params.line_id, self.cell_id, self.session),
             lambda msg, payload: fill_cycle_msg(msg, payload, stamp_ns=time.time_ns(), send_ns=self.now_ns()),
             f'{self.cell_id}-report', below)
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f'{self.cell_id}-cycle', daemon=True)
-        self._thread.start()
+        self._worker = self.supervise(f'{self.cell_id}-cycle', self._run)
+        self._worker.start()
 
     def _executor_realtime(self, result: realtime.Result) -> None:
         if result.priority:
@@ -132,10 +134,10 @@ class TimingNode(CellosNode):
 
     def deactivate(self) -> None:
         self.destroy_timer(self._rt_timer)
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5.0)
-            self._thread = None
+        if self._worker is not None:
+            if not self._worker.stop(timeout=5.0):
+                self.get_logger().error('cycle thread did not stop in 5 s')
+            self._worker = None
         self._reports.close()
 
     def cleanup(self) -> None:
@@ -146,27 +148,34 @@ class TimingNode(CellosNode):
     def _on_correction(self, msg: PhaseCorrection, info) -> None:
         # t4 of the clock exchange: stamped by DDS on arrival (on this host's clock)
         received = info['received_timestamp']
-        t4 = received + self._clock_offset_ns if received else self.now_ns()
+        t4 = self.stamps.from_wall(received) + self._clock_offset_ns if received else self.now_ns()
         if msg.cell_id != self.cell_id:
             self.get_logger().warning(f"correction for cell '{msg.cell_id}' on this cell's topic ignored",
                                       throttle_duration_sec=5.0)
             return
         if msg.session != self.session:
             return  # computed for an earlier run of this cell: the next one will be ours
-        with self._lock:
+        try:
+            check_correction(msg)
+        except BadMessage as e:
+            self.reject('correction', str(e))
+            return
+        with self._lock:   # nothing logged or published while the cycle thread may wait for it
             if self.clock is None:
                 return
             self.clock.exchange.on_echo(msg.echo_t1_ns, msg.recv_t2_ns, msg.send_t3_ns, t4)
-            if msg.period_ns > 0:
-                was = self.clock.state
-                self.clock.on_correction(msg.anchor_ns, msg.anchor_index, msg.period_ns,
-                                         msg.command, t4, msg.reason)
-                if was == CycleState.FREE_RUNNING:
-                    self.get_logger().info('coordinator back: re-locking')
-                if was != CycleState.HELD and self.clock.held:
-                    self.get_logger().info(f'held by the coordinator: {msg.reason}')
-                elif was == CycleState.HELD and not self.clock.held:
-                    self.get_logger().info('released by the coordinator')
+            if msg.period_ns <= 0:
+                return
+            was = self.clock.state
+            self.clock.on_correction(msg.anchor_ns, msg.anchor_index, msg.period_ns,
+                                     msg.command, t4, msg.reason)
+            held = self.clock.held
+        if was == CycleState.FREE_RUNNING:
+            self.get_logger().info('coordinator back: re-locking')
+        if was != CycleState.HELD and held:
+            self.get_logger().info(f'held by the coordinator: {msg.reason}')
+        elif was == CycleState.HELD and not held:
+            self.get_logger().info('released by the coordinator')
 
     # -- the cycle ----------------------------------------------------------------------------
     def _enter_realtime(self) -> None:
@@ -177,7 +186,9 @@ class TimingNode(CellosNode):
         elif self.rt_request.wanted:
             self.get_logger().info(f'cycle thread: {self.realtime.text}')
 
-    def _run(self) -> None:
+    def _run(self, stop: threading.Event) -> None:
+        """The cycle thread (run again by its supervisor if it raises: it starts a new clock)."""
+        self._stop = stop
         self._enter_realtime()
         with self._lock:
             # the first cycle counts from when this thread runs, not from activate() (the
@@ -208,19 +219,28 @@ class TimingNode(CellosNode):
                                           throttle_duration_sec=1.0)
                 continue
             self._reports.try_publish(payload)
+            step = self.stamps.check()
+            if step:
+                self.get_logger().warning(f'wall clock stepped {step / 1e9:+.3f} s: not followed (the cycle runs '
+                                          'on the monotonic clock)')
             self._jitter_ns = jitter
             self._cycles += 1
             last_work = self.now_ns() - actual
             with self._lock:
                 intended, wake = self.clock.advance(self.now_ns())
-                if state_before != CycleState.FREE_RUNNING and self.clock.state == CycleState.FREE_RUNNING:
-                    self.get_logger().warning('no correction from the coordinator: free-running on the last '
-                                              f'schedule, period {self.clock.period_ns / 1e6:.3f} ms')
+                free_running = self.clock.state == CycleState.FREE_RUNNING
+                period_ns = self.clock.period_ns
+            if state_before != CycleState.FREE_RUNNING and free_running:
+                self.get_logger().warning('no correction from the coordinator: free-running on the last '
+                                          f'schedule, period {period_ns / 1e6:.3f} ms')
         realtime.normal()
 
     def _diagnose(self) -> DiagReport:
         if self.clock is None:
             return DiagReport(WARN, 'not active', {})
+        if self._worker is not None and not self._worker.alive:
+            # the last state the clock had means nothing without the thread that runs it
+            return DiagReport(ERROR, 'cycle thread not running (see boundary)', {'cycles': self._cycles})
         with self._lock:
             state = self.clock.state
             values = {'state': state.name, 'locked': self.clock.locked, 'cycle_index': self.clock.index,
@@ -229,7 +249,8 @@ class TimingNode(CellosNode):
                       'missed_cycles': self.clock.missed_cycles, 'stalls': self.clock.stalls,
                       'reports_sent': self._reports.sent, 'reports_replaced_unsent': self._reports.replaced,
                       'realtime': self.realtime.text if self.realtime else 'not started',
-                      'session': f'{self.session:#010x}'}
+                      'session': f'{self.session:#010x}', 'wall_clock_steps': self.stamps.steps,
+                      'wall_clock_offset_ms': self.stamps.wall_offset_ns() / 1e6}
         level = {CycleState.LOCKED: OK, CycleState.HELD: OK, CycleState.FREE_RUNNING: WARN,
                  CycleState.LOCKING: WARN, CycleState.STARTING: WARN}.get(state, ERROR)
         text = state.name.lower().replace('_', '-')
