@@ -23,9 +23,9 @@ def sha256_file(path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def bad_candidate(path: Path) -> Path:
-    """The production network with its last layer's classes rotated by one: confident and wrong on
-    every part (what a candidate trained with a broken label map looks like).
+def bad_candidate(path: Path, shift: int = 1) -> Path:
+    """The production network with its last layer's classes rotated by ``shift``: confident and
+    wrong on every part (what a candidate trained with a broken label map looks like).
     """
     import onnx
     from onnx import numpy_helper
@@ -34,7 +34,7 @@ def bad_candidate(path: Path) -> Path:
     init = {i.name: i for i in m.graph.initializer}
     for name in last.input[1:3]:
         a = numpy_helper.to_array(init[name])
-        init[name].CopyFrom(numpy_helper.from_array(np.roll(a, 1, axis=0).copy(), name))
+        init[name].CopyFrom(numpy_helper.from_array(np.roll(a, shift, axis=0).copy(), name))
     onnx.save(m, str(path))
     return path
 
@@ -99,6 +99,88 @@ def start_line(processes, tmp_path: Path, cells=('cell_01',), *, vision: dict | 
             'deadline_ms': 2000.0, 'result_grace_ms': 500.0, 'annotate': False, 'drift_enabled': False,
             'review': False, **(vision or {})})
     return paths
+
+
+def set_param(probe, node: str, name: str, value) -> None:
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+    if isinstance(value, bool):
+        v = ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=value)
+    else:
+        v = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=float(value))
+    res = probe.call(SetParameters, f'{node}/set_parameters', SetParameters.Request(
+        parameters=[Parameter(name=name, value=v)]))
+    assert res.results[0].successful, res.results[0].reason
+
+
+def t_s(stamp) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def subscribe_cells(probe, cells) -> None:
+    """Each cell's verdicts ('insp <cell>'), shadow verdicts ('shadow <cell>'), results ('result <cell>')."""
+    from cellos_common.nodes import qos
+    from cellos_interfaces.msg import InferenceResult, Inspection
+    for c in cells:
+        ns = f'/{LINE}/{c}'
+        probe.subscribe(Inspection, f'{ns}/vision/inspection', qos.status(), key=f'insp {c}')
+        probe.subscribe(Inspection, f'{ns}/vision/shadow', qos.status(), key=f'shadow {c}')
+        probe.subscribe(InferenceResult, f'{ns}/arbiter/result', qos.inference(), key=f'result {c}')
+
+
+def served(probe, cell: str, after_s: float = 0.0, before_s: float = float('inf')) -> list:
+    """(inspection, its result or None) of the cell's verdicts captured in [after_s, before_s)."""
+    results = {r.request_id: r for r in probe.received(f'result {cell}') if r.task == 'inspection'}
+    return [(m, results.get(m.request_id)) for m in probe.received(f'insp {cell}')
+            if after_s <= t_s(m.header.stamp) < before_s]
+
+
+def shadow_check(probe, cells, t0: float, t1: float, production_id: str) -> dict:
+    """Verdicts the cells published in [t0, t1) against production's, computed offline on the same
+    frame: compared, changed (verdict or class not production's), not_production (results served
+    by another model), and on the parts the shadow model also saw: shadowed, disagree.
+    """
+    from cellos_interfaces.msg import InferenceResult
+    out = dict(compared=0, changed=0, not_production=0, shadowed=0, disagree=0, foreign_frames=0)
+    for i, c in enumerate(cells):
+        offline = OfflineProduction(100 + i)
+        shadow = {s.part_id: s for s in probe.received(f'shadow {c}')}
+        for m, r in served(probe, c, t0, t1):
+            if r is not None and r.model_id != production_id:
+                out['not_production'] += 1
+            if r is None or r.status != InferenceResult.STATUS_OK:
+                continue        # late or refused: UNDECIDED with its reason, no model's verdict
+            want = offline.decision(m.part_id, m.frame_sha256)
+            if want is None:
+                out['foreign_frames'] += 1
+                continue
+            out['compared'] += 1
+            out['changed'] += (m.verdict, m.defect_class) != want
+            s = shadow.get(m.part_id)
+            if s is not None:
+                out['shadowed'] += 1
+                out['disagree'] += s.defect_class != m.defect_class
+    return out
+
+
+def canary_check(probe, cell: str, t0: float, rolled, bad_id: str) -> dict:
+    """A canary's figures from the rollback (a ModelRegistryChange): served (the cell's verdicts the
+    candidate served since t0), wrong (decided, and not the part's truth), after_trigger (served
+    from frames captured after the figures that crossed the threshold were sent), rollback_s (from
+    those figures to the rollback; None if the probe missed them).
+    """
+    from cellos_interfaces.msg import InferenceResult, Inspection
+    t_rolled = t_s(rolled.header.stamp)
+    trig_cell, trig_part = trigger_of(rolled.reason)
+    canary = [(m, r) for m, r in served(probe, cell, t0, t_rolled) if r is not None and r.model_id == bad_id]
+    wrong = [m for m, r in canary if r.status == InferenceResult.STATUS_OK
+             and m.verdict != Inspection.VERDICT_UNDECIDED and m.defect_class != m.ground_truth_class]
+    trig = [s for s in probe.received('stats') if f'{s.line_id}/{s.cell_id}' == trig_cell
+            and s.last_part_id == trig_part and s.candidate_id == bad_id]
+    t_trig = t_s(trig[0].header.stamp) if trig else None
+    return {'served': len(canary), 'wrong': len(wrong), 'trigger': f'{trig_cell} part {trig_part}',
+            'after_trigger': len([m for m, _ in canary if t_trig is not None and t_s(m.header.stamp) > t_trig]),
+            'rollback_s': None if t_trig is None else t_rolled - t_trig}
 
 
 def call_ok(probe, srv_type, name: str, request, timeout: float = 20.0):

@@ -29,12 +29,10 @@ import time
 import pytest
 
 from conftest import REPO, Processes, wait_for
-from rollout_line import (EXECUTOR, LINE, PRODUCTION, OfflineProduction, bad_candidate, call_ok, sha256_file,
-                          start_line, trigger_of)
+from rollout_line import (EXECUTOR, LINE, PRODUCTION, bad_candidate, call_ok, canary_check, served, sha256_file,
+                          set_param, shadow_check, start_line, subscribe_cells, t_s)
 
 rclpy = pytest.importorskip('rclpy')
-from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue  # noqa: E402
-from rcl_interfaces.srv import SetParameters  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
 from cellos_common.nodes import qos  # noqa: E402
@@ -44,20 +42,6 @@ from cellos_interfaces.srv import DecideReview, ListReviews, LoadModel, RolloutS
 
 CELLS = ('cell_01', 'cell_02')
 PROD_ID = sha256_file(PRODUCTION)
-
-
-def set_param(probe, node: str, name: str, value) -> None:
-    if isinstance(value, bool):
-        v = ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=value)
-    else:
-        v = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=float(value))
-    res = probe.call(SetParameters, f'{node}/set_parameters', SetParameters.Request(
-        parameters=[Parameter(name=name, value=v)]))
-    assert res.results[0].successful, res.results[0].reason
-
-
-def t_s(stamp) -> float:
-    return stamp.sec + stamp.nanosec * 1e-9
 
 
 def test_the_loop_drift_reviews_retrain_shadow_promote(processes, ros_probe, tmp_path):
@@ -159,12 +143,9 @@ def line(tmp_path_factory):
         paths = start_line(procs, tmp, CELLS, vision={'review': True, 'review_below_confidence': 0.9,
                                                       'shadow_share': 0.5},
                            controller={'auto_rollback': False})
+        subscribe_cells(probe, CELLS)
         for c in CELLS:
-            ns = f'/{LINE}/{c}'
-            probe.subscribe(Inspection, f'{ns}/vision/inspection', qos.status(), key=f'insp {c}')
-            probe.subscribe(Inspection, f'{ns}/vision/shadow', qos.status(), key=f'shadow {c}')
-            probe.subscribe(InferenceResult, f'{ns}/arbiter/result', qos.inference(), key=f'result {c}')
-            probe.subscribe(Inspection, f'{ns}/vision/feedback', qos.status(), key=f'feedback {c}')
+            probe.subscribe(Inspection, f'/{LINE}/{c}/vision/feedback', qos.status(), key=f'feedback {c}')
         probe.subscribe(InferenceRequest, f'/{LINE}/cell_01/arbiter/request', qos.inference(), key='req cell_01')
         probe.subscribe(ModelRegistryChange, f'{EXECUTOR}/registry', qos.audit_event(), key='registry')
         probe.subscribe(OperatorAction, '/audit/operator_action', qos.audit_event(), key='actions')
@@ -182,13 +163,6 @@ def line(tmp_path_factory):
         procs.close()
 
 
-def served(probe, cell: str, after_s: float = 0.0, before_s: float = float('inf')) -> list:
-    """(inspection, its result) of the cell's verdicts captured in [after_s, before_s)."""
-    results = {r.request_id: r for r in probe.received(f'result {cell}') if r.task == 'inspection'}
-    return [(m, results.get(m.request_id)) for m in probe.received(f'insp {cell}')
-            if after_s <= t_s(m.header.stamp) < before_s]
-
-
 def test_shadow_never_changes_a_verdict(line):
     probe = line['probe']
     t0 = time.time()
@@ -203,27 +177,12 @@ def test_shadow_never_changes_a_verdict(line):
     call_ok(probe, RolloutStep, f'{EXECUTOR}/rollback', RolloutStep.Request(
         task='inspection', reason='shadow trial over', operator_name='tester'))
 
-    changed, compared, disagree, shadowed = 0, 0, 0, 0
-    for i, c in enumerate(CELLS):
-        offline = OfflineProduction(100 + i)
-        shadow = {s.part_id: s for s in probe.received(f'shadow {c}')}
-        for m, r in served(probe, c, t0, t1):
-            if r is not None:   # a verdict with a result: production answered it, never the candidate
-                assert r.model_id == PROD_ID, f'{c} part {m.part_id} served by {r.model_id[:12]}'
-            if r is None or r.status != InferenceResult.STATUS_OK:
-                continue        # late or refused: UNDECIDED with its reason, no model's verdict
-            want = offline.decision(m.part_id, m.frame_sha256)
-            assert want is not None, f'{c} part {m.part_id}: the frame is not the camera\'s'
-            compared += 1
-            changed += (m.verdict, m.defect_class) != want
-            s = shadow.get(m.part_id)
-            if s is not None:
-                shadowed += 1
-                disagree += s.defect_class != m.defect_class
-    print(f'shadow: {compared} verdicts compared with production offline, {changed} changed; '
-          f'{shadowed} parts also seen by the candidate, which disagreed on {disagree}')
-    assert compared >= 20 and changed == 0
-    assert shadowed >= 10 and disagree >= 0.8 * shadowed, 'the shadow model did not run as a bad candidate'
+    f = shadow_check(probe, CELLS, t0, t1, PROD_ID)
+    print(f"shadow: {f['compared']} verdicts compared with production offline, {f['changed']} changed; "
+          f"{f['shadowed']} parts also seen by the candidate, which disagreed on {f['disagree']}")
+    assert f['not_production'] == 0 and f['foreign_frames'] == 0, f
+    assert f['compared'] >= 20 and f['changed'] == 0, f
+    assert f['shadowed'] >= 10 and f['disagree'] >= 0.8 * f['shadowed'], 'the shadow did not run the bad candidate'
     shadow_reqs = [q for q in probe.received('req cell_01') if q.task == 'inspection_shadow']
     assert shadow_reqs and all(q.priority == 2 and q.model == 'inspection@candidate' for q in shadow_reqs)
     assert all(q.priority == 0 and q.model == 'inspection@serving'
@@ -251,21 +210,16 @@ def test_a_bad_candidate_on_canary_is_rolled_back(line):
     assert 'accuracy' in rolled.reason and rolled.model.id == line['bad_id']
     assert rolled.alias.candidate_id == '' and rolled.alias.production_id == PROD_ID
     t_rolled = t_s(rolled.header.stamp)
-    cell, part = trigger_of(rolled.reason)
     # every request of the canary cell captured after the rollback is served by production
     wait_for(lambda: len([x for x in served(probe, 'cell_02', t_rolled + 0.05) if x[1] is not None]) >= 8,
              60.0, what='cell_02 verdicts after the rollback')
     after = [r for _, r in served(probe, 'cell_02', t_rolled + 0.05) if r is not None]
     assert after and all(r.model_id == PROD_ID for r in after)
-    canary = [(m, r) for m, r in served(probe, 'cell_02', t0, t_rolled)
-              if r is not None and r.model_id == line['bad_id']]
-    bad = [m for m, r in canary if r.status == InferenceResult.STATUS_OK and m.verdict != Inspection.VERDICT_UNDECIDED
-           and m.defect_class != m.ground_truth_class]
-    trig = [s for s in probe.received('stats') if f'{s.line_id}/{s.cell_id}' == cell and s.last_part_id == part]
-    after_trigger = [m for m, _ in canary if trig and t_s(m.header.stamp) > t_s(trig[0].header.stamp)]
-    print(f'canary: {len(canary)} verdicts served by the bad candidate on cell_02, {len(bad)} of them wrong; '
-          f'trigger {cell} part {part}; {len(after_trigger)} canary verdicts captured after the trigger; '
-          f'reason: {rolled.reason}')
+    f = canary_check(probe, 'cell_02', t0, rolled, line['bad_id'])
+    print(f"canary: {f['served']} verdicts served by the bad candidate on cell_02, {f['wrong']} of them wrong; "
+          f"trigger {f['trigger']}; {f['after_trigger']} canary verdicts captured after the trigger; "
+          f"reason: {rolled.reason}")
+    assert f['served'] >= 1 and f['wrong'] >= 1, f
     assert any(a.action == 'rollback' and a.operator_name == 'rollout_controller' and a.success
                for a in probe.received('actions'))
 
