@@ -31,6 +31,8 @@ TARGETS = [
     ('rollout', 'verdicts_changed', '==', 0, 'verdicts not production\'s while a bad candidate runs in shadow'),
     ('rollout', 'not_production', '==', 0, 'verdicts served by the shadow candidate'),
     ('rollout', 'rollback_cycles', '<=', 1.0, 'canary cycles from the figures crossing a threshold to the rollback'),
+    ('fuzz', 'crashes', '==', 0, 'processes the fuzz killed'),
+    ('fuzz', 'line_locked_after', '==', 1, 'the line locked again, parts conserved, after every family'),
 ]
 
 COMPARE = {'<=': operator.le, '<': operator.lt, '>=': operator.ge, '>': operator.gt, '==': operator.eq}

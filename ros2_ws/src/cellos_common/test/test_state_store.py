@@ -3,7 +3,7 @@ import sqlite3
 
 import pytest
 
-from cellos_common.core.state_store import MEMORY, StateStore, StateStoreError, store_path
+from cellos_common.core.state_store import MEMORY, StateStore, StoreError, store_path
 
 
 def test_values_survive_a_reopen_and_are_replaced(tmp_path):
@@ -33,11 +33,11 @@ def test_memory_store_and_paths(tmp_path):
 def test_unusable_paths_and_values_are_errors(tmp_path):
     blocker = tmp_path / 'file'
     blocker.write_text('x')
-    with pytest.raises(StateStoreError, match='state store'):
+    with pytest.raises(StoreError, match='state store'):
         StateStore(str(blocker / 'sub' / 'db.sqlite3'))
     not_db = tmp_path / 'not.sqlite3'
     not_db.write_bytes(b'this is not a database file, just bytes' * 100)
-    with pytest.raises(StateStoreError):
+    with pytest.raises(StoreError):
         StateStore(str(not_db))
     s = StateStore(MEMORY)
     with pytest.raises(ValueError):

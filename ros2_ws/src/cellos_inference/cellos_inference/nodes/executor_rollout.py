@@ -14,7 +14,7 @@ The roles are kept in SQLite (``alias_store``): a restarted executor loads what 
 from __future__ import annotations
 
 from cellos_common.core.params import ParamSpec
-from cellos_common.core.state_store import StateStore, StateStoreError, store_path
+from cellos_common.core.state_store import StateStore, StoreError, store_path
 from cellos_common.nodes import qos
 from cellos_inference.core.inference_types import Outcome, Status
 from cellos_inference.core.model_aliases import (CANDIDATE, AliasError, AliasTable, Mode, ModelRef,
@@ -52,7 +52,7 @@ class ExecutorRollout:
         path = store_path(p.alias_store, node.get_namespace())
         try:
             self.store = StateStore(path)
-        except StateStoreError as e:
+        except StoreError as e:
             raise RegistryError(str(e)) from None
         self.table = AliasTable(self.store)
         log.info(f'model roles kept in {path}' if path else
@@ -112,7 +112,7 @@ class ExecutorRollout:
         reason = f'{why}: production_model {model}'
         try:
             a = self.table.set_production(task, ref_of(entry), reason)
-        except (AliasError, StateStoreError) as e:
+        except (AliasError, StoreError) as e:
             log.error(f'task {task}: {e}')
             return
         log.info(f'task {task}: production {a.production.describe()} ({reason})')
@@ -150,7 +150,7 @@ class ExecutorRollout:
         log = self.node.get_logger()
         try:
             aliases, entry, change, message = step()
-        except (AliasError, RegistryError, StateStoreError) as e:
+        except (AliasError, RegistryError, StoreError) as e:
             resp.success, resp.message = False, str(e)
             log.error(f'{action} {target}: {e}')
             self.node.actions.record(service, action, target=target, reason=req.reason, request=req,

@@ -28,7 +28,7 @@ from cellos_common.core.params import ParamSpec
 from cellos_common.nodes import qos
 from cellos_inference.core.inference_types import Priority, Status
 from cellos_inference.core.model_aliases import CANDIDATE, PRODUCTION, SERVING, Mode, role_ref
-from cellos_inference.nodes.convert_inference import make_request, result_outputs
+from cellos_inference.nodes.convert_inference import make_request
 from cellos_inference.nodes.convert_rollout import alias_from_msg, stats_msg
 from cellos_interfaces.msg import Inspection, ModelAliases, ReviewItem, RolloutStats
 from cellos_vision.core.inspection import Verdict, decide, undecided
@@ -145,28 +145,30 @@ class VisionRollout:
             task=self.shadow_task, model=pending.model_id, priority=Priority.BACKGROUND,
             deadline_s=deadline_s, inputs=tensor, stamp=stamp))
 
-    def on_result(self, msg) -> bool:
-        """Takes the shadow task's results (True); the cell's own are not its business (False)."""
-        if not self.task or msg.task != self.shadow_task:
+    def on_result(self, result, model_id: str, compute_ms: float) -> bool:
+        """Takes the shadow task's results (True; ``result``: convert_vision's ResultView); the
+        cell's own are not its business (False).
+        """
+        if not self.task or result.task != self.shadow_task:
             return False
-        pending = self.shadow.resolve(msg.request_id)
+        pending = self.shadow.resolve(result.request_id)
         if pending is None:
             return True
-        if msg.status != Status.OK:   # gated, late at background priority, refused: not the model's doing
-            self.tracker.shadow_skipped += 1
+        if result.status != Status.OK or result.problem:   # gated, late at background priority, refused,
+            self.tracker.shadow_skipped += 1                 # unusable: not the model's doing
             return True
         meta = self.node.primary
-        outputs = result_outputs(msg)
+        outputs = result.outputs
         logits = outputs.get(meta.output_name, next(iter(outputs.values())) if len(outputs) == 1 else None)
-        decision = (decide(logits, meta.classes, pending.threshold, msg.model_id, meta.ok_class) if logits is not None
-                    else undecided(f'shadow result has no output {meta.output_name!r}', msg.model_id))
+        decision = (decide(logits, meta.classes, pending.threshold, model_id, meta.ok_class) if logits is not None
+                    else undecided(f'shadow result has no output {meta.output_name!r}', model_id))
         inference_ms = 1e3 * (time.monotonic() - pending.submitted)
         self.shadow_pub.publish(inspection_msg(
             decision, stamp=pending.stamp, frame_id=self.node.frame_id, line_id=self.node.line_id,
             cell_id=self.node.cell_id, part_id=pending.capture.part_id, capture_ms=pending.capture.capture_ms,
             preprocess_ms=0.0, inference_ms=inference_ms, ground_truth=pending.capture.ground_truth,
             frame_sha256=pending.capture.sha256, request_id=pending.request_id))
-        self._record(pending.capture.part_id, decision, msg.model_id, msg.compute_ms)
+        self._record(pending.capture.part_id, decision, model_id, compute_ms)
         return True
 
     def expire(self) -> None:
