@@ -43,6 +43,9 @@ TARGETS = [
     ('energy', 'deferrable_misses', '==', 0, 'deferrable jobs past their deadline'),
     ('audit', 'missing', '==', 0, 'inspections the line published that are not in the recording'),
     ('audit', 'kill_loss_s', '<=', 1.0, 'seconds of messages a SIGKILL of the recorder loses'),
+    ('rollout', 'verdicts_changed', '==', 0, 'verdicts not production\'s while a bad candidate runs in shadow'),
+    ('rollout', 'not_production', '==', 0, 'verdicts served by the shadow candidate'),
+    ('rollout', 'rollback_cycles', '<=', 1.0, 'canary cycles from the figures crossing a threshold to the rollback'),
     ('fuzz', 'crashes', '==', 0, 'processes the fuzz killed'),
     ('fuzz', 'line_locked_after', '==', 1, 'the line locked again, parts conserved, after every family'),
 ]

@@ -21,6 +21,7 @@ setup(
         'console_scripts': [
             'executor_node = cellos_inference.nodes.executor_node:main',
             'arbiter_node = cellos_inference.nodes.arbiter_node:main',
+            'rollout_controller_node = cellos_inference.nodes.rollout_controller_node:main',
         ],
     },
 )

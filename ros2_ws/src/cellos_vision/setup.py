@@ -23,6 +23,7 @@ setup(
     entry_points={
         'console_scripts': [
             'vision_node = cellos_vision.nodes.vision_node:main',
+            'review_queue_node = cellos_vision.nodes.review_queue_node:main',
         ],
     },
 )

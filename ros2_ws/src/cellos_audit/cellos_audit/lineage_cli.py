@@ -60,9 +60,11 @@ def chain_text(d) -> str:
               f'  gate     {d.gate_level}' + (f' ({d.gate_reason})' if d.gate_reason else '')
               + f'; price {_num(d.price_per_mwh, ".1f")} USD/MWh, carbon {_num(d.carbon_g_per_kwh, ".0f")} g/kWh',
               f'  cost     {_energy_text(d)}']
+    lines += [f"  shadow   {s['model_id'][:12]} said {s['verdict']} {s['defect_class'] or '-'} confidence "
+              f"{s['confidence']:.3f} (not served)" for s in d.shadow]
     if d.reviews:
         lines += [f"  review   {r['time']} {r['action']} by {r['operator_name'] or r['node']}: {r['reason']}"
-                  for r in d.reviews]
+                  + (f" ({r['message']})" if r.get('message') else '') for r in d.reviews]
     else:
         lines.append('  review   none')
     return '\n'.join(lines)
@@ -158,7 +160,7 @@ def run(args) -> tuple[str, int]:
     rows = sorted([{'kind': 'operator action', **asdict(a)} for a in audit.actions]
                   + [{'kind': 'registry', **asdict(c)} for c in audit.registry], key=lambda r: r['time_ns'])
     return render(rows, ('time', 'kind', 'node', 'executor_id', 'action', 'change', 'target', 'model_id',
-                         'reason', 'success', 'cause'), fmt), 0
+                         'reason', 'success', 'cause', 'operator_name', 'roles'), fmt), 0
 
 
 def main(argv=None) -> int:

@@ -15,6 +15,8 @@ NODE_CLASSES = {
     'executor_node': 'cellos_inference.nodes.executor_node:ExecutorNode',
     'energy_feed_node': 'cellos_energy.nodes.energy_feed_node:EnergyFeedNode',
     'audit_recorder_node': 'cellos_audit.nodes.recorder_node:AuditRecorderNode',
+    'rollout_controller_node': 'cellos_inference.nodes.rollout_controller_node:RolloutControllerNode',
+    'review_queue_node': 'cellos_vision.nodes.review_queue_node:ReviewQueueNode',
 }
 
 

@@ -32,6 +32,8 @@ PACKAGES = {
     'energy_gate_node': 'cellos_energy',
     'lifecycle_manager': 'cellos_common',
     'audit_recorder_node': 'cellos_audit',
+    'rollout_controller_node': 'cellos_inference',
+    'review_queue_node': 'cellos_vision',
 }
 BRINGUP = 'cellos_bringup'
 # parameter file of each area (installed under share/cellos_bringup/config)
@@ -182,6 +184,14 @@ def audit_node(line: str, cells, *, output_dir: str | None = None, bag_name: str
     return NodeSpec('audit_recorder_node', 'audit_recorder', _ns(line), ('line',), _managed(overrides))
 
 
+def rollout_nodes(line: str) -> list[NodeSpec]:
+    """A line's model rollout controller and review queue (README "Model rollout and review")."""
+    ns = _ns(line)
+    return [NodeSpec('review_queue_node', 'review_queue', ns, ('vision',), _managed({})),
+            NodeSpec('rollout_controller_node', 'rollout_controller', ns, ('executor',),
+                     _managed({'executor': f'{EXECUTOR_NS}/executor'}))]
+
+
 def line_nodes(line: str = 'line1', cells: int = 4, *, period_ms: float | None = None,
                offset_mode: str | None = None, with_executor: bool = False, with_vision: bool = False,
                with_energy: bool = False, with_flow: bool = False, with_audit: bool = False,
@@ -208,6 +218,8 @@ def line_nodes(line: str = 'line1', cells: int = 4, *, period_ms: float | None =
     if with_flow:  # the plant simulation; a real plant's PLC bridge publishes plant/state instead
         plant = {'cells': list(ids)}
         out.append(NodeSpec('plant_node', 'plant', _ns(line), ('line',), _managed(plant)))
+    if with_vision:   # before the cells: it hears their first submissions and figures
+        out += rollout_nodes(line)
     for c in ids:
         out += cell_nodes(line, c, period_ms=period_ms, with_arbiter=with_executor,
                           with_vision=with_vision, with_energy=with_energy)

@@ -56,20 +56,29 @@ NODES: dict[str, Rights] = {
         publish=('arbiter/result', 'inference/request'),
         subscribe=('arbiter/request', 'inference/result', '/*/executor/status', 'energy/gate')),
     'vision_node': Rights(
-        publish=('arbiter/request', 'vision/inspection', 'vision/annotated', 'vision/drift'),
-        subscribe=('arbiter/result', 'vision/feedback', 'timing/cycle', 'camera/image'),
+        publish=('arbiter/request', 'vision/inspection', 'vision/annotated', 'vision/drift', 'vision/shadow',
+                 '{line}/rollout/stats', '{line}/review/submit'),
+        subscribe=('arbiter/result', 'vision/feedback', 'timing/cycle', 'camera/image', '/*/executor/aliases'),
         reply=('vision/reset_drift',)),
     'energy_gate_node': Rights(publish=('energy/gate',), subscribe=('/site/energy_feed',),
                                reply=('energy/defer',)),
     'executor_node': Rights(
-        publish=('~/status', '~/registry', '/*/*/inference/result', '/audit/operator_action'),
+        publish=('~/status', '~/registry', '~/aliases', '/*/*/inference/result', '/audit/operator_action'),
         subscribe=('/*/*/inference/request', '/site/energy_feed'),
-        reply=('~/load_model', '~/unload_model', '~/list_models')),
+        reply=('~/load_model', '~/unload_model', '~/list_models', '~/set_candidate', '~/promote', '~/rollback')),
+    # a line's model rollout controller: rolls a candidate back (promotes it, if allowed) on its figures
+    'rollout_controller_node': Rights(
+        subscribe=('rollout/stats', '/*/executor/aliases'), request=('/*/executor/rollback', '/*/executor/promote')),
+    # a line's review queue: the operator's decision goes to the cell as the part's truth
+    'review_queue_node': Rights(
+        publish=('review/queue', 'review/image', '{line}/*/vision/feedback', '/audit/operator_action'),
+        subscribe=('review/submit',), reply=('review/list', 'review/decide')),
     'energy_feed_node': Rights(publish=('energy_feed', '/audit/operator_action'), reply=('set_override',)),
     'audit_recorder_node': Rights(subscribe=(
         '{line}/*/vision/inspection', '{line}/*/arbiter/result', '{line}/*/energy/gate', '{line}/*/vision/drift',
-        '{line}/*/timing/correction', 'line_state', '/*/executor/status', '/*/executor/registry',
-        '/site/energy_feed', '/audit/operator_action')),
+        '{line}/*/timing/correction', '{line}/*/vision/shadow', 'line_state', 'rollout/stats', 'review/queue',
+        '/*/executor/status', '/*/executor/registry', '/*/executor/aliases', '/site/energy_feed',
+        '/audit/operator_action')),
     'lifecycle_manager': Rights(
         reply=('~/startup', '~/shutdown', '~/is_active'),
         request=('/*/change_state', '/*/get_state', '/*/*/change_state', '/*/*/get_state',
@@ -82,18 +91,22 @@ ROLES: dict[str, Rights] = {
     # operator actions: each changes what the line does, so each is an operator's decision
     'operator': Rights(
         request=('/*/hold_cell', '/*/set_line_period', '/*/resync', '/*/set_override', '/*/executor/load_model',
-                 '/*/executor/unload_model', '/*/executor/list_models', '/*/*/vision/reset_drift',
+                 '/*/executor/unload_model', '/*/executor/list_models', '/*/executor/set_candidate',
+                 '/*/executor/promote', '/*/executor/rollback', '/*/review/list', '/*/review/decide',
+                 '/*/*/vision/reset_drift',
                  '/*/*/energy/defer', '/*/lifecycle_manager/startup', '/*/lifecycle_manager/shutdown',
                  '/*/lifecycle_manager/is_active', '/*/*/set_parameters', '/*/*/*/set_parameters',
                  '/*/*/get_parameters', '/*/*/*/get_parameters', '/*/*/list_parameters',
                  '/*/*/*/list_parameters', '/*/*/describe_parameters', '/*/*/*/describe_parameters'),
-        subscribe=('/diagnostics', '/*/line_state', '/*/line_markers', '/site/energy_feed')),
+        subscribe=('/diagnostics', '/*/line_state', '/*/line_markers', '/site/energy_feed', '/*/rollout/stats',
+                   '/*/review/queue', '/*/review/image', '/*/executor/aliases')),
     # read only: RViz, the runner's monitor, dashboards
     'monitor': Rights(
         subscribe=('/diagnostics', '/rosout', '/*/line_state', '/*/line_markers', '/*/plant/state',
                    '/*/*/timing/cycle', '/*/*/vision/inspection', '/*/*/vision/annotated', '/*/*/vision/drift',
-                   '/*/*/energy/gate', '/*/executor/status', '/*/executor/registry', '/site/energy_feed',
-                   '/audit/operator_action'),
+                   '/*/*/energy/gate', '/*/executor/status', '/*/executor/registry', '/*/executor/aliases',
+                   '/*/*/vision/shadow', '/*/rollout/stats', '/*/review/queue', '/*/review/image',
+                   '/site/energy_feed', '/audit/operator_action'),
         publish=('/rosout',)),
 }
 

@@ -13,7 +13,8 @@ from cellos_bringup import trust_model as tm
 SECURITY = Path(__file__).resolve().parents[1] / 'config' / 'security'
 POLICY = SECURITY / 'cellos.policy.xml'
 OPERATOR_ACTIONS = ['/line1/hold_cell', '/line1/set_line_period', '/line1/resync', '/site/set_override',
-                    '/gpu0/executor/load_model', '/gpu0/executor/unload_model', '/line1/cell_01/vision/reset_drift',
+                    '/gpu0/executor/load_model', '/gpu0/executor/unload_model', '/gpu0/executor/set_candidate',
+                    '/line1/review/decide', '/line1/cell_01/vision/reset_drift',
                     '/line1/lifecycle_manager/startup', '/line1/lifecycle_manager/shutdown',
                     '/line1/coordinator/set_parameters', '/line1/cell_01/timing/set_parameters']
 

@@ -35,6 +35,19 @@ def test_same_name_new_content_replaces(models):
     assert reg.load(ModelSpec('a', models['affine3']))[0] is new   # same content: no reload
 
 
+def test_same_content_under_a_second_name_is_refused_and_the_first_stays(models):
+    reg = ModelRegistry(OnnxRuntimeBackend())
+    production, _ = reg.load(ModelSpec('production', models['affine']))
+    with pytest.raises(RegistryError, match="loaded already as 'production'"):
+        reg.load(ModelSpec('candidate', models['affine']))
+    assert reg.resolve('production') is production and reg.resolve('candidate') is None
+    with pytest.raises(RegistryError, match='no model'):
+        reg.unload('candidate')
+    assert [e.name for e in reg.list()] == ['production']
+    out = production.model.run({'x': np.ones((1, 4), np.float32)})[0]   # still open
+    np.testing.assert_allclose(out, 3.0)
+
+
 def test_unload_and_errors(models, tmp_path):
     reg = ModelRegistry(OnnxRuntimeBackend())
     reg.load(ModelSpec('conv', models['conv'], max_batch=2))

@@ -32,10 +32,14 @@ CELL_TOPICS = (
     TopicRule('arbiter/result', IFACE + 'InferenceResult', 'cell', 'reliable', keep='no_tensors'),
     TopicRule('energy/gate', IFACE + 'GateState', 'cell', 'latched'),
     TopicRule('vision/drift', IFACE + 'VisionDrift', 'cell', 'latched'),
+    # a shadow model's verdict on a part (model rollout): never served, recorded beside the verdict
+    TopicRule('vision/shadow', IFACE + 'Inspection', 'cell', 'reliable'),
     TopicRule('timing/correction', IFACE + 'PhaseCorrection', 'cell', 'best_effort', keep='decimated'),
 )
 LINE_TOPICS = (
     TopicRule('line_state', IFACE + 'LineState', 'line', 'latched'),
+    TopicRule('rollout/stats', IFACE + 'RolloutStats', 'line', 'reliable'),   # what rollout steps are judged on
+    TopicRule('review/queue', IFACE + 'ReviewQueue', 'line', 'latched'),     # frames are in the labelled set
 )
 # shared topics: parameter name of the recorder -> rule (the rule's name is the default topic)
 SHARED_TOPICS = {
@@ -43,6 +47,7 @@ SHARED_TOPICS = {
     'registry_topic': TopicRule('/gpu0/executor/registry', IFACE + 'ModelRegistryChange', 'shared', 'event'),
     'feed_topic': TopicRule('/site/energy_feed', IFACE + 'EnergySignal', 'shared', 'latched'),
     'operator_action_topic': TopicRule('/audit/operator_action', IFACE + 'OperatorAction', 'shared', 'event'),
+    'aliases_topic': TopicRule('/gpu0/executor/aliases', IFACE + 'ModelAliases', 'shared', 'latched'),
 }
 # types a recording may hold twice: latched state repeated at the start of each split, events
 # delivered again to a restarted recorder; readers drop the repeats (same topic, publish time, bytes)

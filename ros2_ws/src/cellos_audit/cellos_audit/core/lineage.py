@@ -30,6 +30,7 @@ from cellos_common.core.gate_level import label as gate_label
 TYPES = {IFACE + t for t in ('Inspection', 'InferenceResult', 'GateState', 'EnergySignal', 'OperatorAction',
                              'ModelRegistryChange')}
 MEASURED = ('nvml', 'rapl')
+SHADOW_TASK_SUFFIX = '_shadow'   # a cell's shadow requests (cellos_vision vision_rollout)
 
 
 @dataclass
@@ -69,6 +70,7 @@ class Decision:
     cell_id: str = ''           # as the message said
     model_loaded: dict = field(default_factory=dict)   # the registry change that loaded model_id
     reviews: list = field(default_factory=list)        # operator actions naming this part
+    shadow: list = field(default_factory=list)         # shadow models' verdicts on this part (never served)
 
     @property
     def measured(self) -> bool:
@@ -81,6 +83,8 @@ class Decision:
                              .strip() if d['model_loaded'] else '')
         d['reviews'] = '; '.join(f"{r['time']} {r['action']} {r['operator_name'] or r['node']}: {r['reason']}"
                                  for r in self.reviews)
+        d['shadow'] = '; '.join(f"{s['model_id'][:12]} {s['verdict']} {s['defect_class']} {s['confidence']:.2f}"
+                                for s in self.shadow)
         return d
 
 
@@ -111,6 +115,8 @@ class RegistryChange:
     path: str
     cause: str
     reason: str
+    operator_name: str = ''     # rollout steps: who asked
+    roles: str = ''             # rollout steps: the task's roles after the step
 
 
 @dataclass
@@ -147,10 +153,13 @@ def load(paths: Iterable[str | Path]) -> Audit:
     # a result and its inspection arrive microseconds apart on two topics, in either order: each
     # inspection takes its cell's result of the same request id nearest before it (or just after)
     results: dict[tuple, list] = defaultdict(list)
+    shadows: dict[tuple, list] = defaultdict(list)
     for r in records:
         if type_short(r.type) == 'InferenceResult':
             where = split_cell_topic(r.topic)
             msg = decode(r)
+            if msg.task.endswith(SHADOW_TASK_SUFFIX):   # answers a shadow request: its verdict is on vision/shadow
+                continue
             results[(f'{where[0]}/{where[1]}' if where else '', int(msg.request_id))].append((r, msg))
     gates: dict[str, object] = {}
     feed = None
@@ -174,17 +183,25 @@ def load(paths: Iterable[str | Path]) -> Audit:
                 bool(msg.success), msg.message, getattr(msg, 'operator_name', ''), int(getattr(msg, 'part_id', 0))))
         elif kind == 'ModelRegistryChange':
             ch = RegistryChange(iso(r.log_time), r.log_time, msg.executor_id, named(r, 'CHANGE_', msg.change).lower(),
-                                msg.model.id, msg.model.name, msg.path, msg.cause, msg.reason)
+                                msg.model.id, msg.model.name, msg.path, msg.cause, msg.reason,
+                                getattr(msg, 'operator_name', ''), _roles(getattr(msg, 'alias', None)))
             audit.registry.append(ch)
             if ch.change == 'loaded':
                 loaded[ch.model_id] = {'time': ch.time, 'cause': ch.cause, 'executor': ch.executor_id,
                                        'path': ch.path}
+        elif kind == 'Inspection' and where and where[2] == 'vision/shadow':
+            shadows[(cell_key, int(msg.part_id))].append({
+                'time': iso(r.log_time), 'model_id': msg.model_id, 'verdict': named(r, 'VERDICT_', msg.verdict),
+                'defect_class': msg.defect_class, 'confidence': round(float(msg.confidence), 6),
+                'reason': msg.reason})
         elif kind == 'Inspection' and where:
             request_id = int(getattr(msg, 'request_id', 0))
             result = _take(results.get((cell_key, request_id)), r.log_time) if request_id else None
             audit.decisions.append(_decision(r, msg, where, named, result, gates.get(cell_key), feed, loaded))
     audit.unmatched_results = sum(len(v) for v in results.values())
     _attach_reviews(audit)
+    for d in audit.decisions:
+        d.shadow = shadows.get((f'{d.line}/{d.cell}', d.part_id), [])
     return audit
 
 
@@ -232,6 +249,16 @@ def _decision(r, msg, where, named, result, gate, feed, loaded) -> Decision:
             d.carbon_g = d.energy_wh / 1000.0 * d.carbon_g_per_kwh
         d.model_loaded = dict(loaded.get(d.model_id, {}))
     return d
+
+
+def _roles(alias) -> str:
+    if alias is None or not alias.task:
+        return ''
+    text = f'{alias.task}: production {alias.production_name} {alias.production_id[:12]}'
+    if alias.candidate_id:
+        text += f', candidate {alias.candidate_name} {alias.candidate_id[:12]} (mode {alias.mode}'
+        text += f' on {" ".join(alias.canary_cells)})' if alias.canary_cells else ')'
+    return text
 
 
 def _attach_reviews(audit: Audit) -> None:

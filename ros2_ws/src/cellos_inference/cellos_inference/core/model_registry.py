@@ -2,6 +2,9 @@
 
 A request may name a model by its name, its full id, or an unambiguous id prefix of at
 least 8 hex digits. Loading a name again with other content replaces the old model.
+One content is loaded once, under one name: loading the same file under a second name is
+refused (it would replace the first entry, and unloading the second name would unload the
+first); to give a loaded model a role, name it by its id in an alias (model_aliases).
 """
 from __future__ import annotations
 
@@ -119,6 +122,9 @@ class ModelRegistry:
             same = self._by_id.get(model_id)
             if same is not None and same.name == spec.name:
                 return same, None
+            if same is not None:
+                raise RegistryError(f"model '{spec.name}': {spec.path} is loaded already as '{same.name}' "
+                                    f'(same content, id {same.id[:12]}); name it by that name or id')
         max_batch = spec.max_batch or self.default_max_batch
         try:
             loaded = self.backend.load(spec.path, model_id, max_batch)

@@ -11,6 +11,7 @@ from cellos_common.nodes.convert_time import s_to_time, time_to_s
 from cellos_interfaces.msg import (CellShare, ExecutorStatus, InferenceRequest, InferenceResult,
                                    ModelInfo, ModelRegistryChange, Tensor)
 from cellos_inference.core.inference_types import Job, Outcome, Priority, RawTensor
+from cellos_inference.nodes.convert_rollout import alias_to_msg
 
 
 # -- tensors ------------------------------------------------------------------------------
@@ -81,15 +82,23 @@ def model_info(entry) -> ModelInfo:
 
 
 REGISTRY_CHANGES = {'loaded': ModelRegistryChange.CHANGE_LOADED, 'unloaded': ModelRegistryChange.CHANGE_UNLOADED,
-                    'load_failed': ModelRegistryChange.CHANGE_LOAD_FAILED}
+                    'load_failed': ModelRegistryChange.CHANGE_LOAD_FAILED,
+                    'candidate_set': ModelRegistryChange.CHANGE_CANDIDATE_SET,
+                    'promoted': ModelRegistryChange.CHANGE_PROMOTED,
+                    'rolled_back': ModelRegistryChange.CHANGE_ROLLED_BACK,
+                    'production_set': ModelRegistryChange.CHANGE_PRODUCTION_SET}
 
 
 def registry_change(change: str, *, entry=None, name: str = '', executor_id: str, path: str = '',
-                    cause: str, reason: str = '', models=(), stamp: Time) -> ModelRegistryChange:
-    """change: loaded | unloaded (``entry`` the registry entry) | load_failed (``name`` only)."""
+                    cause: str, reason: str = '', models=(), stamp: Time, alias=None,
+                    operator_name: str = '') -> ModelRegistryChange:
+    """change: loaded | unloaded (``entry`` the registry entry) | load_failed (``name`` only) | a rollout
+    step (candidate_set, promoted, rolled_back, production_set: ``alias`` the task's aliases after it).
+    """
     msg = ModelRegistryChange(executor_id=executor_id, change=REGISTRY_CHANGES[change],
                               model=model_info(entry) if entry is not None else ModelInfo(name=name),
-                              path=path, cause=cause, reason=reason, models=[model_info(e) for e in models])
+                              path=path, cause=cause, reason=reason, models=[model_info(e) for e in models],
+                              alias=alias_to_msg(alias), operator_name=operator_name)
     msg.header.stamp = stamp
     return msg
 

@@ -4,10 +4,13 @@ Its clients are cells, each known by its namespace ``cell_ns`` (e.g. ``line1/cel
   /<cell_ns>/inference/request   InferenceRequest  in, from that cell's arbiter only
   /<cell_ns>/inference/result    InferenceResult   out, to that cell only
   ~/status                       ExecutorStatus    out (also the arbiters' heartbeat)
-  ~/registry                     ModelRegistryChange out, every load / unload (audit)
-  /audit/operator_action         OperatorAction    out, every load_model / unload_model call
+  ~/registry                     ModelRegistryChange out, every load / unload / rollout step (audit)
+  ~/aliases                      ModelAliases      out, latched: each task's production and candidate
+  /audit/operator_action         OperatorAction    out, every load_model / unload_model / rollout call
   /diagnostics
-Services: ~/load_model, ~/unload_model, ~/list_models.
+Services: ~/load_model, ~/unload_model, ~/list_models; ~/set_candidate, ~/promote, ~/rollback
+(model rollout by role: cellos_inference.nodes.executor_rollout). A request naming a role
+(<task>@serving, @production, @candidate) is resolved to a content id when it arrives.
 Cells come from the ``cells`` parameter and, with ``discover_cells``, from any
 ``/<cell_ns>/inference/request`` topic that appears in the graph.
 A request whose line_id/cell_id is not the namespace it came on is answered REJECTED on that
@@ -34,6 +37,7 @@ from cellos_common.nodes import qos
 from cellos_common.nodes.base import CellosNode, main_for
 from cellos_inference.nodes.convert_inference import (executor_status, model_info, outcome_to_result,
                                                       registry_change, request_to_job)
+from cellos_inference.nodes import executor_rollout
 from cellos_energy.core.site_budget import line_part
 from cellos_energy.nodes.convert_energy import signal_from_msg
 from cellos_common.nodes.diagnostics import OK, WARN, DiagReport
@@ -103,6 +107,7 @@ class ExecutorNode(CellosNode):
                   min=0.001, max=1e5, unit='W'),
         ParamSpec('energy_per_inference_j', 0.3, 'energy of one inference (power model where NVML/RAPL '
                   'cannot be read)', min=0.0, max=1e4, unit='J'),
+        *executor_rollout.PARAMS,
     ]
 
     def __init__(self, **kwargs):
@@ -167,6 +172,10 @@ class ExecutorNode(CellosNode):
             self.create_service(ListModels, '~/list_models', self._on_list,
                                 callback_group=self._service_group)]
         self.actions = OperatorActions(self)
+        try:
+            self.rollout = executor_rollout.ExecutorRollout(self, self.registry, service_group=self._service_group)
+        except RegistryError as e:
+            raise ParameterError(str(e)) from None
         self._executor_timers = [self.create_timer(p.status_period_s, self._publish_status)]
         if p.discover_cells:
             self._executor_timers.append(self.create_timer(p.discovery_period_s, self._discover))
@@ -222,6 +231,7 @@ class ExecutorNode(CellosNode):
         for s in self._executor_services:
             self.destroy_service(s)
         self.actions.destroy()
+        self.rollout.destroy()
         for cell_ns in list(self._subs):
             self.destroy_subscription(self._subs.pop(cell_ns))
             self.destroy_publisher(self._pubs.pop(cell_ns))
@@ -271,6 +281,9 @@ class ExecutorNode(CellosNode):
         if engine is None:
             return self._publish_result(Outcome.reject(job, Status.SHUTTING_DOWN,
                                                        'executor is not active'))
+        refused = self.rollout.resolve(job)
+        if refused is not None:
+            return self._publish_result(refused)
         engine.submit(job)
 
     def _publish_result(self, outcome: Outcome) -> None:
@@ -306,7 +319,10 @@ class ExecutorNode(CellosNode):
         return resp
 
     def _on_unload(self, req, resp):
+        roles = self.rollout.roles_of(req.model)
         try:
+            if roles:
+                raise RegistryError(f'{req.model} is {" and ".join(roles)}: promote or roll back first')
             entry = (self.engine.unload_model(req.model) if self.engine is not None
                      else self.registry.unload(req.model))
         except RegistryError as e:

@@ -12,6 +12,7 @@ annotated image.
   vision/feedback     Inspection        in   downstream findings on this cell's parts (drift)
   vision/drift        VisionDrift       out  drift monitor state; hold=true while revalidating
   vision/reset_drift  std_srvs/Trigger  srv  back to the primary model, learn a new reference
+Model rollout (shadow, canary) and review submissions: cellos_vision.nodes.vision_rollout.
 
 Every message taken in is checked in convert_vision; a bad one is refused and counted (the
 'boundary' diagnostics), a result that answers a request but cannot be used makes that
@@ -41,6 +42,7 @@ from cellos_vision.core.vision_pipeline import Capture, InFlight, SyntheticSourc
 from cellos_common.nodes import qos
 from cellos_common.nodes.base import CellosNode, main_for
 from cellos_inference.nodes.convert_inference import make_request
+from cellos_vision.nodes import vision_rollout
 from cellos_vision.nodes.convert_vision import (IMAGE_BACKEND, BadFrame, BadMessage, array_to_image, check_image,
                                                 drift_msg, feedback_from_msg, image_to_array, inspection_msg,
                                                 result_from_msg, tick_from_msg)
@@ -106,6 +108,7 @@ PARAMS = [
     ParamSpec('drift_store', '', "SQLite file keeping the drift monitor's state across restarts ('{ns}': "
               "this node's namespace, line1_cell_01; relative: to the working directory); empty: in memory, "
               'lost on a restart', read_only=True),
+    *vision_rollout.PARAMS,
 ]
 
 DRIFT_PARAMS = ('reference_size', 'window_size', 'max_ks', 'max_mean_drop', 'feedback_window',
@@ -204,6 +207,8 @@ class VisionNode(CellosNode):
         ]
         self._reset_srv = self.create_service(Trigger, 'vision/reset_drift', self._on_reset_drift,
                                               callback_group=group)
+        self.rollout = vision_rollout.VisionRollout(self, callback_group=group,
+                                                    on_production_changed=self._reset_drift)
         if p.source == 'topic':
             self._entities.append(self.create_subscription(
                 Image, p.image_topic, self._on_image, qos.camera_in(), callback_group=group))
@@ -233,6 +238,7 @@ class VisionNode(CellosNode):
             self._store.close()
             self._store = None
         self.destroy_service(self._reset_srv)
+        self.rollout.destroy()
         for pub in (self.request_pub, self.inspection_pub, self.annotated_pub, self.drift_pub):
             self.destroy_publisher(pub)
         if self._source is not None:
@@ -251,8 +257,8 @@ class VisionNode(CellosNode):
         if self.drift.state in (DriftState.REVALIDATING, DriftState.FALLBACK):
             if self.fallback is not None:
                 return p.fallback_model, self.fallback, p.fallback_confidence_threshold
-            return p.model, self.primary, p.fallback_confidence_threshold
-        return p.model, self.primary, p.confidence_threshold
+            return self.rollout.model_ref(p.model), self.primary, p.fallback_confidence_threshold
+        return self.rollout.model_ref(p.model), self.primary, p.confidence_threshold
 
     # -- ticks ----------------------------------------------------------------------------
     def _on_cycle(self, msg: CellCycle) -> None:
@@ -328,6 +334,7 @@ class VisionNode(CellosNode):
             request_id=pending.request_id, line_id=self.line_id, cell_id=self.cell_id, task='inspection', model=model,
             priority=Priority.CRITICAL, deadline_s=deadline_s, inputs={meta.input_name: tensor},
             stamp=stamp.to_msg()))
+        self.rollout.after_submit(capture, {meta.input_name: tensor}, threshold, stamp.to_msg())
 
     # -- results --------------------------------------------------------------------------
     def _on_result(self, msg: InferenceResult) -> None:
@@ -336,7 +343,8 @@ class VisionNode(CellosNode):
         except BadMessage as e:
             self.reject('arbiter/result', str(e))
             return
-        if result.task and result.task != 'inspection':
+        if self.rollout.on_result(result, msg.model_id, msg.compute_ms) or \
+                (result.task and result.task != 'inspection'):
             return
         pending = self._in_flight.resolve(result.request_id)
         if pending is None:
@@ -364,13 +372,15 @@ class VisionNode(CellosNode):
             else:
                 decision = decide(logits, meta.classes, pending.threshold, pending.model_id, meta.ok_class)
         self._publish(pending.capture, decision, pending.preprocess_ms, inference_ms, pending.stamp,
-                      pending.request_id)
+                      pending.request_id, msg.model_id)
+        self.rollout.on_served(pending.capture, decision, msg)
         if self.params.drift_enabled and decision.defect_class:
             self._observe_drift(decision)
             if self.params.synthetic_feedback and pending.capture.ground_truth is not None:
                 self._feedback(decision.defect_class, pending.capture.ground_truth)
 
     def _expire(self) -> None:
+        self.rollout.expire()
         for pending in self._in_flight.expire(time.monotonic()):
             waited = 1e3 * (time.monotonic() - pending.submitted)
             reason = f'late: no result {waited:.0f} ms after submit (deadline {self.params.deadline_ms:.0f} ms)'
@@ -379,15 +389,17 @@ class VisionNode(CellosNode):
                           waited, pending.stamp, pending.request_id)
 
     def _publish(self, capture: Capture, decision: Decision, preprocess_ms: float,
-                 inference_ms: float, stamp, request_id: int = 0) -> None:
+                 inference_ms: float, stamp, request_id: int = 0, model_content_id: str = '') -> None:
         self._counts[decision.verdict] += 1
         if decision.reason:
             self._last_reason = decision.reason
-        self.inspection_pub.publish(inspection_msg(
+        inspection = inspection_msg(
             decision, stamp=stamp, frame_id=self.frame_id, line_id=self.line_id, cell_id=self.cell_id,
             part_id=capture.part_id,
             capture_ms=capture.capture_ms, preprocess_ms=preprocess_ms, inference_ms=inference_ms,
-            ground_truth=capture.ground_truth, frame_sha256=capture.sha256, request_id=request_id))
+            ground_truth=capture.ground_truth, frame_sha256=capture.sha256, request_id=request_id)
+        self.inspection_pub.publish(inspection)
+        self.rollout.review(capture, inspection, model_content_id)
         if decision.defect_class:
             self._verdicts_by_part[capture.part_id] = decision.defect_class
             if len(self._verdicts_by_part) > 1000:
@@ -408,6 +420,8 @@ class VisionNode(CellosNode):
             self.reject('vision/feedback', str(e))
             return
         ours = self._verdicts_by_part.get(part_id)
+        if found:
+            self.rollout.on_truth(part_id, found)
         if ours is None or not found or not self.params.drift_enabled:
             return
         self._feedback(ours, found)
@@ -437,15 +451,18 @@ class VisionNode(CellosNode):
             self._publish_drift()
 
     def _on_reset_drift(self, request, response):
+        response.success = True
+        response.message = self._reset_drift('by request')
+        return response
+
+    def _reset_drift(self, why: str) -> str:
         before = self.drift.state
         self.drift.reset()
         self._save_drift()
-        self.get_logger().info(f'drift monitor reset by request ({before.name} -> LEARNING): '
-                               f'back to {self.params.model}')
+        model = self._model()[0]
+        self.get_logger().info(f'drift monitor reset {why} ({before.name} -> LEARNING): back to {model}')
         self._publish_drift()
-        response.success = True
-        response.message = f'was {before.name}; now LEARNING on {self.params.model}'
-        return response
+        return f'was {before.name}; now LEARNING on {model}'
 
     def _drift_key(self) -> dict:
         """What a kept drift state belongs to: another primary model or other bounds void it."""
@@ -506,7 +523,7 @@ class VisionNode(CellosNode):
             return DiagReport(ERROR, f'every inspection undecided: {self._last_reason}', values)
         if total and c[Verdict.UNDECIDED] > 0.1 * total:
             return DiagReport(WARN, f'{c[Verdict.UNDECIDED]}/{total} undecided', values)
-        return DiagReport(OK, f'{total} inspections', values)
+        return DiagReport(OK, f'{total} inspections', {**values, **self.rollout.diagnostics()})
 
     def _diag_drift(self) -> DiagReport:
         s = self.drift.status()
