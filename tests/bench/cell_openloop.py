@@ -59,9 +59,6 @@ class OpenLoopTask(Node):
             self.send(0, 1, time.monotonic() + 2.0)
 
     def generate(self) -> None:
-        refusal = realtime_thread(self.plan.get('priority', 0))
-        if refusal:
-            self.get_logger().warning(refusal)
         t0 = self.plan['t0']
         for i, (t, prio) in enumerate(self.plan['arrivals'], start=1):
             birth = t0 + t
@@ -103,9 +100,15 @@ def main():
     args, ros_args = ap.parse_known_args()
     with open(args.schedule) as f:
         plan = json.load(f)
+    # the whole cell process real-time (threads made from here on inherit it: DDS, the spin thread,
+    # the generator): its Python threads share one lock, and one at normal priority holding it
+    # would hold up the rest behind every other process of the machine
+    refusal = realtime_thread(plan.get('priority', 0))
     rclpy.init(args=['cell_openloop', *ros_args], signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
     stop = threading.Event()
     arbiter, task = ArbiterNode(), OpenLoopTask(args, plan, stop)
+    if refusal:
+        arbiter.get_logger().warning(refusal)
     if not arbiter.bring_up():
         raise SystemExit('arbiter did not come up')
     try:

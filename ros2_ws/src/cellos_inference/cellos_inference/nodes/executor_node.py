@@ -19,6 +19,7 @@ host registers a region with ~/register_shm and sends only offsets; core.shm_tra
 """
 from __future__ import annotations
 
+import os
 import secrets
 import sys
 import time
@@ -82,16 +83,26 @@ class _Reply:
     out_size: int = 0
 
 
-def _set_realtime(priority: int) -> str:
-    """SCHED_FIFO for the calling thread; '' or why not (the thread then runs at normal priority)."""
+def _set_realtime(priority: int, tid: int = 0) -> str:
+    """SCHED_FIFO for a thread (0: the calling one); '' or why not (it then runs at normal priority)."""
     if priority <= 0:
         return ''
     try:
-        import os
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+        os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(priority))
         return ''
     except (OSError, AttributeError) as e:
         return f'SCHED_FIFO {priority} refused ({e}): needs CAP_SYS_NICE or an rtprio limit'
+
+
+def _realtime_process(priority: int) -> str:
+    """SCHED_FIFO for every thread of this process (callbacks, DDS, inference); threads made later
+    inherit it from their creator. '' or why not.
+    """
+    for tid in os.listdir('/proc/self/task'):
+        why = _set_realtime(priority, int(tid))
+        if why:
+            return why
+    return ''
 
 
 class ExecutorNode(CellosNode):
@@ -109,10 +120,11 @@ class ExecutorNode(CellosNode):
                   min=1, max=8, read_only=True),
         ParamSpec('workers', 1, 'inference worker threads (batches in flight at once)',
                   min=1, max=8, read_only=True),
-        ParamSpec('worker_priority', 0, 'SCHED_FIFO priority (1-99) of the inference worker and delivery '
-                  'threads, so other processes on the host cannot slow the compute critical work was admitted '
-                  'with, nor hold up results; 0: normal priority. Refused by the OS: normal priority, said once',
-                  min=0, max=99, read_only=True),
+        ParamSpec('thread_priority', 0, 'SCHED_FIFO priority (1-99) of every thread of the executor process '
+                  '(inference, delivery, callbacks, DDS), so other processes on the host can neither slow the '
+                  'compute critical work was admitted with nor hold up a request or a result (the Python threads '
+                  'share one lock: one at normal priority would hold up the rest); 0: normal priority. Refused '
+                  'by the OS: normal priority, said once', min=0, max=99, read_only=True),
         ParamSpec('gil_switch_ms', 0.5, 'Python GIL switch interval of this process: after each '
                   'model run the inference worker waits up to this long for the GIL held by ROS '
                   'callbacks (Python default 5 ms)', min=0.05, max=50.0, unit='ms', read_only=True),
@@ -297,7 +309,10 @@ class ExecutorNode(CellosNode):
 
     def activate(self) -> None:
         sys.setswitchinterval(self.params.gil_switch_ms / 1e3)
-        prio = self.params.worker_priority
+        prio = self.params.thread_priority
+        self._worker_note = _realtime_process(prio)
+        if self._worker_note:
+            self.get_logger().warning(f'{self._worker_note}; the executor runs at normal priority')
 
         def thread_setup(role: str):
             why = _set_realtime(prio)
@@ -542,8 +557,8 @@ class ExecutorNode(CellosNode):
                   'mean_batch_size': snap.mean_batch_size, 'max_batch_seen': snap.max_batch_seen,
                   'served': snap.served, 'rejected': snap.rejected, 'power_budget': self._budget_why,
                   'worker_errors': self.engine.worker_errors, 'worker_restarts': self.engine.worker_restarts,
-                  'worker_priority': self._worker_note or (f'SCHED_FIFO {self.params.worker_priority}'
-                                                           if self.params.worker_priority else 'normal')}
+                  'thread_priority': self._worker_note or (f'SCHED_FIFO {self.params.thread_priority}'
+                                                           if self.params.thread_priority else 'normal')}
         if self._limit is not None:
             values.update(power_cap_w=self._limit.power_cap_w, concurrency_limit=self._limit.max_concurrency,
                           duty_cycle=self._limit.duty_cycle)
