@@ -129,7 +129,8 @@ def test_unknown_cells_refused_with_the_reason_allowed_patterns_served(processes
     r = answered(stranger, Status.REJECTED)
     assert 'not served by this executor' in r.reason and 'line2/cell_*' in r.reason
     assert answered(allowed, Status.OK).backend == 'onnxruntime-cpu'
-    values = wait_for(lambda: diag_values(ros_probe, '/gpu0/executor: cells') or None, 5, what='cells diagnostics')
+    values = wait_for(lambda: (lambda v: v if 'requests from unknown cells' in v else None)(
+        diag_values(ros_probe, '/gpu0/executor: cells')), 5, what='unknown cells counted in diagnostics')
     assert 'line1/cell_99' in values['refused'] and 'line2/cell_05' in values['served']
     assert int(values['requests from unknown cells']) >= 1
     assert values['discover_cells'] == 'False'

@@ -177,6 +177,7 @@ RUNS = 5
 # SCHED_FIFO for every Python thread of the bench process (generator, inference worker, delivery):
 # whichever holds the GIL then always gets a core, never waits behind another process
 GEN_PRIO = WORKER_PRIO = 50
+RT_BUDGET = 0.85     # the executor node's rt_budget(): the kernel's 95 % less 10 %
 
 
 @pytest.fixture(scope='module')
@@ -204,6 +205,7 @@ def run_load(model_path, size, arrivals, policy, *, max_batch=8, queue_limit=32,
     eng = ExecutorEngine(reg, SchedulerConfig(max_queue_per_cell=queue_limit,
                                               max_queue_delay_s=QUEUE_DELAY_MS / 1e3, **cfg), on_result,
                          policy=policy, thread_setup=lambda role: realtime_thread(worker_prio))
+    eng.rt_budget = RT_BUDGET if worker_prio else None
     eng.start()
     x = np.zeros((1, 3, size, size), np.float32).tobytes()
     t0 = time.monotonic() + 0.05

@@ -199,3 +199,15 @@ def test_reconfigure_takes_the_lock_and_applies(engine):
     eng, _ = engine
     eng.reconfigure(SchedulerConfig(weights={'c1': 3.0}, max_queue_per_cell=2, fair_window_s=0.5))
     assert eng.config.weight('c1') == 3.0 and eng.config.max_queue_per_cell == 2
+
+
+def test_a_real_time_worker_rests_before_the_kernel_would_freeze_it(engine):
+    eng, got = engine
+    eng.rt_budget = 0.05
+    for _ in range(3):
+        eng._pace(0.03)                        # 90 ms of compute within a second, budget 50 ms
+    assert eng._rest_until - time.monotonic() == pytest.approx(0.041, abs=0.01)
+    eng.rt_budget = None
+    eng._rest_until = 0.0
+    eng._pace(10.0)
+    assert eng._rest_until == 0.0

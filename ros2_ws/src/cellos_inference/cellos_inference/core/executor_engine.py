@@ -52,6 +52,11 @@ class ExecutorEngine:
         self._cv = threading.Condition()
         self._stop = False
         self.duty_cycle = 1.0   # share of time the worker may compute (site power budget)
+        # share of each second a real-time (SCHED_FIFO) worker may compute: the kernel freezes a
+        # real-time thread that used its budget (sched_rt_runtime_us, 95 %) for the rest of the
+        # second; the worker rests before that, at a moment of its choosing (None: not real-time)
+        self.rt_budget: float | None = None
+        self._busy: deque = deque()      # (end, compute seconds) of the last second's batches
         self._rest_until = 0.0
         self.worker_errors = 0
         self.worker_restarts = 0
@@ -248,6 +253,7 @@ class ExecutorEngine:
                     compute_s = self._run(batch)
                     batch = None
                     self._rest_for_power(d.batch, compute_s)
+                    self._pace(compute_s)
             except Exception as e:  # supervised: answer what was in hand, count, go on
                 self.worker_errors += 1
                 self.last_worker_error = f'{type(e).__name__}: {e}'
@@ -289,6 +295,21 @@ class ExecutorEngine:
         rest = compute_s * (1.0 / max(duty, 0.05) - 1.0)
         with self._cv:
             self._rest_until = max(self._rest_until, self.clock() + rest)
+
+    def _pace(self, compute_s: float) -> None:
+        """A real-time worker rests when its compute over the last second nears ``rt_budget``
+        (critical work still runs during the rest, inside the kernel's remaining margin).
+        """
+        if self.rt_budget is None:
+            return
+        now = self.clock()
+        self._busy.append((now, compute_s))
+        while self._busy and self._busy[0][0] < now - 1.0:
+            self._busy.popleft()
+        used = sum(s for _, s in self._busy)
+        if used > self.rt_budget:
+            with self._cv:
+                self._rest_until = max(self._rest_until, now + used - self.rt_budget + 0.001)
 
     def _run(self, batch: Batch) -> float:
         with self.registry.lease(batch.model_id) as entry:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import secrets
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,14 +96,54 @@ def _set_realtime(priority: int, tid: int = 0) -> str:
 
 
 def _realtime_process(priority: int) -> str:
-    """SCHED_FIFO for every thread of this process (callbacks, DDS, inference); threads made later
-    inherit it from their creator. '' or why not.
+    """SCHED_FIFO for the Python threads of this process (callbacks) and its DDS threads; threads they
+    make later inherit it. Not ONNX Runtime's own threads (a busy real-time compute thread is frozen
+    by the kernel once it used its real-time budget). '' or why not.
     """
+    tids = {t.native_id for t in threading.enumerate() if t.native_id}
     for tid in os.listdir('/proc/self/task'):
-        why = _set_realtime(priority, int(tid))
-        if why:
-            return why
+        try:
+            with open(f'/proc/self/task/{tid}/comm') as f:
+                dds = f.read().startswith('dds.')
+        except OSError:
+            continue
+        if dds or int(tid) in tids:
+            why = _set_realtime(priority, int(tid))
+            if why:
+                return why
     return ''
+
+
+def rt_budget() -> float | None:
+    """Share of each second a real-time thread may run before the kernel throttles it, less a margin
+    (None: no throttling configured).
+    """
+    try:
+        with open('/proc/sys/kernel/sched_rt_runtime_us') as f:
+            runtime = int(f.read())
+        with open('/proc/sys/kernel/sched_rt_period_us') as f:
+            period = int(f.read())
+    except (OSError, ValueError):
+        return 0.85
+    return None if runtime < 0 else max(0.1, runtime / period - 0.1)
+
+
+class _NormalPriority:
+    """The calling thread at normal priority for a while: ONNX Runtime threads made meanwhile (a
+    model loaded at runtime from a real-time callback thread) must not inherit SCHED_FIFO.
+    """
+
+    def __enter__(self):
+        self.policy, self.param = os.sched_getscheduler(0), os.sched_getparam(0)
+        if self.policy != os.SCHED_OTHER:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+
+    def __exit__(self, *exc):
+        if self.policy != os.SCHED_OTHER:
+            try:
+                os.sched_setscheduler(0, self.policy, self.param)
+            except OSError:
+                pass
 
 
 class ExecutorNode(CellosNode):
@@ -120,11 +161,13 @@ class ExecutorNode(CellosNode):
                   min=1, max=8, read_only=True),
         ParamSpec('workers', 1, 'inference worker threads (batches in flight at once)',
                   min=1, max=8, read_only=True),
-        ParamSpec('thread_priority', 0, 'SCHED_FIFO priority (1-99) of every thread of the executor process '
-                  '(inference, delivery, callbacks, DDS), so other processes on the host can neither slow the '
-                  'compute critical work was admitted with nor hold up a request or a result (the Python threads '
-                  'share one lock: one at normal priority would hold up the rest); 0: normal priority. Refused '
-                  'by the OS: normal priority, said once', min=0, max=99, read_only=True),
+        ParamSpec('thread_priority', 0, 'SCHED_FIFO priority (1-99) of the executor\'s threads (inference, '
+                  'delivery, callbacks, DDS), so other processes on the host can neither slow the compute critical '
+                  'work was admitted with nor hold up a request or a result (its Python threads share one lock: '
+                  'one left at normal priority would hold up the rest). The inference worker then keeps its '
+                  'compute under the kernel\'s real-time budget (resting, critical work excepted) rather than '
+                  'be frozen by it. 0: normal priority. Refused by the OS: normal priority, said once',
+                  min=0, max=99, read_only=True),
         ParamSpec('gil_switch_ms', 0.5, 'Python GIL switch interval of this process: after each '
                   'model run the inference worker waits up to this long for the GIL held by ROS '
                   'callbacks (Python default 5 ms)', min=0.05, max=50.0, unit='ms', read_only=True),
@@ -325,6 +368,8 @@ class ExecutorNode(CellosNode):
                                      log=self.get_logger().error, thread_setup=thread_setup)
         if self._limit is not None:
             self.engine.duty_cycle = self._limit.duty_cycle
+        if prio:
+            self.engine.rt_budget = rt_budget()
         self._power_mark = (time.monotonic(), 0)
         self.engine.start()
 
@@ -499,8 +544,9 @@ class ExecutorNode(CellosNode):
         try:
             path = resolve_model_path(req.path, Path.cwd())
             spec = ModelSpec(req.name, str(path), int(req.max_batch))
-            entry = (self.engine.load_model(spec) if self.engine is not None
-                     else self.registry.load(spec)[0])
+            with _NormalPriority():
+                entry = (self.engine.load_model(spec) if self.engine is not None
+                         else self.registry.load(spec)[0])
         except RegistryError as e:
             resp.success, resp.message = False, str(e)
             self.get_logger().error(f'load_model: {e}')
