@@ -25,6 +25,9 @@ def _arguments():
                               description='inference backend; empty: from the params file'),
         DeclareLaunchArgument('model_list', default_value='',
                               description='YAML model list loaded at start; empty: from the params file'),
+        DeclareLaunchArgument('trt_plan_cache', default_value='',
+                              description='folder that keeps built TensorRT plans between starts; '
+                                          'empty: from the params file (there: none, plans built at each start)'),
         DeclareLaunchArgument('autostart', default_value='true', choices=BOOL,
                               description='bring the executor up at once'),
     ] + plan.params_file_arguments({'executor': 'executor parameters'})
@@ -34,7 +37,7 @@ def _nodes(context):
     def arg(name):
         return LaunchConfiguration(name).perform(context)
 
-    overrides = {k: arg(k) for k in ('backend', 'model_list') if arg(k)}
+    overrides = {k: arg(k) for k in ('backend', 'model_list', 'trt_plan_cache') if arg(k)}
     cells = [c.strip() for c in arg('cells').split(',') if c.strip()]
     executor = plan.executor_node(cells, namespace=arg('namespace'), **overrides)
     manager = plan.manager_node(arg('namespace'), [executor], plan.parse_bool(arg('autostart'), 'autostart'))

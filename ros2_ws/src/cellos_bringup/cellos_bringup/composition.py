@@ -14,6 +14,7 @@ NODE_CLASSES = {
     'energy_gate_node': 'cellos_energy.nodes.energy_gate_node:EnergyGateNode',
     'executor_node': 'cellos_inference.nodes.executor_node:ExecutorNode',
     'energy_feed_node': 'cellos_energy.nodes.energy_feed_node:EnergyFeedNode',
+    'audit_recorder_node': 'cellos_audit.nodes.recorder_node:AuditRecorderNode',
 }
 
 

@@ -5,7 +5,8 @@ actions and the plan itself is tested without a ROS install.
 
 Cell ids and namespaces follow the no-launch runner (cellos_bringup.runner): /<line>/cell_01 ...
 Every managed node gets ``autostart: false``; one lifecycle_manager per launch brings them
-all up (configure all, then activate all) in the order listed here: producers first.
+all up (configure all, then activate all) in the order listed here: the line's audit recorder
+first (it must hear the first decision), then producers before their consumers.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ PACKAGES = {
     'energy_feed_node': 'cellos_energy',
     'energy_gate_node': 'cellos_energy',
     'lifecycle_manager': 'cellos_common',
+    'audit_recorder_node': 'cellos_audit',
 }
 BRINGUP = 'cellos_bringup'
 # parameter file of each area (installed under share/cellos_bringup/config)
@@ -90,6 +92,19 @@ def share_config_dir() -> str:
     return get_package_share_directory(BRINGUP) + '/config'
 
 
+def line_period_ms(line_params_file: str) -> float:
+    """The coordinator's period_ms in a line parameter file (config/line.yaml): the one rate a
+    line runs at when neither make run nor the launch is given one.
+    """
+    import yaml
+    with open(line_params_file) as f:
+        doc = yaml.safe_load(f) or {}
+    for key, node in doc.items():
+        if key.rstrip('/').endswith('coordinator') and 'period_ms' in (node or {}).get('ros__parameters', {}):
+            return float(node['ros__parameters']['period_ms'])
+    raise ValueError(f'{line_params_file}: no coordinator period_ms')
+
+
 def resolve_overrides(overrides: dict, config_dir: str) -> dict:
     return {k: (f'{config_dir.rstrip("/")}/{v[len(CONFIG_PREFIX):]}'
                 if isinstance(v, str) and v.startswith(CONFIG_PREFIX) else v)
@@ -150,9 +165,20 @@ def energy_feed_node(namespace: str = SITE_NS, lines=()) -> NodeSpec:
                     _managed({'trace_file': CONFIG_PREFIX + TRACE_FILE, **extra}))
 
 
+def audit_node(line: str, cells, *, output_dir: str | None = None, bag_name: str | None = None) -> NodeSpec:
+    """The line's audit recorder (cellos_audit): records the line, its executor and site feed."""
+    overrides = {'cells': list(cells)}
+    if output_dir:
+        overrides['output_dir'] = output_dir
+    if bag_name:
+        overrides['bag_name'] = bag_name
+    return NodeSpec('audit_recorder_node', 'audit_recorder', _ns(line), ('line',), _managed(overrides))
+
+
 def line_nodes(line: str = 'line1', cells: int = 4, *, period_ms: float | None = None,
                offset_mode: str | None = None, with_executor: bool = False, with_vision: bool = False,
-               with_energy: bool = False, with_flow: bool = False) -> list[NodeSpec]:
+               with_energy: bool = False, with_flow: bool = False, with_audit: bool = False,
+               audit_dir: str | None = None, audit_name: str | None = None) -> list[NodeSpec]:
     if cells < 1:
         raise ValueError(f'cells must be >= 1, got {cells}')
     if period_ms is not None and not period_ms > 0:
@@ -160,6 +186,8 @@ def line_nodes(line: str = 'line1', cells: int = 4, *, period_ms: float | None =
     line = check_name(line.strip('/'), 'line')
     ids = cell_ids(cells)
     out = []
+    if with_audit:
+        out.append(audit_node(line, ids, output_dir=audit_dir, bag_name=audit_name))
     if with_energy:
         out.append(energy_feed_node(lines=(line,)))
     if with_executor:

@@ -27,7 +27,7 @@ class LineMonitor:
     def __init__(self, line: str, cells: list[str], executor_ns: str | None = None,
                  composed: bool = False):
         self.line, self.cells = line, cells
-        self.node = Node('cellos_line_monitor')
+        self.node = Node('line_runner_monitor')
         # composed: the line's own nodes spin here too, and some of them may block a callback
         self.executor = MultiThreadedExecutor(num_threads=4) if composed else SingleThreadedExecutor()
         self.executor.add_node(self.node)
@@ -119,6 +119,7 @@ class LineMonitor:
 
     # -- progress ------------------------------------------------------------------------------
     def progress_line(self) -> str:
+        """The live line; its words and counters are the summary's (runner.LEGEND explains them)."""
         with self.lock:
             s = self.state
             elapsed = time.monotonic() - self.started
@@ -126,8 +127,7 @@ class LineMonitor:
                 return f't={elapsed:5.1f}s waiting for the coordinator'
             fig = self._figures()
         phase = f'phase p99 {fig.phase_p99_ms:.3f} ms' if fig.ticks else 'phase -'
-        return (f't={elapsed:5.1f}s cells {s.cells_locked}/{len(self.cells)} locked'
-                f' ({s.cells_known} known, {s.cells_lost} lost) | {phase} | period {s.period_ms:.1f} ms'
+        return (f't={elapsed:5.1f}s | {cells_text(s, len(self.cells))} | {phase} | period {s.period_ms:.1f} ms'
                 + flow_text(s))
 
     def _offsets(self) -> dict:
@@ -177,6 +177,8 @@ class LineMonitor:
                     'coordinator_p99_ms': round(phase.phase_error_p99_ms, 4) if phase else None,
                     'jitter_p99_ms': round(percentile(jit, 0.99), 4) if jit else None,
                     'clock_offset_ms': round(phase.clock_offset_ms, 3) if phase else None,
+                    'schedule_offset_ms': round(phase.schedule_offset_ms, 3) if phase else None,
+                    'held': bool(phase and phase.held),
                     'lost': phase.lost_count if phase else 0,
                     'relocked': phase.relock_count if phase else 0,
                     'cycles': self.cycles[c],
@@ -184,6 +186,8 @@ class LineMonitor:
             return {
                 'line': self.line, 'cells': len(self.cells),
                 'cells_locked': sum(v['locked'] for v in per_cell.values()),
+                'cells_held': sum(v['held'] for v in per_cell.values()),
+                'lost_events': sum(v['lost'] for v in per_cell.values()),
                 'all_locked_after_s': round(self.first_all_locked, 3) if self.first_all_locked else None,
                 'period_ms': s.period_ms if s else None,
                 'floor_p99_ms': round(fig.floor_p99_ms, 4),
@@ -224,26 +228,33 @@ class LineMonitor:
 
     @staticmethod
     def format_summary(s: dict) -> str:
-        lines = ['', f"=== cellos line /{s['line']}: {s['cells_locked']}/{s['cells']} cells locked"
-                 + (f", all locked after {s['all_locked_after_s']:.2f} s" if s['all_locked_after_s'] else '')
-                 + (f", period {s['period_ms']:.1f} ms" if s['period_ms'] else '') + ' ===',
+        """The run's summary; the words and counters of the live line (runner.LEGEND explains them)."""
+        n = s['cells']
+        first = (f"all {n} first locked together {s['all_locked_after_s']:.2f} s after bring-up"
+                 if s['all_locked_after_s'] else f'never all {n} locked together')
+        period = f", period {s['period_ms']:.1f} ms" if s['period_ms'] else ''
+        ratio = f"{s['ratio_to_floor']:.2f}" if s['ratio_to_floor'] is not None else '-'
+        lines = ['', f"=== cellos line /{s['line']}{period}: at the end {s['cells_locked']}/{n} cells locked, "
+                 f"{s.get('cells_held', 0)} held; {first}; cells lost {s.get('lost_events', 0)} "
+                 f"time{'' if s.get('lost_events', 0) == 1 else 's'} ===",
                  f"inter-cell phase error p50 {s['phase_p50_ms']:.3f} ms, p99 {s['phase_p99_ms']:.3f} ms; "
-                 f"timer jitter floor p99 {s['floor_p99_ms']:.3f} ms; ratio {s['ratio_to_floor']}",
+                 f"timer jitter floor p99 {s['floor_p99_ms']:.3f} ms; ratio {ratio}",
                  f"{'cell':<10}{'state':<14}{'lock s':>8}{'p50 ms':>9}{'p99 ms':>9}{'jit99 ms':>10}"
-                 f"{'offset ms':>11}{'lost':>6}{'relock':>8}{'cycles':>8}"]
+                 f"{'clock offset ms':>17}{'sched offset ms':>17}{'lost':>6}{'relock':>8}{'cycles':>8}"]
         for c, v in s['per_cell'].items():
             def f(x, fmt):
                 return format(x, fmt) if isinstance(x, (int, float)) and x == x else '-'
             lines.append(f"{c:<10}{v['state']:<14}{f(v['lock_time_s'], '8.2f'):>8}"
                          f"{f(v['phase_error_p50_ms'], '9.3f'):>9}{f(v['phase_error_p99_ms'], '9.3f'):>9}"
-                         f"{f(v['jitter_p99_ms'], '10.3f'):>10}{f(v['clock_offset_ms'], '11.3f'):>11}"
+                         f"{f(v['jitter_p99_ms'], '10.3f'):>10}{f(v['clock_offset_ms'], '17.3f'):>17}"
+                         f"{f(v.get('schedule_offset_ms'), '17.3f'):>17}"
                          f"{v['lost']:>6}{v['relocked']:>8}{v['cycles']:>8}")
         insp = s.get('inspection') or {}
         if insp:
             tot = {k: sum(v[k] for v in insp.values()) for k in ('inspected', 'pass', 'fail', 'undecided')}
             accs = [v['accuracy'] for v in insp.values() if v['accuracy'] is not None]
-            lines.append(f"inspection: {tot['inspected']} parts, {tot['pass']} pass, {tot['fail']} fail, "
-                         f"{tot['undecided']} undecided; verdict accuracy vs ground truth "
+            lines.append(f"inspection: {tot['inspected']} camera frames (not the plant's parts): {tot['pass']} pass, "
+                         f"{tot['fail']} fail, {tot['undecided']} undecided; verdict accuracy vs ground truth "
                          + ', '.join(f"{c} {v['accuracy']:.3f}" for c, v in insp.items() if v['accuracy'] is not None)
                          + (f" (mean {sum(accs) / len(accs):.3f})" if accs else ''))
         if s.get('compute_share'):
@@ -259,11 +270,12 @@ class LineMonitor:
         f = s.get('flow')
         if f:
             lines.append(f"flow: parts in {f['parts_in']} = out {f['parts_out']} + in buffers {f['parts_in_buffers']}"
-                         f" + in cells {f['parts_in_cells']} + dropped {f['parts_dropped']}"
+                         f" + in work {f['parts_in_cells']} + dropped {f['parts_dropped']}"
                          f" ({'adds up' if f['adds_up'] else 'DOES NOT ADD UP'}); overflows {f['overflows']};"
                          f" holds {f['holds_applied']} applied, {f['holds_released']} released")
         else:
             lines.append('flow: no plant data (no plant node or PLC bridge on this line)')
+        lines.append('(states, columns and counts explained: line_runner --help, or README "Reading the output")')
         return '\n'.join(lines)
 
     def close(self) -> None:
@@ -288,10 +300,19 @@ def flow_figures(s: LineState | None) -> dict | None:
             'cells_held': [c.cell_id for c in s.cells if c.held]}
 
 
+def cells_text(s: LineState, n: int) -> str:
+    """Cells in step, held, and lost events (the summary's lost column, summed) of one line state."""
+    held = sum(1 for c in s.cells if c.held)
+    lost = sum(c.lost_count for c in s.cells)
+    return (f'cells {s.cells_locked}/{n} locked, {held} held'
+            + (f', {s.cells_known}/{n} known' if s.cells_known < n else '')
+            + f" | lost {lost} time{'' if lost == 1 else 's'}, {s.cells_lost} now")
+
+
 def flow_text(s: LineState) -> str:
     f = flow_figures(s)
     if f is None:
         return ''
-    return (f" | parts in {f['parts_in']} out {f['parts_out']} buf {f['parts_in_buffers']}"
-            f" cells {f['parts_in_cells']} drop {f['parts_dropped']} | overflows {f['overflows']}"
-            f" holds {f['holds_applied']} ({len(f['cells_held'])} held)")
+    return (f" | parts in {f['parts_in']}, out {f['parts_out']}, in buffers {f['parts_in_buffers']},"
+            f" in work {f['parts_in_cells']}, dropped {f['parts_dropped']} | overflows {f['overflows']},"
+            f" holds {f['holds_applied']}")

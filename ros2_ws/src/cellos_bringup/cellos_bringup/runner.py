@@ -1,21 +1,29 @@
-"""cellos_line: run a whole line without ros2 launch (no ROS install needed).
+"""line_runner: run a whole line without ros2 launch (no ROS install needed).
 
-Starts the nodes of the launch plan (cellos_bringup.launch_plan: the same nodes, names, namespaces and
-parameter files as launch/line.launch.py), one process per namespace (``--mode process``, the
-default: a process per cell, one for the coordinator and the plant, one for the executor, one
-for the site energy feed) or every node in this process (``--mode composed``). It brings all
-nodes up through their lifecycle services (configure all, then activate all), prints a live
-one-line progress and, at the end (``--duration`` seconds, 0 = until Ctrl-C), a summary.
+Starts the nodes of the launch plan (cellos_bringup.launch_plan: the same nodes, names, namespaces,
+parameter files and defaults as `ros2 launch cellos_bringup line.launch.py`), each in a process of
+its own group (--mode process, the default: per cell two processes, its timing node and its
+vision, arbiter and energy gate; then one each for the coordinator, the plant simulation, the
+executor and the site energy feed) or every node in this process (--mode composed). It brings
+all nodes up through their lifecycle services (configure all, then activate all), prints a live
+line every 2 s and, at the end (--duration seconds, 0 = until Ctrl-C), a summary. Logs of every
+process go to log/line/ (CELLOS_LOG_DIR); the previous run's are kept as log/line.<date>.
+
+The line's audit recorder (part 'audit', on unless --without audit) records the run to
+log/audit/<line>_<UTC time>/ (CELLOS_AUDIT_DIR moves it); the summary says where, and --report
+draws the recording's figures there at the end.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 
@@ -24,7 +32,43 @@ import yaml
 from cellos_bringup import launch_plan as plan
 from cellos_bringup.composition import executor_kind, node_class
 
-PARTS = ('executor', 'vision', 'energy', 'flow')
+PARTS = ('executor', 'vision', 'energy', 'flow', 'audit')
+KEEP_RUNS = 5   # earlier runs' log folders kept beside log/line/
+
+# What the live line and the summary show: printed by --help, the same text in README.md
+LEGEND = """\
+what the live line and the summary show:
+  cell states (the summary's state column, RViz colours):
+    starting      reporting, no schedule from the coordinator yet
+    locking       following the schedule, phase error not (yet) within lock_threshold_ms
+    locked        phase error within lock_threshold_ms (line.yaml): in step with the line
+    held          held by the coordinator (backpressure, drift revalidation or the operator):
+                  cycles on, starts no new part; counted as locked while in step
+    free-running  no corrections from the coordinator: keeps its last period and phase
+    lost          its cycle reports stopped: none for lost_after_periods (line.yaml) periods
+    never seen    no report of it reached the coordinator
+  cells 3/4 locked, 1 held (, 3/4 known): cells in step now; cells held now, locked or not;
+                cells the coordinator has heard from (shown while not all)
+  lost N times, M now: times cells were declared lost since the start (the summary's lost
+                column, per cell), and cells lost at this moment
+  phase p50/p99: inter-cell phase error, a cell's cycle start minus the line's median start
+                of the same cycle (schedule offset removed); jit99: p99 of the cells' own
+                timer lateness, the floor the phase error is compared with (ratio)
+  lock s: first report to first lock; relock: locked again after being lost or restarted;
+                cycles: cycle reports the monitor received
+  clock offset: the cell's clock minus the coordinator's, as estimated (NTP exchange);
+                sched offset: the cell's place on the line schedule (--offset-mode)
+  parts in / out: parts into the first cell / out of the last; in buffers: waiting at a cell;
+                in work: at a station; dropped: lost at a full buffer (in = out + in buffers
+                + in work + dropped); overflows: parts that reached a full buffer; holds:
+                times a cell went from running to held (released: back)
+  inspection: camera frames vision inspected (every inspect_every-th cycle of each cell,
+                vision.yaml), PASS / FAIL / UNDECIDED; the synthetic camera's frames are not
+                the plant simulation's parts, so the two counts differ
+  audit: the line's recording (log/audit/<line>_<UTC time>/, README "Audit"): its files and
+                size, and the commands that query it (cellos_lineage) and draw it
+                (cellos_audit_report)
+"""
 
 
 def config_dir() -> str:
@@ -37,18 +81,27 @@ def config_dir() -> str:
 
 
 def parse_args(argv=None):
-    ap = argparse.ArgumentParser(prog='cellos_line', description=__doc__,
+    ap = argparse.ArgumentParser(prog='line_runner', description=__doc__, epilog=LEGEND,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--cells', type=int, default=4, help='number of cells (default 4)')
-    ap.add_argument('--duration', type=float, default=20.0, help='seconds to run; 0: until Ctrl-C')
-    ap.add_argument('--mode', choices=('process', 'composed'), default='process')
+    ap.add_argument('--duration', type=float, default=20.0, help='seconds to run (default 20); 0: until Ctrl-C')
+    ap.add_argument('--mode', choices=('process', 'composed'), default='process',
+                    help='process (default): a process per cell part, as on a real line; '
+                         'composed: every node in this one process (its log: log/line/composed.log)')
     ap.add_argument('--line', default='line1', help='line namespace (default line1)')
-    ap.add_argument('--period-ms', type=float, default=None, help='line period (default: from line.yaml)')
-    ap.add_argument('--offset-mode', choices=('aligned', 'staggered', 'custom'), default=None)
+    ap.add_argument('--period-ms', type=float, default=None,
+                    help='line cycle period [ms] (default: period_ms of line.yaml in --config-dir)')
+    ap.add_argument('--offset-mode', choices=('aligned', 'staggered', 'custom'), default=None,
+                    help="the cells' places on the line schedule: aligned (all at once), staggered "
+                         '(spread over the period, evens out GPU load), custom (cell_offsets in line.yaml); '
+                         'default: offset_mode of line.yaml')
     ap.add_argument('--without', default='', help=f'comma separated parts to leave out: {", ".join(PARTS)}')
     ap.add_argument('--timing-only', action='store_true', help='coordinator and timing nodes only')
-    ap.add_argument('--config-dir', default=None, help='parameter YAML folder (default: config/)')
+    ap.add_argument('--config-dir', default=None, help='parameter YAML folder (default: config/ of the checkout, '
+                                                       'else the installed share/cellos_bringup/config)')
     ap.add_argument('--summary-json', default=None, help='also write the final summary here')
+    ap.add_argument('--report', action='store_true', help="draw the audit recording's figures at the end "
+                    '(cellos_audit_report, into <recording>/report/)')
     ap.add_argument('--process', default=None, help=argparse.SUPPRESS)  # internal: one process's nodes
     args, ros_args = ap.parse_known_args(argv)
     if args.process:
@@ -64,6 +117,10 @@ def parse_args(argv=None):
         ap.error(f"--without: unknown part(s) {', '.join(sorted(without - set(PARTS)))} (one of {', '.join(PARTS)})")
     args.parts = set() if args.timing_only else set(PARTS) - without
     args.config_dir = args.config_dir or config_dir()
+    if args.period_ms is None:   # one rate for every node, from line.yaml, as the launch file does
+        args.period_ms = plan.line_period_ms(str(Path(args.config_dir) / plan.PARAMS_FILES['line']))
+    args.audit_dir = str(Path(os.environ.get('CELLOS_AUDIT_DIR', 'log/audit')).resolve())
+    args.audit_name = f'{args.line.strip("/")}_{time.strftime("%Y%m%d-%H%M%S", time.gmtime())}'
     return args, ros_args
 
 
@@ -71,7 +128,8 @@ def line_plan(args) -> list[plan.NodeSpec]:
     return plan.line_nodes(args.line, args.cells, period_ms=args.period_ms, offset_mode=args.offset_mode,
                            with_executor='executor' in args.parts or 'vision' in args.parts,
                            with_vision='vision' in args.parts, with_energy='energy' in args.parts,
-                           with_flow='flow' in args.parts)
+                           with_flow='flow' in args.parts, with_audit='audit' in args.parts,
+                           audit_dir=args.audit_dir, audit_name=args.audit_name)
 
 
 def node_names(args) -> list[str]:
@@ -79,8 +137,10 @@ def node_names(args) -> list[str]:
 
 
 # a cell's timing node gets a process of its own: its cycle thread must not wait behind
-# vision's image work for the interpreter lock
-OWN_PROCESS = {'timing_node', 'coordinator_node'}
+# vision's image work for the interpreter lock; so do the coordinator and the plant simulation
+# (a PLC bridge in its place), each named by its node (log/line/line1.plant.log), and the audit
+# recorder, whose file writes must delay no one
+OWN_PROCESS = {'timing_node', 'coordinator_node', 'plant_node', 'audit_recorder_node'}
 
 
 def processes(specs) -> 'OrderedDict[str, list[plan.NodeSpec]]':
@@ -103,13 +163,47 @@ def overrides_yaml(specs, config: str) -> dict:
     return {s.fqn: {'ros__parameters': plan.resolve_overrides(s.overrides, config)} for s in specs if s.overrides}
 
 
+def fresh_log_dir(log_dir: Path, keep: int = KEEP_RUNS) -> Path | None:
+    """Make ``log_dir`` empty for this run: a previous run's folder is renamed to
+    <name>.<date of its last change>, and only the newest ``keep`` of those stay. Returns the
+    name the previous run's logs now have, if there were any.
+    """
+    kept = None
+    if log_dir.is_dir() and any(log_dir.iterdir()):
+        stamp = time.strftime('%Y%m%d-%H%M%S', time.localtime(log_dir.stat().st_mtime))
+        kept, n = log_dir.with_name(f'{log_dir.name}.{stamp}'), 1
+        while kept.exists():
+            kept, n = log_dir.with_name(f'{log_dir.name}.{stamp}-{n}'), n + 1
+        log_dir.rename(kept)
+    earlier = sorted(p for p in log_dir.parent.glob(f'{log_dir.name}.*') if p.is_dir())
+    for old in earlier[:max(0, len(earlier) - keep)]:
+        shutil.rmtree(old, ignore_errors=True)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    return kept
+
+
+def log_to_file(path: Path) -> None:
+    """Composed mode: the nodes' log output (stderr, where rcutils writes) goes to ``path``;
+    the runner's own messages keep the terminal.
+    """
+    sys.stderr.flush()
+    terminal = os.dup(2)
+    with open(path, 'ab') as f:
+        os.dup2(f.fileno(), 2)
+    sys.stderr = os.fdopen(terminal, 'w', buffering=1)
+
+
+# each process's output is its log in log/line/: no second copy in ROS_LOG_DIR
+NO_LOG_FILE = '--disable-external-lib-logs'
+
+
 # -- a process of the line --------------------------------------------------------------------
 def run_process(executables: list[str], ros_args: list[str]) -> int:
     import rclpy
     from cellos_common.nodes.base import spin_nodes
     # a waking cycle thread waits for the GIL up to the switch interval (5 ms by default)
     sys.setswitchinterval(0.0005)
-    rclpy.init(args=['cellos_line', *ros_args], signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
+    rclpy.init(args=['line_runner', *ros_args], signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
     try:
         nodes = [node_class(e)() for e in executables]
         spin_nodes(nodes, executor=executor_kind(executables))
@@ -128,10 +222,11 @@ def main(argv=None) -> int:
     specs = line_plan(args)
     groups = processes(specs)
     log_dir = Path(os.environ.get('CELLOS_LOG_DIR', 'log/line'))
-    log_dir.mkdir(parents=True, exist_ok=True)
-    init_args = ['cellos_line', '--ros-args']
+    kept = fresh_log_dir(log_dir)
+    init_args = ['line_runner', '--ros-args', NO_LOG_FILE]
     if args.mode == 'composed':
         init_args += [a for f in params_files(specs, args.config_dir) for a in ('--params-file', f)]
+        log_to_file(log_dir / 'composed.log')
     rclpy.init(args=init_args, signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -139,10 +234,11 @@ def main(argv=None) -> int:
 
     cells = plan.cell_ids(args.cells)
     print(f'cellos: line /{args.line}, {len(cells)} cells with '
-          f'{", ".join(["timing", *sorted(args.parts)])}; {len(specs)} nodes in '
-          f'{len(groups) if args.mode == "process" else 1} process(es); config {args.config_dir}; '
+          f'{", ".join(["timing", *sorted(args.parts)])} at {args.period_ms:g} ms; {len(specs)} nodes in '
+          f'{f"{len(groups)} processes" if args.mode == "process" else "this process"}; config {args.config_dir}; '
           f'{"until Ctrl-C" if not args.duration else f"{args.duration:g} s"}; '
           f'ROS_DOMAIN_ID={os.environ.get("ROS_DOMAIN_ID", "0")}', flush=True)
+    print(f'cellos: logs in {log_dir}/' + (f' (the previous run\'s: {kept}/)' if kept else ''), flush=True)
     children: dict[str, subprocess.Popen] = {}
     composed = []
     monitor = LineMonitor(args.line, cells, executor_ns=plan.EXECUTOR_NS if 'executor' in args.parts else None,
@@ -155,13 +251,13 @@ def main(argv=None) -> int:
                 overrides.write_text(yaml.safe_dump(overrides_yaml(group, args.config_dir)))
                 cmd = [sys.executable, '-m', 'cellos_bringup.runner',
                        '--process', ','.join(s.executable for s in group),
-                       '--ros-args', '-r', f'__ns:={ns}',
+                       '--ros-args', NO_LOG_FILE, '-r', f'__ns:={ns}',
                        *[a for f in params_files(group, args.config_dir) for a in ('--params-file', f)],
                        '--params-file', str(overrides)]
                 log = open(log_dir / f'{name}.log', 'wb')
                 children[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                                   preexec_fn=_die_with_parent)
-            print(f'cellos: {len(children)} processes started, logs in {log_dir}/', flush=True)
+            print(f'cellos: {len(children)} processes started', flush=True)
         else:
             composed = _compose(specs, args.config_dir)
         failed = monitor.bring_up([s.fqn for s in specs], composed)
@@ -173,22 +269,58 @@ def main(argv=None) -> int:
     finally:
         stop.set()
         summary = monitor.summary()
-        for name, p in children.items():
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT)
-        for name, p in children.items():
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                print(f'cellos: {name} did not stop on SIGINT, killing it', file=sys.stderr)
-                p.kill()
-                p.wait()
+        # the audit recorder stops last: it hears the decisions the others publish as they stop
+        recorders = [n for n in children if any(s.executable == 'audit_recorder_node' for s in groups[n])]
+        for group in ([n for n in children if n not in recorders], recorders):
+            for name in group:
+                if children[name].poll() is None:
+                    children[name].send_signal(signal.SIGINT)
+            for name in group:
+                try:
+                    children[name].wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    print(f'cellos: {name} did not stop on SIGINT, killing it', file=sys.stderr)
+                    children[name].kill()
+                    children[name].wait()
         monitor.close()
         rclpy.try_shutdown()
     print(monitor.format_summary(summary), flush=True)
+    if 'audit' in args.parts:
+        summary['audit'] = audit_summary(Path(args.audit_dir) / args.audit_name, args.report)
     if args.summary_json:
         Path(args.summary_json).write_text(json.dumps(summary, indent=2))
     return 0
+
+
+def audit_summary(folder: Path, report: bool) -> dict:
+    """Where the recording is, what it holds, and (``report``) its figures."""
+    files = sorted(folder.glob('*.mcap'))
+    size = sum(f.stat().st_size for f in files)
+    out = {'recording': str(folder), 'files': len(files), 'mb': round(size / 1e6, 3)}
+    if not files:
+        print(f'audit: no recording in {folder}/ (see the audit_recorder log)', flush=True)
+        return out
+    print(f'audit: recording {folder}/ ({len(files)} file(s), {size / 1e6:.2f} MB); '
+          f'query: {_tool("cellos_lineage")} model {folder}; figures: {_tool("cellos_audit_report")} {folder}',
+          flush=True)
+    if report:
+        from cellos_audit.report_cli import draw_report
+        pngs = draw_report([folder], folder / 'report')
+        out['report'] = [str(p) for p in pngs]
+        print(f'audit: {len(pngs)} figure(s) in {folder}/report/', flush=True)
+    return out
+
+
+def _tool(name: str) -> str:
+    """How to start a cellos_audit command here: ros2 run where the ros2 CLI is, else its installed path."""
+    import shutil
+    if shutil.which('ros2'):
+        return f'ros2 run cellos_audit {name}'
+    try:
+        from ament_index_python.packages import get_package_prefix
+        return f'{get_package_prefix("cellos_audit")}/lib/cellos_audit/{name}'
+    except (ImportError, LookupError):
+        return f'python -m cellos_audit.{name.replace("cellos_audit_", "").replace("cellos_", "")}_cli'
 
 
 def _die_with_parent() -> None:

@@ -35,7 +35,10 @@ PIP_KEYS = {
     'nvidia-ml-py': 'python3-pynvml',
     'flake8': 'python3-flake8',      # through ament_flake8
     'pydocstyle': 'pydocstyle',      # through ament_pep257
+    'matplotlib': 'python3-matplotlib',
 }
+# libraries without a key that come with a pip-type key's package (pip installs them with it)
+WITH = {'mcap': 'mcap-ros2-support'}
 # the Python module each requirement provides, where it differs from its name
 MODULE = {'pyyaml': 'yaml', 'opencv-python-headless': 'cv2', 'nvidia-ml-py': 'pynvml', 'mcap-ros2-support': 'mcap_ros2'}
 # keys rosdep installs with pip; the set-up script puts them into the venv where rosdep skipped them
@@ -82,7 +85,7 @@ def test_every_requirement_has_a_rosdep_decision():
 def test_the_distro_list_is_exactly_the_used_libraries_without_a_key():
     used = imported_modules(python_files())
     distro = pins(TOOLS / 'requirements-distro.txt')
-    want = {n for n, key in PIP_KEYS.items() if key is None and MODULE.get(n, n) in used}
+    want = {n for n, key in PIP_KEYS.items() if key is None and MODULE.get(n, n) in used and n not in WITH}
     assert set(distro) == want
     assert want == {'onnx', 'openleadr'}
     every = pins(TOOLS / 'requirements-py.txt')
@@ -125,7 +128,8 @@ def test_setup_script_distro_mode():
     assert 'import numpy' in distro, "the venv's pip must hold numpy at the distro's version"
     # the pip-type keys it installs where rosdep skipped them: exactly those declared
     fallback = set(re.findall(r"\^([\w-]+)==", distro))
-    assert fallback == {PIP_TYPE_KEYS[k] for k in declared_keys() if k in PIP_TYPE_KEYS} == {'onnxruntime'}
+    assert fallback == {PIP_TYPE_KEYS[k] for k in declared_keys() if k in PIP_TYPE_KEYS} == {
+        'onnxruntime', 'mcap-ros2-support'}
 
 
 def test_docker_images_use_rosdep_and_the_distro_list():
@@ -142,7 +146,8 @@ def test_readme_gives_the_distro_path():
     section = section[:section.index('\n## ', 4)]
     for step in ('sudo apt install python3-rosdep python3-colcon-common-extensions python3-venv',
                  'sudo rosdep init', 'rosdep update',
-                 'rosdep install --from-paths msg ros2_ws/src -y -i --skip-keys python3-onnxruntime-pip',
+                 'rosdep install --from-paths msg ros2_ws/src -y -i --skip-keys python3-onnxruntime-pip '
+                 '--skip-keys mcap-ros2-support',
                  'make build', 'PIP_BREAK_SYSTEM_PACKAGES=1 rosdep install'):
         assert step in section, step
     for name in [*pins(TOOLS / 'requirements-distro.txt'), 'onnxruntime', 'TensorRT', 'pycuda', 'mcap']:

@@ -79,15 +79,17 @@ def params_of(executable: str) -> set[str]:
 
 
 def node_executables() -> dict[str, str]:
-    """node name -> executable, for every node executable (cellos_line is the runner)."""
-    return {node_name_of(e): e for e in ENTRY_POINTS if e != 'cellos_line'}
+    """node name -> executable, for every node executable (not the runner line_runner, nor the audit CLIs)."""
+    return {node_name_of(e): e for e in ENTRY_POINTS if '.nodes.' in module_of(e)}
 
 
 ALL_PLANS = [
     plan.line_nodes('line1', 3, period_ms=20.0, offset_mode='staggered', with_executor=x, with_vision=v,
                     with_energy=en)
     for x, v, en in itertools.product((False, True), repeat=3)
-] + [plan.cell_nodes('line1', 'cell_09', with_arbiter=True, with_vision=True, with_energy=True),
+] + [plan.line_nodes('line1', 2, with_executor=True, with_vision=True, with_energy=True, with_flow=True,
+                     with_audit=True, audit_dir='/tmp/audit', audit_name='line1_test'),
+     plan.cell_nodes('line1', 'cell_09', with_arbiter=True, with_vision=True, with_energy=True),
      [plan.executor_node(['line1/cell_01'], backend='onnxruntime')], [plan.energy_feed_node()]]
 
 
@@ -127,7 +129,7 @@ def test_every_executable_is_an_entry_point():
     for exe in planned:
         assert ENTRY_POINTS[exe][0] == plan.PACKAGES[exe], f'{exe} is in {ENTRY_POINTS[exe][0]}, the plan says ' \
             f'{plan.PACKAGES[exe]}'
-    for exe in {e for e in literal if e != 'cellos_line'} | planned:
+    for exe in {e for e in literal if e != 'line_runner'} | planned:
         importlib.import_module(module_of(exe))
 
 
@@ -145,7 +147,10 @@ def test_the_runner_starts_the_plan_each_node_once_and_timing_apart():
     args, _ = parse_args(['--cells', '2', '--line', 'line7'])
     specs = line_plan(args)
     assert [s.fqn for s in specs] == [s.fqn for s in plan.line_nodes(
-        'line7', 2, with_executor=True, with_vision=True, with_energy=True, with_flow=True)]
+        'line7', 2, with_executor=True, with_vision=True, with_energy=True, with_flow=True, with_audit=True)]
+    assert specs[0].executable == 'audit_recorder_node', 'the recorder comes up first: it hears every decision'
+    args, _ = parse_args(['--cells', '2', '--line', 'line7', '--without', 'audit'])
+    assert 'audit_recorder_node' not in {s.executable for s in line_plan(args)}
     groups = processes(specs)
     assert sorted(s.fqn for g in groups.values() for s in g) == sorted(s.fqn for s in specs)
     for g in groups.values():

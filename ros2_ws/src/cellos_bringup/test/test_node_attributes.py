@@ -16,7 +16,7 @@ NODES = sorted(p for p in Path(__file__).resolve().parents[2].glob('cellos_*/cel
 def node_attributes():
     rclpy = pytest.importorskip('rclpy', reason='rclpy is needed to list the Node attributes')
     from rclpy.lifecycle import LifecycleNode
-    rclpy.init()
+    rclpy.init(args=['attribute_probe', '--ros-args', '--disable-external-lib-logs'])   # no log file
     try:
         node = LifecycleNode('attribute_probe')
         names = set(vars(node)) | set(dir(LifecycleNode))

@@ -29,6 +29,9 @@ IMPORT_KEYS = {
     'tensorrt': None,        # GPU hosts only: docker/Dockerfile.gpu
     'pycuda': None,
     'openleadr': None,       # OpenADR VEN (source openadr only): tools/requirements-distro.txt
+    'mcap_ros2': 'mcap-ros2-support',   # a pip key; it installs mcap too
+    'mcap': None,            # no key of its own: the dependency of mcap-ros2-support (with lz4, zstandard)
+    'matplotlib': 'python3-matplotlib',
 }
 # ROS packages imported as Python modules (message packages are found by their .msg/.srv import)
 ROS_MODULES = {'rclpy', 'launch', 'launch_ros', 'ament_index_python', 'diagnostic_updater', 'cv_bridge'}

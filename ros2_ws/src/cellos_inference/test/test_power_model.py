@@ -1,6 +1,7 @@
 import pytest
 
-from cellos_inference.core.power_model import EnergyModel, NvmlPower, PowerMeter, RaplPower, compute_limit
+from cellos_inference.core.power_model import (EnergyModel, NvmlPower, PowerMeter, PowerReading, RaplPower,
+                                               compute_limit, inference_energy_j)
 
 
 def test_model_is_labelled_modelled():
@@ -43,3 +44,12 @@ def test_compute_limit_from_budget():
     assert compute_limit(0.0, 100.0, 250.0, 8).duty_cycle == 0.0
     with pytest.raises(ValueError):
         compute_limit(100.0, 0.0, 0.0, 1)
+
+
+def test_energy_of_one_inference_measured_shares_the_batch_modelled_per_inference():
+    model = EnergyModel(20.0, 0.3)
+    assert inference_energy_j(PowerReading(100.0, 'nvml', True), 4.0, 2, model) == (pytest.approx(0.2), 'nvml')
+    assert inference_energy_j(PowerReading(60.0, 'rapl', True), 10.0, 0, model) == (pytest.approx(0.6), 'rapl')
+    assert inference_energy_j(model.read(50.0), 4.0, 2, model) == (0.3, 'model'), 'a modelled reading: the model'
+    assert inference_energy_j(None, 4.0, 1, model) == (0.3, 'model')
+    assert inference_energy_j(PowerReading(100.0, 'nvml', True), 0.0, 1, model) == (0.0, ''), 'did not run'

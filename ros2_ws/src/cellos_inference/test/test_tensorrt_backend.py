@@ -46,6 +46,15 @@ def test_cache_reuses_valid_plan_and_refuses_damaged_or_foreign(tmp_path):
     assert 'another key' in cache.load(KEY)[1]
 
 
+def test_no_cache_folder_keeps_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv('HOME', str(tmp_path))
+    cache = PlanCache('')
+    assert cache.store(KEY, b'engine-bytes') is None
+    data, why = cache.load(KEY)
+    assert data is None and 'trt_plan_cache is empty' in why
+    assert not any(tmp_path.iterdir())
+
+
 def test_precision_choice():
     assert precision_for('auto', True) == 'fp16' and precision_for('auto', False) == 'fp32'
     assert precision_for('on', False) == 'fp16' and precision_for('off', True) == 'fp32'

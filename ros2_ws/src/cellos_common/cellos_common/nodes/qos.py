@@ -23,6 +23,11 @@ camera image in              best effort  volatile         1      -
     sensor data: matches every camera driver, reliable or not
 /diagnostics                 reliable     volatile         10     -
     diagnostic_updater's and diagnostic_aggregator's default
+/audit/operator_action,      reliable     transient local  100    -
+  <executor>/registry
+    audit events: a recorder that (re)starts gets the recent ones; none is dropped by the transport
+audit recorder (its side)    as offered   as offered       1000   -
+    matches each topic's publisher; deep enough that a slow disk write loses nothing
 """
 from rclpy.duration import Duration
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, LivelinessPolicy, QoSProfile,
@@ -92,3 +97,14 @@ def camera_in() -> QoSProfile:
 
 def diagnostics() -> QoSProfile:
     return _keep_last(10, reliable=True)
+
+
+def audit_event() -> QoSProfile:
+    return _keep_last(100, reliable=True, latched=True)
+
+
+def recorder(reliable: bool, latched: bool = False) -> QoSProfile:
+    """The audit recorder's subscription to a topic offered reliable or best effort, volatile or
+    transient local (requesting transient local from a volatile publisher would not match).
+    """
+    return _keep_last(1000, reliable=reliable, latched=latched)

@@ -19,6 +19,7 @@ from cellos_common.nodes import qos
 from cellos_common.nodes.base import CellosNode, main_for
 from cellos_energy.nodes.convert_energy import signal_to_msg
 from cellos_common.nodes.diagnostics import ERROR, OK, WARN, DiagReport
+from cellos_common.nodes.operator_action import OperatorActions
 
 
 class EnergyFeedNode(CellosNode):
@@ -98,6 +99,7 @@ class EnergyFeedNode(CellosNode):
         self._events = VenEvents()
         self._pub = self.create_publisher(EnergySignalMsg, p.topic, qos.latched_state())
         self._srv = self.create_service(SetEnergyOverride, 'set_override', self._on_override)
+        self.actions = OperatorActions(self)
         self._timer = self.create_timer(p.publish_period_s, self.publish)
         self._timer.cancel()
         self.diagnostics.add('energy feed', self._diag)
@@ -126,6 +128,7 @@ class EnergyFeedNode(CellosNode):
     def cleanup(self) -> None:
         self.destroy_timer(self._timer)
         self.destroy_service(self._srv)
+        self.actions.destroy()
         self.destroy_publisher(self._pub)
 
     # -- signal -------------------------------------------------------------------------
@@ -182,6 +185,13 @@ class EnergyFeedNode(CellosNode):
             self._published += 1
 
     def _on_override(self, req, resp):
+        resp = self._apply_override(req, resp)
+        self.actions.record('set_override', 'energy_override' if req.active else 'clear_energy_override',
+                            target=self.params.site_id, reason=req.reason, request=req, success=resp.success,
+                            message=resp.message)
+        return resp
+
+    def _apply_override(self, req, resp):
         if req.active and req.dr_level > DR_SPECIAL:
             resp.success, resp.message = False, f'dr_level {req.dr_level} is not one of 0..3'
             return resp

@@ -1,4 +1,8 @@
-"""Energy gate (one per cell, namespace /<line>/<cell>): site signal -> the cell's GateState."""
+"""Energy gate (one per cell, namespace /<line>/<cell>): site signal -> the cell's GateState.
+
+Deferred jobs (energy/defer) are kept in a SQLite store (core.job_store, path: job_store), so the
+jobs waiting and their deadlines survive a restart of the gate: none lost, none released twice.
+"""
 from __future__ import annotations
 
 import time
@@ -11,6 +15,7 @@ from cellos_interfaces.srv import DeferJob
 from cellos_energy.core.deferral import DeferralQueue, DeferrableJob, ScoreCurve
 from cellos_energy.core.energy_gate_policy import POLICY_PARAMS, GateLevel, GateMachine, policy_from_values
 from cellos_energy.core.energy_signal import SignalTracker
+from cellos_energy.core.job_store import JobStore, JobStoreError, store_path
 from cellos_energy.core.site_budget import for_line, line_part
 from cellos_common.core.cell_names import split_cell_ns
 from cellos_common.core.params import ParameterError, ParamSpec
@@ -35,6 +40,9 @@ class EnergyGateNode(CellosNode):
         ParamSpec('deferral_margin_s', 1.0, 'slack kept before a deferrable job\'s latest start',
                   min=0.0, max=86400.0, unit='s'),
         ParamSpec('max_deferred_jobs', 1000, 'deferred-job queue capacity', min=1, max=100000),
+        ParamSpec('job_store', 'log/state/deferred_jobs_{cell}.sqlite3', "SQLite file of the deferred jobs "
+                  "('{cell}': line and cell, e.g. line1_cell_01; relative: to the working directory, the "
+                  "workspace under make run); empty: in memory, not durable", read_only=True),
         *POLICY_PARAMS,
     ]
 
@@ -60,6 +68,18 @@ class EnergyGateNode(CellosNode):
         self.queue = DeferralQueue(self.policy, p.deferral_margin_s, p.max_deferred_jobs)
         self.curve: ScoreCurve | None = None
         self.released: deque[str] = deque(maxlen=32)
+        try:
+            self.store = JobStore(store_path(p.job_store, f'{self.line_id}/{self.cell_id}'))
+            restored = self.store.pending()
+        except JobStoreError as e:
+            raise ParameterError(str(e)) from None
+        self.queue.pending.update({j.job_id: j for j in restored})
+        self.released.extend(self.store.recent_released(self.released.maxlen))
+        where = f'deferred jobs in {self.store.path}' + (f': {len(restored)} restored' if restored else '')
+        if self.store.durable:   # rclpy wants one severity per call site
+            self.get_logger().info(where)
+        else:
+            self.get_logger().warning(where + ' (NOT durable: lost on a restart)')
         self._last_pub = 0.0
         self._missed_seen = 0
         self._pub = self.create_publisher(GateStateMsg, p.gate_topic, qos.latched_state())
@@ -82,6 +102,7 @@ class EnergyGateNode(CellosNode):
             self._sub = None
 
     def cleanup(self) -> None:
+        self.store.close()
         self.destroy_timer(self._timer)
         self.destroy_service(self._srv)
         self.destroy_publisher(self._pub)
@@ -115,10 +136,12 @@ class EnergyGateNode(CellosNode):
             else:
                 self.get_logger().info(text)
         for r in self.queue.tick(now, status.level, self.curve, obligation=status.obligation):
+            self.store.finish(r.job.job_id, 'released', now, r.reason)   # stored before it is announced
             self.released.append(r.job.job_id)
             self.get_logger().info(f'released deferred job {r.job.job_id}: {r.reason}')
             changed = True
         for r in self.queue.missed[self._missed_seen:]:
+            self.store.finish(r.job.job_id, 'missed', now, r.reason)
             self.get_logger().error(f'deferred job {r.job.job_id}: {r.reason}')
         self._missed_seen = len(self.queue.missed)
         if changed or status.safe_fallback != before.safe_fallback or \
@@ -146,6 +169,13 @@ class EnergyGateNode(CellosNode):
             resp.accepted, resp.reason = False, 'empty job_id'
             return resp
         ok, plan, reason = self.queue.submit(job, now, self.curve)
+        if ok:
+            try:
+                self.store.add(job)    # on disk before the answer says accepted
+            except JobStoreError as e:
+                self.queue.pending.pop(job.job_id, None)
+                self.queue.plans.pop(job.job_id, None)
+                ok, reason = False, str(e)
         resp.accepted, resp.reason = ok, reason
         if ok:
             resp.release_at = s_to_time(plan.start_s)

@@ -86,6 +86,8 @@ class Outcome:
     estimate_ms: float = 0.0     # the batch's modelled compute when it was dispatched
     arrival: float = 0.0         # executor clock
     transport: object = None     # the Job's
+    energy_wh: float = 0.0          # set by the executor node (power_model.inference_energy_j)
+    energy_source: str = ''
 
     @classmethod
     def reject(cls, job: Job, status: Status, reason: str, backend: str = '') -> 'Outcome':

@@ -146,6 +146,20 @@ class PowerMeter:
             self.nvml = None
 
 
+def inference_energy_j(reading: PowerReading | None, compute_ms: float, batch_size: int,
+                       model: EnergyModel) -> tuple[float, str]:
+    """Energy of one request and where the figure comes from: with a measured reading, the
+    measured power over the batch's compute time, shared by the requests of the batch (idle time
+    between batches is not charged to any decision); otherwise the model's energy per inference.
+    A request that did not run (compute_ms 0) cost nothing: (0.0, '').
+    """
+    if not compute_ms > 0:
+        return 0.0, ''
+    if reading is not None and reading.measured:
+        return reading.watts * compute_ms / 1e3 / max(1, batch_size), reading.source
+    return model.energy_per_inference_j, 'model'
+
+
 @dataclass(frozen=True)
 class ComputeLimit:
     max_concurrency: int    # inferences in flight at once

@@ -28,7 +28,7 @@ from builtin_interfaces.msg import Time
 from cellos_common.core.cell_names import cell_ns, split_cell_ns
 from cellos_common.nodes.convert_time import s_to_time, time_to_s
 from cellos_interfaces.msg import (CellShare, ExecutorStatus, InferenceRequest, InferenceResult,
-                                   ModelInfo, Tensor)
+                                   ModelInfo, ModelRegistryChange, Tensor)
 from cellos_inference.core.inference_types import Job, Outcome, Priority, RawTensor, Status
 from cellos_inference.core.shm_transport import RegionError, TensorRef, decode
 
@@ -252,7 +252,8 @@ def outcome_to_result(o: Outcome, stamp: Time | None = None, *, received: Time |
                           outputs=outputs, queue_ms=float(o.queue_ms), batch_wait_ms=float(o.batch_wait_ms),
                           compute_ms=float(o.compute_ms), batch_size=int(o.batch_size),
                           backend=o.backend, estimate_ms=float(o.estimate_ms),
-                          shm_region=int(shm_region) if shm_refs is not None else 0)
+                          shm_region=int(shm_region) if shm_refs is not None else 0,
+                          energy_wh=float(o.energy_wh), energy_source=o.energy_source)
     if stamp is not None:
         msg.header.stamp = stamp
     if received is not None:
@@ -302,6 +303,20 @@ def model_info(entry) -> ModelInfo:
                      input_shapes=['[' + ','.join(str(d) for d in s.shape) + ']' for s in m.inputs],
                      output_names=list(m.outputs), service_ms=1e3 * entry.service.estimate(1),
                      max_batch=entry.max_batch)
+
+
+REGISTRY_CHANGES = {'loaded': ModelRegistryChange.CHANGE_LOADED, 'unloaded': ModelRegistryChange.CHANGE_UNLOADED,
+                    'load_failed': ModelRegistryChange.CHANGE_LOAD_FAILED}
+
+
+def registry_change(change: str, *, entry=None, name: str = '', executor_id: str, path: str = '',
+                    cause: str, reason: str = '', models=(), stamp: Time) -> ModelRegistryChange:
+    """change: loaded | unloaded (``entry`` the registry entry) | load_failed (``name`` only)."""
+    msg = ModelRegistryChange(executor_id=executor_id, change=REGISTRY_CHANGES[change],
+                              model=model_info(entry) if entry is not None else ModelInfo(name=name),
+                              path=path, cause=cause, reason=reason, models=[model_info(e) for e in models])
+    msg.header.stamp = stamp
+    return msg
 
 
 def executor_status(snapshot, models, *, executor_id: str, backend: str, stamp: Time,

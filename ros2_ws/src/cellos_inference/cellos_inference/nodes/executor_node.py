@@ -4,6 +4,8 @@ Its clients are cells, each known by its namespace ``cell_ns`` (e.g. ``line1/cel
   /<cell_ns>/inference/request   InferenceRequest  in, from that cell's arbiter only
   /<cell_ns>/inference/result    InferenceResult   out, to that cell only
   ~/status                       ExecutorStatus    out (also the arbiters' heartbeat)
+  ~/registry                     ModelRegistryChange out, every load / unload (audit)
+  /audit/operator_action         OperatorAction    out, every load_model / unload_model call
   /diagnostics
 Services: ~/load_model, ~/unload_model, ~/list_models, ~/register_shm.
 
@@ -36,6 +38,7 @@ from cellos_common.nodes import qos
 from cellos_common.nodes.base import CellosNode, main_for
 from cellos_common.nodes.convert_time import s_to_time
 from cellos_common.nodes.diagnostics import ERROR, OK, WARN, DiagReport
+from cellos_common.nodes.operator_action import OperatorActions
 from cellos_energy.core.site_budget import line_part
 from cellos_energy.nodes.convert_energy import signal_from_msg
 from cellos_inference.core.backends.base import BackendError
@@ -47,12 +50,12 @@ from cellos_inference.core.executor_scheduler import POLICIES, SchedulerConfig
 from cellos_inference.core.inference_types import Outcome, Status
 from cellos_inference.core.model_registry import (ModelRegistry, ModelSpec, RegistryError, read_model_list,
                                                   resolve_model_path)
-from cellos_inference.core.power_model import EnergyModel, PowerMeter, compute_limit
+from cellos_inference.core.power_model import EnergyModel, PowerMeter, compute_limit, inference_energy_j
 from cellos_inference.core.shm_transport import RegionError, RegionTable, supported as shm_supported
 from cellos_inference.nodes.convert_inference import (executor_status, model_info, outcome_to_result,
-                                                      request_to_job)
+                                                      registry_change, request_to_job)
 from cellos_interfaces.msg import EnergySignal as EnergySignalMsg
-from cellos_interfaces.msg import ExecutorStatus, InferenceRequest, InferenceResult
+from cellos_interfaces.msg import ExecutorStatus, InferenceRequest, InferenceResult, ModelRegistryChange
 from cellos_interfaces.srv import ListModels, LoadModel, RegisterShm, UnloadModel
 
 REQUEST_SUFFIX = '/inference/request'
@@ -153,8 +156,8 @@ class ExecutorNode(CellosNode):
         ParamSpec('backend', 'auto', 'inference backend; auto takes TensorRT where usable',
                   choices=CHOICES, read_only=True),
         ParamSpec('cpu_threads', 1, 'ONNX Runtime intra-op threads', min=1, max=64, read_only=True),
-        ParamSpec('trt_plan_cache', '~/.cache/cellos/trt_plans', 'TensorRT plan cache folder',
-                  read_only=True),
+        ParamSpec('trt_plan_cache', '', 'TensorRT plan cache folder (e.g. ~/.cache/cellos/trt_plans); '
+                  'empty: plans are built at each start and kept nowhere', read_only=True),
         ParamSpec('trt_fp16', 'auto', 'TensorRT FP16: auto (where the GPU has fast FP16), on, off',
                   choices=('auto', 'on', 'off'), read_only=True),
         ParamSpec('trt_streams', 2, 'CUDA streams (one execution context each) per model',
@@ -268,6 +271,7 @@ class ExecutorNode(CellosNode):
             raise ParameterError(f'backend {choice.backend}: {e}') from None
         log.info(f'backend {backend.describe()}: {choice.reason}')
         self.registry = ModelRegistry(backend, p.default_max_batch, max_models=p.max_models)
+        self._registry_pub = self.create_publisher(ModelRegistryChange, '~/registry', qos.audit_event())
         if p.model_list:
             try:
                 specs = read_model_list(Path(p.model_list).expanduser(), p.model_dir or None)
@@ -278,7 +282,10 @@ class ExecutorNode(CellosNode):
                     entry, _ = self.registry.load(spec)
                 except RegistryError as e:
                     log.error(f'model list: {e} (skipped; the executor serves the others)')
+                    self._registry_change('load_failed', name=spec.name, path=spec.path, cause='model_list',
+                                          reason=str(e))
                     continue
+                self._registry_change('loaded', entry=entry, path=spec.path, cause='model_list')
                 log.info(f'loaded {entry.name} {entry.id[:12]} max_batch {entry.max_batch} '
                          f'service {1e3 * entry.service.estimate(1):.2f} ms/batch of 1')
 
@@ -306,11 +313,13 @@ class ExecutorNode(CellosNode):
                                 callback_group=self._service_group),
             self.create_service(RegisterShm, '~/register_shm', self._on_register_shm,
                                 callback_group=self._service_group)]
+        self.actions = OperatorActions(self)
         self._executor_timers = [self.create_timer(p.status_period_s, self._publish_status, clock=STEADY),
                                  self.create_timer(p.discovery_period_s, self._scan_cells, clock=STEADY)]
         if self.regions is not None:
             self._executor_timers.append(self.create_timer(0.2, self._reap_regions, clock=STEADY))
         self._limit = None
+        self._reading = None
         self._budget_why = 'no energy signal yet'
         self._meter = PowerMeter(EnergyModel(p.power_idle_w, p.energy_per_inference_j))
         if p.energy_feed_topic:
@@ -347,7 +356,7 @@ class ExecutorNode(CellosNode):
         last_t, last_served = self._power_mark
         self._power_mark = (now, snap.served)
         rate = (snap.served - last_served) / (now - last_t) if now > last_t else 0.0
-        reading = self._meter.read(rate)
+        reading = self._reading = self._meter.read(rate)
         return reading.watts, reading.measured
 
     def activate(self) -> None:
@@ -383,9 +392,11 @@ class ExecutorNode(CellosNode):
             self.destroy_timer(t)
         for s in self._executor_services:
             self.destroy_service(s)
+        self.actions.destroy()
         for cell_ns in list(self._subs):
             self._remove_cell(cell_ns)
         self.destroy_publisher(self._status_pub)
+        self.destroy_publisher(self._registry_pub)
         if self.params.energy_feed_topic:
             self.destroy_subscription(self._energy_sub)
         self._meter.close()
@@ -486,6 +497,9 @@ class ExecutorNode(CellosNode):
                 return
             if not outcome.backend and self.registry is not None:
                 outcome.backend = self.registry.backend.name
+            joules, outcome.energy_source = inference_energy_j(self._reading, outcome.compute_ms, outcome.batch_size,
+                                                               self._meter.model)
+            outcome.energy_wh = joules / 3600.0
             refs = None
             if region is not None and outcome.outputs:
                 refs = region.write(reply.out_offset, reply.out_size, outcome.outputs)
@@ -541,6 +555,7 @@ class ExecutorNode(CellosNode):
 
     # -- services -----------------------------------------------------------------------
     def _on_load(self, req, resp):
+        spec = None
         try:
             path = resolve_model_path(req.path, Path.cwd())
             spec = ModelSpec(req.name, str(path), int(req.max_batch))
@@ -550,9 +565,16 @@ class ExecutorNode(CellosNode):
         except RegistryError as e:
             resp.success, resp.message = False, str(e)
             self.get_logger().error(f'load_model: {e}')
+            self._registry_change('load_failed', name=req.name, path=spec.path if spec else req.path, cause='service',
+                                  reason=str(e))
+            self.actions.record('~/load_model', 'load_model', target=req.name, request=req, success=False,
+                                message=resp.message)
             return resp
         resp.success, resp.message, resp.model = True, f'loaded {entry.name} {entry.id[:12]}', model_info(entry)
         self.get_logger().info(resp.message)
+        self._registry_change('loaded', entry=entry, path=spec.path, cause='service')
+        self.actions.record('~/load_model', 'load_model', target=f'{entry.name} {entry.id}', request=req,
+                            message=resp.message)
         return resp
 
     def _on_unload(self, req, resp):
@@ -561,10 +583,19 @@ class ExecutorNode(CellosNode):
                      else self.registry.unload(req.model))
         except RegistryError as e:
             resp.success, resp.message = False, str(e)
+            self.actions.record('~/unload_model', 'unload_model', target=req.model, request=req, success=False,
+                                message=resp.message)
             return resp
         resp.success, resp.message = True, f'unloaded {entry.name} {entry.id[:12]}'
         self.get_logger().info(resp.message)
+        self._registry_change('unloaded', entry=entry, cause='service')
+        self.actions.record('~/unload_model', 'unload_model', target=f'{entry.name} {entry.id}', request=req,
+                            message=resp.message)
         return resp
+
+    def _registry_change(self, change: str, **what) -> None:
+        self._registry_pub.publish(registry_change(change, executor_id=self.executor_id, models=self.registry.list(),
+                                                   stamp=self.get_clock().now().to_msg(), **what))
 
     def _on_list(self, req, resp):
         resp.models = [model_info(e) for e in self.registry.list()]

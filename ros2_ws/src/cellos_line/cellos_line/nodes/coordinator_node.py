@@ -29,6 +29,7 @@ from cellos_common.nodes.base import CellosNode, main_for
 from cellos_line.nodes.convert_flow import snapshot_from_msg
 from cellos_line.nodes.convert_timing import correction_msg, line_state_msg, report_from_msg
 from cellos_common.nodes.diagnostics import ERROR, OK, WARN, DiagReport
+from cellos_common.nodes.operator_action import OperatorActions
 from cellos_line.nodes.line_markers import line_markers
 
 BACKUP_FACTOR = 5.0  # the timer path, for a missed deadline event
@@ -98,6 +99,7 @@ class CoordinatorNode(CellosNode):
             self.create_service(HoldCell, 'hold_cell', self._hold),
             self.create_service(Resync, 'resync', self._resync),
         ]
+        self.actions = OperatorActions(self)
         # same group as the reports: if the flow path stalls, so do the answers, and the cells' leases
         # run out (they start nothing) instead of running on a stale release
         self.plant_sub = self.create_subscription(PlantState, p.plant_topic, self._on_plant, qos.plant_state(),
@@ -132,6 +134,7 @@ class CoordinatorNode(CellosNode):
         self.destroy_subscription(self.plant_sub)
         for s in self._line_services:
             self.destroy_service(s)
+        self.actions.destroy()
         self.destroy_publisher(self.state_pub)
         self.destroy_publisher(self.marker_pub)
 
@@ -241,18 +244,24 @@ class CoordinatorNode(CellosNode):
             res.success = result.successful
             res.message = (f'line period {req.period_ms:.3f} ms' if result.successful else result.reason)
         res.period_ms = self.line.schedule.period_ns / 1e6
+        self.actions.record('set_line_period', 'set_line_period', target=self.line_id, request=req,
+                            success=res.success, message=res.message)
         return res
 
     def _hold(self, req, res):
         with self._lock:
             res.success, res.message = self.line.hold(req.cell_id, req.hold, req.reason)
         self.get_logger().info(res.message) if res.success else self.get_logger().warning(res.message)
+        self.actions.record('hold_cell', 'hold' if req.hold else 'release', target=req.cell_id, reason=req.reason,
+                            request=req, success=res.success, message=res.message)
         return res
 
     def _resync(self, req, res):
         with self._lock:
             res.success, res.message = self.line.resync(req.cell_id)
         self.get_logger().info(res.message)
+        self.actions.record('resync', 'resync', target=req.cell_id, request=req, success=res.success,
+                            message=res.message)
         return res
 
     def _diagnose_flow(self) -> DiagReport:

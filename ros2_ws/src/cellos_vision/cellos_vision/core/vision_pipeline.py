@@ -6,8 +6,10 @@ UNDECIDED verdict with that reason. The topic source lives in the node (it is a 
 """
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -25,6 +27,19 @@ class Capture:
     @property
     def ok(self) -> bool:
         return not self.error and self.image is not None
+
+    @cached_property
+    def sha256(self) -> str:
+        """Digest of the frame as captured (frame_sha256); '' without a frame."""
+        return frame_sha256(self.image) if self.image is not None else ''
+
+
+def frame_sha256(image: np.ndarray) -> str:
+    """sha256 (hex) of a frame's pixel bytes in row-major order (uint8 H x W x 3 BGR or H x W mono):
+    the input a decision was made on, as the audit records it. Anyone holding the frame recomputes it
+    with ``hashlib.sha256(np.ascontiguousarray(image).tobytes())``.
+    """
+    return hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()
 
 
 class SyntheticSource:

@@ -48,13 +48,14 @@ def array_to_image(pixels: np.ndarray, stamp, frame_id: str = '') -> Image:
 
 def inspection_msg(decision: Decision, *, stamp, frame_id: str, line_id: str, cell_id: str, part_id: int,
                    capture_ms: float, preprocess_ms: float, inference_ms: float,
-                   ground_truth: str | None) -> Inspection:
+                   ground_truth: str | None, frame_sha256: str = '', request_id: int = 0) -> Inspection:
     msg = Inspection(line_id=line_id, cell_id=cell_id, part_id=int(part_id), verdict=int(decision.verdict),
                      defect_class=decision.defect_class, confidence=float(decision.confidence),
                      model_id=decision.model_id, reason=decision.reason,
                      capture_ms=float(capture_ms), preprocess_ms=float(preprocess_ms),
                      inference_ms=float(inference_ms), has_ground_truth=ground_truth is not None,
-                     ground_truth_class=ground_truth or '')
+                     ground_truth_class=ground_truth or '', frame_sha256=frame_sha256,
+                     request_id=int(request_id))
     msg.header.stamp = stamp
     msg.header.frame_id = frame_id
     return msg

@@ -226,7 +226,8 @@ class VisionNode(CellosNode):
     def deactivate(self) -> None:
         for pending in self._in_flight.drain():
             self._publish(pending.capture, undecided('shutting down: result not awaited', pending.model_id),
-                          pending.preprocess_ms, 1e3 * (time.monotonic() - pending.submitted), pending.stamp)
+                          pending.preprocess_ms, 1e3 * (time.monotonic() - pending.submitted), pending.stamp,
+                          pending.request_id)
 
     # -- model in use ---------------------------------------------------------------------
     def _model(self) -> tuple[str, ModelMeta, float]:
@@ -332,7 +333,8 @@ class VisionNode(CellosNode):
                                      pending.model_id)
             else:
                 decision = decide(logits, meta.classes, pending.threshold, pending.model_id, meta.ok_class)
-        self._publish(pending.capture, decision, pending.preprocess_ms, inference_ms, pending.stamp)
+        self._publish(pending.capture, decision, pending.preprocess_ms, inference_ms, pending.stamp,
+                      pending.request_id)
         if self.params.drift_enabled and decision.defect_class:
             self._observe_drift(decision)
             if self.params.synthetic_feedback and pending.capture.ground_truth is not None:
@@ -344,10 +346,10 @@ class VisionNode(CellosNode):
             reason = f'late: no result {waited:.0f} ms after submit (deadline {self.params.deadline_ms:.0f} ms)'
             self._warn(pending.capture.part_id, reason)
             self._publish(pending.capture, undecided(reason, pending.model_id), pending.preprocess_ms,
-                          waited, pending.stamp)
+                          waited, pending.stamp, pending.request_id)
 
     def _publish(self, capture: Capture, decision: Decision, preprocess_ms: float,
-                 inference_ms: float, stamp) -> None:
+                 inference_ms: float, stamp, request_id: int = 0) -> None:
         self._counts[decision.verdict] += 1
         if decision.reason:
             self._last_reason = decision.reason
@@ -355,7 +357,7 @@ class VisionNode(CellosNode):
             decision, stamp=stamp, frame_id=self.frame_id, line_id=self.line_id, cell_id=self.cell_id,
             part_id=capture.part_id,
             capture_ms=capture.capture_ms, preprocess_ms=preprocess_ms, inference_ms=inference_ms,
-            ground_truth=capture.ground_truth))
+            ground_truth=capture.ground_truth, frame_sha256=capture.sha256, request_id=request_id))
         if decision.defect_class:
             self._verdicts_by_part[capture.part_id] = decision.defect_class
             if len(self._verdicts_by_part) > 1000:

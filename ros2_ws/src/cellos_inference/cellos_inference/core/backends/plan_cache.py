@@ -4,7 +4,8 @@ A plan is only valid for the exact ONNX content, GPU model and compute capabilit
 version, precision, optimization profile and build recipe (the builder flags the backend sets)
 it was built for, so all of them are in the key. Each plan has a JSON
 sidecar holding the key and the plan's own sha256: a truncated or foreign file is rebuilt,
-never deserialized.
+never deserialized. The folder is the user's choice (executor parameter trt_plan_cache); with
+none, plans are built at each start and kept nowhere.
 """
 from __future__ import annotations
 
@@ -37,8 +38,8 @@ class PlanKey:
 
 
 class PlanCache:
-    def __init__(self, directory: str | os.PathLike):
-        self.dir = Path(directory).expanduser()
+    def __init__(self, directory: str | os.PathLike | None):
+        self.dir = Path(directory).expanduser() if directory else None   # None: no cache
 
     def paths(self, key: PlanKey) -> tuple[Path, Path]:
         plan = self.dir / key.filename()
@@ -46,6 +47,8 @@ class PlanCache:
 
     def load(self, key: PlanKey) -> tuple[bytes | None, str]:
         """(plan bytes, '') when a valid plan is cached, else (None, why not)."""
+        if self.dir is None:
+            return None, 'no plan cache folder (trt_plan_cache is empty)'
         plan, meta = self.paths(key)
         if not plan.exists() or not meta.exists():
             return None, f'no cached plan {plan.name}'
@@ -60,7 +63,9 @@ class PlanCache:
             return None, f'plan {plan.name} does not match its recorded hash (truncated or replaced)'
         return data, ''
 
-    def store(self, key: PlanKey, data: bytes) -> Path:
+    def store(self, key: PlanKey, data: bytes) -> Path | None:
+        if self.dir is None:
+            return None
         self.dir.mkdir(parents=True, exist_ok=True)
         plan, meta = self.paths(key)
         for path, payload in ((plan, data), (meta, json.dumps(

@@ -11,10 +11,11 @@ Per model: the engine is built with ``parse_from_file`` (so ONNX files with exte
 load), one optimization profile over a dynamic batch dimension (1 .. max_batch; a static batch
 dimension gets no profile and fixes max_batch), in FP16 where the GPU has fast FP16 (parameter
 ``fp16``). TF32 is cleared: an 'fp32' engine computes in FP32, not in TF32's 10-bit mantissa.
-The serialized plan is cached on disk (plan_cache.PlanCache), keyed by everything it depends
-on, this module's BUILD_RECIPE and the GPU's compute capability included. Each CUDA stream gets
-its own execution context and buffers (a slot); output buffers are sized from the shapes the
-engine reports for the profile's largest inputs.
+The serialized plan is cached on disk (plan_cache.PlanCache) where the user named a folder
+(trt_plan_cache; none: built at each start, kept nowhere), keyed by everything it depends on,
+this module's BUILD_RECIPE and the GPU's compute capability included. Each CUDA stream gets its
+own execution context and buffers (a slot); output buffers are sized from the shapes the engine
+reports for the profile's largest inputs.
 
 Close: a closed model refuses runs (BackendError); ``close()`` waits up to ``close_timeout_s``
 for every slot to come back from a run in progress and frees each one (device and pinned host
@@ -247,7 +248,7 @@ class TensorRTBackend(Backend):  # pragma: no cover - GPU only beyond the constr
             self.runtime = trt.Runtime(self.logger)
         except Exception as e:
             raise BackendError(f'TensorRT/CUDA initialisation failed: {type(e).__name__}: {e}') from e
-        self.cache = PlanCache(plan_cache_dir or '~/.cache/cellos/trt_plans')
+        self.cache = PlanCache(plan_cache_dir)   # empty: plans built at each start, kept nowhere
         self.fp16, self.streams, self.close_timeout_s = fp16, streams, close_timeout_s
         self.lock = threading.Lock()
         self.last_load_source = ''   # 'cache' | 'built', for logs and tests
