@@ -13,10 +13,12 @@ executor do not go together), so a system test with it would test libfaketime.
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 import numpy as np
 import pytest
+import testmodels
 from diagnostic_msgs.msg import DiagnosticArray
 
 from conftest import wait_for
@@ -24,11 +26,12 @@ from inference_client import CellClient
 from test_executor_system import IMG, X, models, ready, start_executor  # noqa: F401 (fixture)
 
 from cellos_common.nodes import qos
+from cellos_common.nodes.lifecycle_client import LifecycleClient
 from cellos_inference.core.inference_types import Status
 from cellos_inference.core.shm_transport import ClientRegion, boot_id, supported
 from cellos_inference.nodes.convert_inference import make_request, result_outputs
 from cellos_interfaces.msg import GateState, InferenceResult, Tensor
-from cellos_interfaces.srv import RegisterShm
+from cellos_interfaces.srv import ListModels, LoadModel, RegisterShm
 
 
 def diag_values(probe, name_part: str) -> dict:
@@ -159,7 +162,6 @@ def test_oversized_and_malformed_requests_answered_others_keep_their_rate(proces
     with pytest.raises(ValueError, match='inline path carries at most'):
         make_request(request_id=1, line_id='line1', cell_id='cell1', task='t', model='affine', priority=1,
                      deadline_s=time.time() + 5, inputs=huge)
-    import threading
     rate = {}
     t = threading.Thread(target=lambda: rate.setdefault('during', victim_rate(4.0)))
     t.start()
@@ -231,3 +233,37 @@ def test_forged_results_and_gate_states_do_not_reach_the_task(processes, ros_pro
     wait_for(lambda: int(diag_values(ros_probe, '/line1/cell1/arbiter').get('gate states refused', 0)) >= 1, 5,
              what='bad gate level refused')
     assert client.result(client.send('affine', X)).status == Status.OK       # the arbiter lives on
+
+
+def test_a_model_load_holds_up_neither_list_models_nor_the_lifecycle(processes, ros_probe, models):  # noqa: F811
+    """A model load takes seconds (minutes for a TensorRT build): it holds one thread of the
+    executor's pool and its own callback group, never the services the cells and the lifecycle
+    manager call meanwhile.
+    """
+    testmodels.conv_net(models / 'big.onnx', size=64, channels=192, layers=20)
+    start_executor(processes, models)
+    lc = LifecycleClient(ros_probe.node)
+    assert lc.state('/gpu0/executor', 30.0) is not None
+    loaded = {}
+
+    def load():
+        t0 = time.monotonic()
+        loaded['response'] = ros_probe.call(LoadModel, '/gpu0/executor/load_model', LoadModel.Request(
+            name='big', path=str(models / 'big.onnx'), max_batch=4), timeout=120.0)
+        loaded['s'] = time.monotonic() - t0
+    loader = threading.Thread(target=load)
+    loader.start()
+    time.sleep(0.3)
+    answers = []
+    while loader.is_alive() and len(answers) < 5:
+        t0 = time.monotonic()
+        models_now = ros_probe.call(ListModels, '/gpu0/executor/list_models', ListModels.Request(), timeout=10.0)
+        state = lc.state('/gpu0/executor', 10.0)
+        answers.append((time.monotonic() - t0, loader.is_alive(), sorted(m.name for m in models_now.models), state))
+    loader.join()
+    assert loaded['response'].success, loaded['response'].message
+    during = [a for a in answers if a[1]]
+    assert during, f'the load ({loaded["s"]:.1f} s) ended before a first list_models was answered: {answers}'
+    assert all('big' not in names and state is not None for _, _, names, state in during), answers
+    print(f'\nload {loaded["s"]:.1f} s; list_models + get_state during it: '
+          + ', '.join(f'{s:.2f} s' for s, *_ in during))

@@ -82,7 +82,7 @@ def resolve_model_path(text: str, base: Path) -> Path:
         package, _, rel = text[len(PACKAGE_PREFIX):].partition('/')
         try:
             return Path(str(importlib.resources.files(package))) / rel
-        except ModuleNotFoundError:
+        except (ImportError, ValueError, TypeError):   # no such package, a relative or malformed name
             raise RegistryError(f"model path {text}: no Python package '{package}'") from None
     try:
         p = Path(text).expanduser()

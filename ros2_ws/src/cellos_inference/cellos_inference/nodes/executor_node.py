@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 
 from rclpy.clock import Clock, ClockType
 
@@ -298,7 +298,13 @@ class ExecutorNode(CellosNode):
         if p.shm and not shm_ok:
             log.warning(f'shared-memory requests off: {shm_why}')
         self.counts: dict[str, int] = {}
-        self._requests_group = ReentrantCallbackGroup()
+        # The process spins a pool of as many threads as cores (2 here). Request intake takes one
+        # request at a time (its own exclusive group, never every thread: a flood queued the
+        # lifecycle services, the status heartbeat and list_models behind it for seconds), and a
+        # model load (seconds to minutes) holds only its own group, so whatever else waits for a
+        # thread waits behind at most one request's intake.
+        self._requests_group = MutuallyExclusiveCallbackGroup()
+        self._models_group = MutuallyExclusiveCallbackGroup()
         self._service_group = MutuallyExclusiveCallbackGroup()
         self._subs, self._pubs = {}, {}
         for cell_ns in p.cells:
@@ -306,9 +312,9 @@ class ExecutorNode(CellosNode):
         self._status_pub = self.create_publisher(ExecutorStatus, '~/status', qos.status())
         self._executor_services = [
             self.create_service(LoadModel, '~/load_model', self._on_load,
-                                callback_group=self._service_group),
+                                callback_group=self._models_group),
             self.create_service(UnloadModel, '~/unload_model', self._on_unload,
-                                callback_group=self._service_group),
+                                callback_group=self._models_group),
             self.create_service(ListModels, '~/list_models', self._on_list,
                                 callback_group=self._service_group),
             self.create_service(RegisterShm, '~/register_shm', self._on_register_shm,
