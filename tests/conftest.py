@@ -27,6 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 # test models (small ONNX graphs) shared with the inference package's unit tests
 sys.path.insert(0, str(REPO / 'ros2_ws' / 'src' / 'cellos_inference' / 'test'))
+# the loopback OpenADR VTN and its certificates, shared with the energy package's tests
+sys.path.insert(0, str(REPO / 'ros2_ws' / 'src' / 'cellos_energy' / 'test'))
 
 # ROS 2 recommends domain ids 0-101 on Linux (higher ones reach the ephemeral port range);
 # 0 is every tool's default and `make run` uses 42, so the tests keep to 60-101

@@ -33,7 +33,7 @@ def latest(probe, cell):
 def test_vtn_event_gates_every_cell_and_feed_loss_gives_safe_level(processes, ros_probe, vtn):
     from cellos_common.nodes import qos
     processes.start('feed', 'energy_feed_node', namespace='/site',
-                    params={'autostart': True, 'source': 'openadr', 'vtn_url': vtn.url,
+                    params={'autostart': True, 'source': 'openadr', 'vtn_url': vtn.url, 'allow_plain_http': True,
                             'publish_period_s': 0.5, 'openadr_price_per_mwh': 40.0})
     for ns in CELLS:
         processes.start(ns, 'energy_gate_node', namespace=ns,

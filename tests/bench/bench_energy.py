@@ -139,7 +139,7 @@ def simulate(trace, policy):
         running = [r for r in running if r[2] > 1e-9]
         k += 1
     out['normal_late_kwh'] += sum(kwh for _, kwh in held)          # never served: late
-    out['deferrable_misses'] = len(queue.missed) + len(queue.pending) + sum(
+    out['deferrable_misses'] = queue.missed_count + len(queue.pending) + sum(
         1 for j, t in finished.items() if t > deadlines[j] + 1e-6)
     out['level_changes'] = machine.changes
     out['plans'] = machine.plans_made

@@ -30,6 +30,8 @@ TARGETS = [
     ('energy', 'deferrable_misses', '==', 0, 'deferrable jobs past their deadline'),
     ('audit', 'missing', '==', 0, 'inspections the line published that are not in the recording'),
     ('audit', 'kill_loss_s', '<=', 1.0, 'seconds of messages a SIGKILL of the recorder loses'),
+    ('fuzz', 'crashes', '==', 0, 'processes the fuzz killed'),
+    ('fuzz', 'line_locked_after', '==', 1, 'the line locked again, parts conserved, after every family'),
 ]
 
 COMPARE = {'<=': operator.le, '<': operator.lt, '>=': operator.ge, '>': operator.gt, '==': operator.eq}

@@ -13,6 +13,7 @@ setup(
         ('share/' + package_name, ['package.xml']),
         ('share/' + package_name + '/launch', glob('launch/*.launch.py')),
         ('share/' + package_name + '/config', glob('config/*.yaml') + glob('config/*.rviz') + glob('config/*.csv')),
+        ('share/' + package_name + '/config/security', glob('config/security/*')),
     ],
     install_requires=['setuptools'],
     zip_safe=True,

@@ -7,6 +7,12 @@ Cell ids and namespaces follow the no-launch runner (cellos_bringup.runner): /<l
 Every managed node gets ``autostart: false``; one lifecycle_manager per launch brings them
 all up (configure all, then activate all) in the order listed here: the line's audit recorder
 first (it must hear the first decision), then producers before their consumers.
+
+Supervision: every process of a launch is respawned when it dies (launch_ros ``respawn`` after
+RESPAWN_DELAY_S; a process that ends while the launch shuts down is not), and the
+lifecycle_manager brings a respawned node back to active (it watches its nodes' states). Only a
+manager that exits with its own error codes (1: the bring-up failed, 2: bad parameters) ends
+the launch: respawning it would fail the same way.
 """
 from __future__ import annotations
 
@@ -41,6 +47,8 @@ TRACE_FILE = 'caiso_np15_2023-04_4weeks_hourly.csv'   # the site feed's price an
 EXECUTOR_NS = '/gpu0'
 SITE_NS = '/site'
 MANAGER_TIMEOUT_S = 60.0  # executor and vision load models while configuring
+RESPAWN_DELAY_S = 2.0     # a dead process is started again after this (launch_ros respawn_delay)
+MANAGER_FAILURE_CODES = (1, 2)   # lifecycle_manager: bring-up failed, bad parameters
 
 
 @dataclass(frozen=True)
@@ -260,9 +268,10 @@ def typed_overrides(overrides: dict) -> dict[str, tuple]:
 
 def launch_actions(specs: list[NodeSpec], params_files: dict[str, str]) -> list:
     """launch_ros Node actions for the specs; ``params_files`` maps PARAMS_FILES keys to
-    paths. A lifecycle_manager that exits with an error (its autostart bring-up failed) shuts
-    the whole launch down with the reason. launch and launch_ros are imported here only: the
-    rest of this module needs no ROS install.
+    paths. Every process is respawned when it dies (RESPAWN_DELAY_S later); a lifecycle_manager
+    that exits with one of its failure codes (its autostart bring-up failed, bad parameters)
+    shuts the whole launch down with the reason. launch and launch_ros are imported here only:
+    the rest of this module needs no ROS install.
     """
     from launch.actions import RegisterEventHandler
     from launch.event_handlers import OnProcessExit
@@ -276,7 +285,8 @@ def launch_actions(specs: list[NodeSpec], params_files: dict[str, str]) -> list:
             typed = typed_overrides(resolve_overrides(s.overrides, config_dir))
             parameters.append({k: ParameterValue(v, value_type=t) for k, (v, t) in typed.items()})
         node = Node(package=s.package, executable=s.executable, name=s.name, namespace=s.namespace,
-                    parameters=parameters, output='screen', emulate_tty=True)
+                    parameters=parameters, output='screen', emulate_tty=True,
+                    respawn=True, respawn_delay=RESPAWN_DELAY_S)
         actions.append(node)
         if s.executable == 'lifecycle_manager':
             actions.append(RegisterEventHandler(OnProcessExit(
@@ -285,11 +295,13 @@ def launch_actions(specs: list[NodeSpec], params_files: dict[str, str]) -> list:
 
 
 def manager_exit_reason(fqn: str, returncode: int) -> str | None:
-    """Why the launch must end when the lifecycle manager exited with ``returncode`` (None: it need not)."""
-    if returncode == 0:
+    """Why the launch must end when the lifecycle manager exited with ``returncode`` (None: it need
+    not; a manager killed by a signal or a crash is respawned and brings its nodes up again).
+    """
+    if returncode not in MANAGER_FAILURE_CODES:
         return None
-    return (f'{fqn} exited with code {returncode}: the line could not be brought up (see its log above); '
-            'shutting the launch down')
+    what = 'the line could not be brought up' if returncode == 1 else 'its parameters are wrong'
+    return f'{fqn} exited with code {returncode}: {what} (see its log above); shutting the launch down'
 
 
 def manager_exited(fqn: str, returncode: int) -> list:

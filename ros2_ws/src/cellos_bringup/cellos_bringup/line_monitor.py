@@ -138,8 +138,10 @@ class LineMonitor:
     def _figures(self):
         return figures(self.stamps, self.jitter, self._offsets())
 
-    def run(self, stop: threading.Event, duration: float, check_children) -> None:
+    def run(self, stop: threading.Event, duration: float, check_children) -> str | None:
+        """Progress until ``stop``, ``duration`` or a problem ``check_children`` returns (returned)."""
         tty = sys.stdout.isatty()
+        problem = None
         last = 0.0
         end = time.monotonic() + duration if duration else None
         while not stop.is_set() and (end is None or time.monotonic() < end):
@@ -156,6 +158,7 @@ class LineMonitor:
                 last = now
         if tty:
             print()
+        return problem
 
     # -- summary -------------------------------------------------------------------------------
     def summary(self) -> dict:

@@ -8,6 +8,8 @@ executor and the site energy feed) or every node in this process (--mode compose
 all nodes up through their lifecycle services (configure all, then activate all), prints a live
 line every 2 s and, at the end (--duration seconds, 0 = until Ctrl-C), a summary. Logs of every
 process go to log/line/ (CELLOS_LOG_DIR); the previous run's are kept as log/line.<date>.
+A process that dies while the line runs is started again (cellos_bringup.supervisor: backoff,
+at most 5 restarts a minute) and its nodes brought up again; the summary counts the restarts.
 
 The line's audit recorder (part 'audit', on unless --without audit) records the run to
 log/audit/<line>_<UTC time>/ (CELLOS_AUDIT_DIR moves it); the summary says where, and --report
@@ -31,6 +33,7 @@ import yaml
 
 from cellos_bringup import launch_plan as plan
 from cellos_bringup.composition import executor_kind, node_class
+from cellos_bringup.supervisor import ProcessSupervisor
 
 PARTS = ('executor', 'vision', 'energy', 'flow', 'audit')
 KEEP_RUNS = 5   # earlier runs' log folders kept beside log/line/
@@ -68,6 +71,8 @@ what the live line and the summary show:
   audit: the line's recording (log/audit/<line>_<UTC time>/, README "Audit"): its files and
                 size, and the commands that query it (cellos_lineage) and draw it
                 (cellos_audit_report)
+  process restarts: processes that died while the line ran and were started again, their
+                nodes brought up again (backoff; more than 5 in a minute ends the run, code 1)
 """
 
 
@@ -206,10 +211,10 @@ def run_process(executables: list[str], ros_args: list[str]) -> int:
     rclpy.init(args=['line_runner', *ros_args], signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
     try:
         nodes = [node_class(e)() for e in executables]
-        spin_nodes(nodes, executor=executor_kind(executables))
+        code = spin_nodes(nodes, executor=executor_kind(executables))
     finally:
         rclpy.try_shutdown()
-    return 0
+    return code
 
 
 # -- the line ---------------------------------------------------------------------------------
@@ -239,24 +244,33 @@ def main(argv=None) -> int:
           f'{"until Ctrl-C" if not args.duration else f"{args.duration:g} s"}; '
           f'ROS_DOMAIN_ID={os.environ.get("ROS_DOMAIN_ID", "0")}', flush=True)
     print(f'cellos: logs in {log_dir}/' + (f' (the previous run\'s: {kept}/)' if kept else ''), flush=True)
-    children: dict[str, subprocess.Popen] = {}
+    children: dict[str, subprocess.Popen] = {}   # the supervisor's current process of each name
     composed = []
     monitor = LineMonitor(args.line, cells, executor_ns=plan.EXECUTOR_NS if 'executor' in args.parts else None,
                           composed=args.mode == 'composed')
+
+    def spawn(name):
+        group = groups[name]
+        overrides = log_dir / f'{name}.params.yaml'
+        overrides.write_text(yaml.safe_dump(overrides_yaml(group, args.config_dir)))
+        cmd = [sys.executable, '-m', 'cellos_bringup.runner',
+               '--process', ','.join(s.executable for s in group),
+               '--ros-args', NO_LOG_FILE, '-r', f'__ns:={group[0].namespace}',
+               *[a for f in params_files(group, args.config_dir) for a in ('--params-file', f)],
+               '--params-file', str(overrides)]
+        with open(log_dir / f'{name}.log', 'ab' if name in children else 'wb') as log:   # a restart appends
+            children[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                              preexec_fn=_die_with_parent)
+        return children[name]
+
+    supervisor = ProcessSupervisor(
+        spawn, lambda name: monitor.bring_up([s.fqn for s in groups[name]], []),
+        log=lambda text: print(f'\ncellos: {text}', file=sys.stderr, flush=True))
+    problem = None
     try:
         if args.mode == 'process':
-            for name, group in groups.items():
-                ns = group[0].namespace
-                overrides = log_dir / f'{name}.params.yaml'
-                overrides.write_text(yaml.safe_dump(overrides_yaml(group, args.config_dir)))
-                cmd = [sys.executable, '-m', 'cellos_bringup.runner',
-                       '--process', ','.join(s.executable for s in group),
-                       '--ros-args', NO_LOG_FILE, '-r', f'__ns:={ns}',
-                       *[a for f in params_files(group, args.config_dir) for a in ('--params-file', f)],
-                       '--params-file', str(overrides)]
-                log = open(log_dir / f'{name}.log', 'wb')
-                children[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                                  preexec_fn=_die_with_parent)
+            for name in groups:
+                supervisor.start(name)
             print(f'cellos: {len(children)} processes started', flush=True)
         else:
             composed = _compose(specs, args.config_dir)
@@ -265,10 +279,11 @@ def main(argv=None) -> int:
             print(f'cellos: could not bring up {", ".join(failed)} (see {log_dir}/)', file=sys.stderr)
             return 1
         print('cellos: all nodes active', flush=True)
-        monitor.run(stop, args.duration, lambda: _dead(children))
+        problem = monitor.run(stop, args.duration, supervisor.check)
     finally:
         stop.set()
         summary = monitor.summary()
+        summary['process_restarts'] = dict(supervisor.restarts)
         # the audit recorder stops last: it hears the decisions the others publish as they stop
         recorders = [n for n in children if any(s.executable == 'audit_recorder_node' for s in groups[n])]
         for group in ([n for n in children if n not in recorders], recorders):
@@ -285,11 +300,14 @@ def main(argv=None) -> int:
         monitor.close()
         rclpy.try_shutdown()
     print(monitor.format_summary(summary), flush=True)
+    print(f'process restarts: {supervisor.total_restarts}'
+          + (f" ({', '.join(f'{n} x{k}' for n, k in supervisor.restarts.items())})" if supervisor.restarts else ''),
+          flush=True)
     if 'audit' in args.parts:
         summary['audit'] = audit_summary(Path(args.audit_dir) / args.audit_name, args.report)
     if args.summary_json:
         Path(args.summary_json).write_text(json.dumps(summary, indent=2))
-    return 0
+    return 1 if problem else 0
 
 
 def audit_summary(folder: Path, report: bool) -> dict:
@@ -330,13 +348,6 @@ def _die_with_parent() -> None:
         ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except OSError:
         pass
-
-
-def _dead(children) -> str | None:
-    for name, p in children.items():
-        if p.poll() is not None:
-            return f'{name} exited with code {p.returncode}'
-    return None
 
 
 def _compose(specs, config: str):

@@ -36,6 +36,8 @@ PIP_KEYS = {
     'flake8': 'python3-flake8',      # through ament_flake8
     'pydocstyle': 'pydocstyle',      # through ament_pep257
     'matplotlib': 'python3-matplotlib',
+    'cryptography': 'python3-cryptography',   # tests only: the OpenADR TLS certificates
+    'lxml': 'python3-lxml',                   # tests only: the SROS2 policies against sros2's schema
 }
 # libraries without a key that come with a pip-type key's package (pip installs them with it)
 WITH = {'mcap': 'mcap-ros2-support'}

@@ -231,7 +231,21 @@ def test_launch_actions_give_types_and_end_the_launch_when_the_manager_fails():
     assert exited['Shutdown'] and exited['LogInfo']
     reason = plan.manager_exit_reason('/line1/lifecycle_manager', 1)
     assert '/line1/lifecycle_manager exited with code 1' in reason and 'could not be brought up' in reason
+    assert 'parameters are wrong' in plan.manager_exit_reason('/line1/lifecycle_manager', 2)
     assert plan.manager_exit_reason('/line1/lifecycle_manager', 0) is None
+    # killed (SIGKILL -9, SIGSEGV -11) or crashed otherwise: respawned, the launch goes on
+    for code in (-9, -11, -6, 137):
+        assert plan.manager_exit_reason('/line1/lifecycle_manager', code) is None
+
+
+def test_every_process_of_a_launch_is_respawned_with_a_delay():
+    """launch_ros ExecuteLocal respawns a process on any exit while the launch is not shutting
+    down (after respawn_delay); the manager brings the respawned node back to active.
+    """
+    (node,) = _calls(_function(PKG / 'cellos_bringup' / 'launch_plan.py', 'launch_actions'))['Node']
+    keywords = {k.arg: k.value for k in node.keywords}
+    assert isinstance(keywords['respawn'], ast.Constant) and keywords['respawn'].value is True
+    assert ast.unparse(keywords['respawn_delay']) == 'RESPAWN_DELAY_S' and plan.RESPAWN_DELAY_S > 0
 
 
 @pytest.mark.parametrize('path', LAUNCH_FILES, ids=lambda p: p.name)

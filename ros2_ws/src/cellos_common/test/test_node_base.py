@@ -108,7 +108,7 @@ def test_status_names_are_fully_qualified(node, backend):
         updater = node.diagnostics._updater
         updater.update()
         names = [s.name for s in updater.published[-1].status]
-    assert names == [f'{FQN}: probe']
+    assert names == [f'{FQN}: boundary', f'{FQN}: probe']
 
 
 def test_runtime_changes_reach_the_node_after_configure_only(node):

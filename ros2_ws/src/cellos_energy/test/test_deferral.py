@@ -1,9 +1,11 @@
+import math
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cellos_energy.core.deferral import DeferralQueue, DeferrableJob, ScoreCurve, plan_release
+from cellos_energy.core.deferral import MAX_MISSED, DeferralQueue, DeferrableJob, ScoreCurve, check_job, plan_release
 from cellos_energy.core.energy_gate_policy import Action, GateLevel, GateMachine, GatePolicy, TaskClass, task_decision
 from cellos_energy.core.energy_signal import EnergySignal
 from cellos_energy.core.energy_trace import EnergyTrace, TraceReplay
@@ -72,3 +74,30 @@ def test_queue_refuses_impossible_and_duplicate_jobs_and_reports_missed():
     ok, _, why = q.submit(DeferrableJob('b', 1.0, 50.0, 0.0), 0.0, c)
     assert not ok and 'already' in why
     assert q.tick(49.5, GateLevel.HALT, c) == [] and q.missed and 'HALT' in q.missed[0].reason
+
+
+@pytest.mark.parametrize('job_id, duration, finish, words', [
+    ('a', math.nan, 100.0, 'duration nan'),
+    ('a', math.inf, 100.0, 'duration inf'),
+    ('a', -5.0, 100.0, 'duration -5.0'),
+    ('a', 0.0, 100.0, 'duration 0.0'),
+    ('a', 1e12, 1e13, 'duration 1000000000000.0'),
+    ('a', 10.0, 1e12, 'past 2592000 s'),
+    ('', 10.0, 100.0, 'empty job_id'),
+    ('j' * 129, 10.0, 100.0, '129 characters'),
+    ('a\x00b', 10.0, 100.0, 'control characters'),
+])
+def test_jobs_that_cannot_be_planned_are_refused_with_a_reason(job_id, duration, finish, words):
+    assert words in check_job(job_id, duration, finish, now_s=0.0)
+    q = DeferralQueue(GatePolicy())
+    ok, plan, reason = q.submit(DeferrableJob(job_id, duration, finish, 0.0), 0.0, None)
+    assert not ok and plan is None and words in reason and not q.pending
+
+
+def test_missed_jobs_are_counted_and_the_list_is_bounded():
+    q = DeferralQueue(GatePolicy())
+    for i in range(MAX_MISSED + 20):
+        assert q.submit(DeferrableJob(f'j{i}', 10.0, 20.0, 0.0), 0.0, None)[0]
+    q.tick(15.0, GateLevel.HALT, None)
+    assert q.missed_count == MAX_MISSED + 20 and len(q.missed) == MAX_MISSED
+    assert len(q.take_missed()) == MAX_MISSED + 20 and q.take_missed() == []

@@ -122,7 +122,7 @@ def run_odd(mode, arrive_h=96):
             finished[r.job.job_id] = (now + r.job.duration_s, r.job.latest_finish_s)
         log.append((now, trace.price_per_mwh[p.index], level))
         k += 1
-    return {'late': late + sum(x[1] for x in held), 'missed': len(queue.missed) + len(queue.pending),
+    return {'late': late + sum(x[1] for x in held), 'missed': queue.missed_count + len(queue.pending),
             'finished': finished, 'jobs': jobs, 'log': log, 'account_error': account_error, 'spike': spike,
             'changes': machine.changes}
 

@@ -3,7 +3,8 @@ import math
 import pytest
 
 from cellos_energy.core.energy_signal import (DR_HIGH, EnergySignal, Forecast, Override, SignalTracker,
-                                              apply_override, check_signal)
+                                              apply_override, check_signal, make_override, override_from_record,
+                                              override_record)
 
 
 def sig(**kw):
@@ -59,3 +60,51 @@ def test_override_raises_dr_and_expires():
     assert 'manual' in out.source and out.dr_event_id == 'manual:grid'
     assert apply_override(sig(), ov, now_s=100.0) == sig()
     assert apply_override(sig(), None, now_s=0.0) == sig()
+
+
+# -- sizes, clocks, overrides kept across restarts ---------------------------------------------
+
+@pytest.mark.parametrize('kw, words', [
+    (dict(forecast=Forecast(60.0, 0.0, (50.0,) * 2001, ())), 'forecast of 2001 slots'),
+    (dict(forecast=Forecast(1e9, 0.0, (50.0,), ())), 'forecast step'),
+    (dict(site_id='s' * 257), 'site_id is 257 characters'),
+    (dict(dr_event_id='e' * 10_000), 'dr_event_id'),
+    (dict(line_ids=tuple(f'l{i}' for i in range(65)), line_budget_w=(1.0,) * 65), '65 line budgets'),
+    (dict(dr_end_s=math.inf), 'dr_end_s is not a finite'),
+    (dict(forecast=Forecast(math.nan, 0.0, (), ())), 'forecast_step_s is not a finite'),
+])
+def test_oversized_or_non_finite_signals_are_refused(kw, words):
+    reason = check_signal(sig(**kw))
+    assert reason is not None and words in reason
+
+
+def test_a_stamp_far_from_the_receivers_clock_is_refused():
+    assert check_signal(sig(stamp_s=1000.0), now_s=1500.0) is None
+    assert 'stamp -3600 s from this host' in check_signal(sig(stamp_s=1000.0), now_s=4600.0)
+
+
+def test_freshness_is_on_the_receivers_monotonic_clock():
+    """A dead feed stays stale whatever the wall clock does: the tracker only sees monotonic time."""
+    t = SignalTracker(stale_after_s=5.0)
+    assert t.offer(sig(stamp_s=10_000.0), now_s=100.0, wall_s=10_000.0) is None
+    assert not t.is_stale(104.0)
+    # the receiving host's wall clock steps back an hour: the next signal's stamp is refused,
+    # and the last good one still ages by monotonic time
+    assert 'stamp +3600 s' in t.offer(sig(stamp_s=10_001.0), now_s=101.0, wall_s=6_401.0)
+    assert t.is_stale(105.5)
+
+
+def test_overrides_are_checked_and_round_trip_through_their_record():
+    ov = make_override(DR_HIGH, 1500.0, 600.0, 'chiller trip', now_s=1000.0)
+    assert ov.until_s == 1600.0 and override_from_record(override_record(ov)) == ov
+    forever = make_override(DR_HIGH, 0.0, 0.0, '', now_s=1000.0)
+    assert forever.until_s == math.inf and forever.reason == 'manual'
+    assert override_record(forever)['until_s'] is None and override_from_record(override_record(forever)) == forever
+    for args, words in [((4, 0.0, 0.0, ''), 'dr_level 4'), ((1, math.nan, 0.0, ''), 'finite'),
+                        ((1, 0.0, math.inf, ''), 'finite'), ((1, 1e12, 0.0, ''), 'above'),
+                        ((1, 0.0, 1e9, ''), 'longer than'), ((1, 0.0, 0.0, 'r' * 300), 'reason is 300')]:
+        with pytest.raises(ValueError, match=words):
+            make_override(*args, now_s=0.0)
+    for bad in ({}, {**override_record(ov), 'dr_level': 9}, {**override_record(ov), 'until_s': 'soon'}):
+        with pytest.raises(ValueError):
+            override_from_record(bad)

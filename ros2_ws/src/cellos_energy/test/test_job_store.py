@@ -9,7 +9,8 @@ import textwrap
 import pytest
 
 from cellos_energy.core.deferral import DeferrableJob
-from cellos_energy.core.job_store import MEMORY, JobStore, JobStoreError, store_path
+from cellos_common.core.state_store import MEMORY, StoreError, store_path
+from cellos_energy.core.job_store import JobStore
 
 
 def job(i: int, finish: float = 1000.0) -> DeferrableJob:
@@ -30,7 +31,7 @@ def test_pending_released_missed_and_reopened(tmp_path):
     assert again.state('job1') == ('released', 'cheapest window')
     assert again.recent_released(5) == ['job1']
     assert again.counts() == {'pending': 2, 'released': 1, 'missed': 1}
-    with pytest.raises(JobStoreError, match='job1 was already released'):
+    with pytest.raises(StoreError, match='job1 was already released'):
         again.add(job(1))
     with pytest.raises(ValueError):
         again.finish('job0', 'lost', 0.0, '')
@@ -62,15 +63,15 @@ def test_an_accepted_job_survives_sigkill(tmp_path):
 
 def test_bad_paths_and_memory(tmp_path):
     (tmp_path / 'file').write_text('x')
-    with pytest.raises(JobStoreError):
+    with pytest.raises(StoreError):
         JobStore(str(tmp_path / 'file' / 'jobs.sqlite3'))
     (tmp_path / 'garbage.sqlite3').write_bytes(b'not a database' * 100)
-    with pytest.raises(JobStoreError):
+    with pytest.raises(StoreError):
         JobStore(str(tmp_path / 'garbage.sqlite3'))
     mem = JobStore(MEMORY)
     mem.add(job(1))
     assert not mem.durable and mem.pending() == [job(1)]
-    assert store_path(MEMORY, 'line1/cell_01') == MEMORY
-    p = store_path('log/state/jobs_{cell}.sqlite3', 'line1/cell_01')
+    assert store_path(MEMORY, '/line1/cell_01') == MEMORY
+    p = store_path('log/state/jobs_{ns}.sqlite3', '/line1/cell_01')
     assert p.endswith('log/state/jobs_line1_cell_01.sqlite3') and os.path.isabs(p)
     assert sqlite3.sqlite_version_info >= (3, 7, 0)   # WAL

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from cellos_vision.core.inspection import (Decision, DriftBounds, DriftMonitor, DriftState, ModelMeta,
-                                           Verdict, decide, ks_statistic, softmax, undecided)
+                                           Verdict, decide, ks_statistic, logits_from_bytes, softmax, undecided)
 
 CLASSES = ('ok', 'scratch', 'spot', 'missing_hole', 'crack')
 
@@ -176,3 +176,66 @@ def test_model_meta(tmp_path):
         ModelMeta.load(p)
     with pytest.raises(ValueError, match='no_such_model'):
         ModelMeta.load('no_such_model')
+
+
+# -- a restart keeps the drift state ----------------------------------------------------------
+
+def test_a_restarted_monitor_keeps_its_hold_and_its_learned_reference():
+    rng = np.random.default_rng(4)
+    m = learned(rng)
+    reference = list(m._reference)
+    assert m.record()['state'] == DriftState.NOMINAL and m.record()['reference'] == reference
+    again = DriftMonitor(m.bounds)
+    again.restore(m.record())                                # NOMINAL: no new reference to learn
+    assert again.state == DriftState.NOMINAL and again._reference == reference
+    for _ in range(10):                                     # drifted data after the restart
+        s = again.observe(conf(rng.uniform(0.5, 0.75)))
+    assert s.state == DriftState.REVALIDATING               # judged against the old reference
+    held = DriftMonitor(m.bounds)
+    held.restore(again.record())
+    s = held.status()
+    assert s.hold and s.use_fallback and held.switches == 1 and s.reason.startswith('drift:')
+    for i in range(4):                                      # revalidation starts over: held longer, not less
+        assert held.observe(conf(0.95)).hold
+
+
+def test_a_record_that_does_not_fit_is_refused_and_changes_nothing():
+    m = learned(np.random.default_rng(5))
+    rec = m.record()
+    other = DriftMonitor(DriftBounds(reference_size=40, window_size=10, revalidate_samples=5))
+    with pytest.raises(ValueError, match='reference of 20 confidences, the bounds want 40'):
+        other.restore(rec)
+    assert other.state == DriftState.LEARNING
+    for bad in ({}, {**rec, 'state': 9}, {**rec, 'reference': [2.0] * 20}, {**rec, 'switches': 'x'}):
+        with pytest.raises(ValueError):
+            DriftMonitor(m.bounds).restore(bad)
+    learning = DriftMonitor(m.bounds)
+    learning.observe(conf(0.9))
+    assert learning.record()['reference'] == []             # a half-learned reference is not kept
+
+
+# -- model output bytes -----------------------------------------------------------------------
+
+def test_logits_from_bytes_decodes_floats_and_refuses_what_is_not_a_classifier_output():
+    x = np.array([[0.5, 1.0, -2.0]], np.float32)
+    assert logits_from_bytes('float32', (1, 3), x.tobytes()).tolist() == [[0.5, 1.0, -2.0]]
+    assert logits_from_bytes('float16', (3,), x.astype(np.float16).tobytes()).shape == (3,)
+    with pytest.raises(ValueError, match="dtype 'complex64'"):
+        logits_from_bytes('complex64', (1, 3), bytes(24))
+    with pytest.raises(ValueError, match="dtype 'no_such_dtype'"):
+        logits_from_bytes('no_such_dtype', (1, 3), bytes(12))
+    with pytest.raises(ValueError, match='11 bytes, shape \\[1, 3\\] x float32 needs 12'):
+        logits_from_bytes('float32', (1, 3), bytes(11))
+    with pytest.raises(ValueError, match='rank 9'):
+        logits_from_bytes('float32', (1,) * 9, bytes(4))
+    with pytest.raises(ValueError, match='values >'):
+        logits_from_bytes('float32', (2**32 - 1, 2**32 - 1), bytes(4))
+
+
+@given(st.text(max_size=20), st.lists(st.integers(0, 2**32 - 1), max_size=10), st.binary(max_size=64))
+def test_logits_from_bytes_never_raises_anything_but_value_error(dtype, shape, data):
+    try:
+        out = logits_from_bytes(dtype, shape, data)
+    except ValueError:
+        return
+    assert out.dtype == np.float64 and out.size * np.dtype(dtype).itemsize == len(data)

@@ -4,14 +4,23 @@ A node subclass lists ``PARAMS`` (cellos_common.core.params.ParamSpec) and overr
 ``configure / activate / deactivate / cleanup`` hooks; this class declares the parameters
 with descriptors and ranges, validates them in one place (start-up and ``ros2 param set``),
 and turns hook exceptions into lifecycle FAILURE with a clear log line.
+
+Every callback a node registers (subscription, timer, service) runs behind a boundary
+(``Boundary``): an exception that escapes it is caught, counted, logged (throttled) and shown as
+ERROR in the node's diagnostics ('boundary'), and the node goes on; a service answers with its
+success/accepted field false and the error as its message/reason. Nodes count the messages they
+refuse with ``reject``. A worker thread is started through ``supervise`` (a SupervisedThread).
+A process whose spinning or whose worker fails beyond repair exits non-zero (``main_for``), so
+its supervisor restarts it; only Ctrl-C / SIGTERM ends it with 0.
 """
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import sys
 import threading
-from typing import Sequence
+from typing import Callable, Sequence
 
 import rclpy
 from rcl_interfaces.msg import SetParametersResult
@@ -19,21 +28,174 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, Si
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.logging import get_logger
 
+from cellos_common.core.boundary import Tally, clip
 from cellos_common.core.params import ParameterError, ParamSet, ParamSpec, validate
-from cellos_common.nodes.diagnostics import Diagnostics
+from cellos_common.core.supervised_thread import SupervisedThread
+from cellos_common.nodes.diagnostics import ERROR, OK, WARN, Diagnostics, DiagReport
 from cellos_common.nodes.parameters import declare_params, read_values
 
 _AUTOSTART = ParamSpec('autostart', False,
                        'configure and activate on start, without a lifecycle manager')
 
 
-class CellosNode(LifecycleNode):
+class _ProcessExit:
+    """The exit a process owes: set by a node whose worker cannot go on, read by spin_nodes."""
+
+    def __init__(self):
+        self.event = threading.Event()
+        self.stopping = threading.Event()   # on the way out: a thread ending badly now changes nothing
+        self.code = 0
+        self.reason = ''
+
+    def request(self, code: int, reason: str) -> None:
+        if not self.event.is_set():
+            self.code, self.reason = code, reason
+            self.event.set()
+
+
+_process_exit = _ProcessExit()
+
+
+def request_exit(reason: str, code: int = 1) -> None:
+    """Make this process stop and exit with ``code`` (a node that cannot go on: its supervisor
+    restarts the process). Takes effect under spin_nodes (main_for, the runner's processes).
+    """
+    get_logger('cellos').fatal(f'exiting with code {code}: {reason}')
+    _process_exit.request(code, reason)
+
+
+def watch_threads() -> None:
+    """A thread that dies of an exception nobody caught (not a SupervisedThread) makes the
+    process exit with code 1: a node missing a worker must not go on as if it had it.
+    """
+    if getattr(threading.excepthook, 'cellos', False):
+        return
+    previous = threading.excepthook
+
+    def thread_died(args):
+        previous(args)
+        if not _process_exit.stopping.is_set():
+            request_exit(f'thread {args.thread.name if args.thread else "?"} died: '
+                         f'{args.exc_type.__name__}: {args.exc_value}')
+    thread_died.cellos = True
+    threading.excepthook = thread_died
+
+
+def _response_for_error(srv_type, error: str):
+    """The response a service handler that raised gives: not done, and why."""
+    resp = srv_type.Response()
+    for flag in ('success', 'accepted'):
+        if hasattr(resp, flag):
+            setattr(resp, flag, False)
+    for text in ('message', 'reason'):
+        if hasattr(resp, text):
+            setattr(resp, text, error)
+    return resp
+
+
+class Boundary:
+    """Mixin for rclpy nodes: every subscription, timer and service callback runs behind a
+    catch-all that counts what escapes (``tally``), logs it throttled and lets the node go on.
+    """
+
+    def _init_boundary(self) -> None:
+        # before Node.__init__: rclpy creates the parameter services through create_service
+        if not hasattr(self, 'tally'):
+            self.tally = Tally()
+            self._supervised: list[SupervisedThread] = []
+
+    def _guarded(self, kind: str, fn: Callable, error_result=None):
+        if fn is None:
+            return fn
+
+        @functools.wraps(fn)   # keeps the signature rclpy inspects (message info, timer info)
+        def run(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as e:  # the boundary: nothing escapes into the executor
+                self.fault(kind, e)
+                return error_result(e) if error_result else None
+        return run
+
+    def create_subscription(self, msg_type, topic, callback, *args, **kwargs):
+        self._init_boundary()
+        return super().create_subscription(msg_type, topic, self._guarded(f'topic {topic}', callback),
+                                           *args, **kwargs)
+
+    def create_timer(self, timer_period_sec, callback, *args, **kwargs):
+        self._init_boundary()
+        name = getattr(callback, '__name__', 'callback')
+        return super().create_timer(timer_period_sec, self._guarded(f'timer {name}', callback), *args, **kwargs)
+
+    def create_service(self, srv_type, srv_name, callback, *args, **kwargs):
+        self._init_boundary()
+        guarded = self._guarded(f'service {srv_name}', callback, lambda e: _response_for_error(
+            srv_type, clip(f'internal error: {type(e).__name__}: {e}')))
+        return super().create_service(srv_type, srv_name, guarded, *args, **kwargs)
+
+    def fault(self, kind: str, error: BaseException | str) -> None:
+        """An exception caught at a boundary: counted, ERROR in diagnostics, logged (throttled)."""
+        line = self.tally.fault(kind, error)
+        if line is not None:
+            self.get_logger().error(line)
+
+    def reject(self, kind: str, reason: str) -> None:
+        """A refused input (a bad message, a bad call): counted, logged (throttled)."""
+        line = self.tally.reject(kind, reason)
+        if line is not None:
+            self.get_logger().warning(line)
+
+    def supervise(self, name: str, target: Callable[[threading.Event], None], *, restart: bool = True,
+                  max_restarts: int = 3, window_s: float = 60.0) -> SupervisedThread:
+        """A worker thread of this node (not started): its death is logged and counted, it is
+        restarted (up to ``max_restarts`` in ``window_s``), and beyond that the process exits
+        with code 1. Shown in the node's 'boundary' diagnostics.
+        """
+        self._init_boundary()
+
+        def died(thread_name, error, restarting):
+            self.fault(f'thread {thread_name}', error)
+            self.get_logger().error(f'{thread_name} thread died: {error}; '
+                                    + ('restarting it' if restarting else 'not restarted'))
+
+        def given_up(thread_name, reason):
+            request_exit(f'{self.get_fully_qualified_name()}: {thread_name} thread {reason}')
+        worker = SupervisedThread(name, target, restart=restart, max_restarts=max_restarts,
+                                  window_s=window_s, on_death=died, on_fatal=given_up)
+        self._supervised.append(worker)
+        return worker
+
+    def boundary_report(self) -> DiagReport:
+        """ERROR after a recent caught fault or a worker death, WARN after recent refused inputs."""
+        t = self.tally
+        values = {'rejected': t.rejected, 'faults': t.faults}
+        values.update({f'rejected {k}': n for k, n in sorted(t.rejected_by_kind().items())})
+        values.update({f'faults {k}': n for k, n in sorted(t.faults_by_kind().items())})
+        sick = []
+        for w in self._supervised:
+            healthy, text = w.health(t.recent_s)
+            values[f'thread {w.name}'] = text
+            if not healthy:
+                sick.append(text)
+        fault, rejected = t.last(faults=True), t.last(faults=False)
+        if sick:
+            return DiagReport(ERROR, '; '.join(sick), values)
+        if fault is not None and fault[2] <= t.recent_s:
+            return DiagReport(ERROR, f'{t.faults} fault(s) caught; last {fault[2]:.0f} s ago in {fault[0]}: '
+                                     f'{fault[1]}', values)
+        if rejected is not None and rejected[2] <= t.recent_s:
+            return DiagReport(WARN, f'{t.rejected} input(s) refused; last in {rejected[0]}: {rejected[1]}', values)
+        return DiagReport(OK, f'{t.rejected} input(s) refused, {t.faults} fault(s) caught', values)
+
+
+class CellosNode(Boundary, LifecycleNode):
     PARAMS: Sequence[ParamSpec] = ()
     # rclpy executor kind its own process spins it with (make_executor): 'multi' where a
     # callback may block, 'single' where none does (less Python per message)
     SPIN = 'multi'
 
     def __init__(self, name: str, **kwargs):
+        self._init_boundary()
         super().__init__(name, **kwargs)
         self._specs = (*self.PARAMS, _AUTOSTART)
         # {declared name: default}: the plain parameters and each map's entries
@@ -58,6 +220,13 @@ class CellosNode(LifecycleNode):
         own = [p for p in params if p.name in self._declared]
         if not own:
             return SetParametersResult(successful=True)
+        try:
+            return self._set_own_parameters(own)
+        except Exception as e:  # a bug in a check must refuse the change, not raise into rclpy
+            self.fault('parameters', e)
+            return SetParametersResult(successful=False, reason=f'internal error: {type(e).__name__}: {e}')
+
+    def _set_own_parameters(self, own) -> SetParametersResult:
         current = read_values(self, self._declared)
         current.update({p.name: p.value for p in own})
         try:
@@ -98,6 +267,7 @@ class CellosNode(LifecycleNode):
             self.get_logger().error(f'{what} failed: {e}')
             return TransitionCallbackReturn.FAILURE
         except Exception as e:  # any other failure must also leave the node in a defined state
+            self.tally.fault(what, e)
             self.get_logger().error(f'{what} failed: {type(e).__name__}: {e}')
             return TransitionCallbackReturn.FAILURE
         return TransitionCallbackReturn.SUCCESS
@@ -110,6 +280,7 @@ class CellosNode(LifecycleNode):
             if self.diagnostics is None:
                 self.diagnostics = Diagnostics(self, self.hardware_id())
             self.diagnostics.start()
+            self.diagnostics.add('boundary', self.boundary_report)
             self.configure()
             self._configured = True
         result = self._guard('configure', run)
@@ -151,6 +322,10 @@ class CellosNode(LifecycleNode):
     def _release(self) -> None:
         """What the base holds while configured: the diagnostics' timer and publisher, the params."""
         self._configured = False
+        for worker in self._supervised:   # a worker the node forgot to stop does not outlive it
+            if not worker.stop(timeout=2.0):
+                self.get_logger().error(f'{worker.name} thread did not stop in 2 s')
+        self._supervised.clear()
         if self.diagnostics is not None:
             self.diagnostics.stop()
         self.params = None
@@ -190,9 +365,12 @@ def make_executor(kind: str = 'multi', threads: int | None = None):
 
 
 def spin_nodes(nodes, *, executor: str = 'multi', threads: int | None = None,
-               stop: threading.Event | None = None) -> None:
+               stop: threading.Event | None = None) -> int:
     """Spin until Ctrl-C / SIGTERM / ``stop``; then stop the executor and take every node
     down (deactivate, cleanup, destroy) with nothing left spinning on their entities.
+
+    Returns the process's exit code: 0 when asked to stop; 1 when the executor died, a thread
+    died of an exception nobody caught, or a node asked for it (request_exit).
     """
     ex = make_executor(executor, threads)
     for n in nodes:
@@ -200,20 +378,25 @@ def spin_nodes(nodes, *, executor: str = 'multi', threads: int | None = None,
     stop = stop or threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    spinner = threading.Thread(target=_spin, args=(ex, stop), daemon=False)
+    watch_threads()
+    spinner = threading.Thread(target=_spin, args=(ex, stop), name='spin', daemon=False)
     spinner.start()
+    code = 0   # stopped as asked
     try:
-        while not stop.wait(0.2):
-            if not spinner.is_alive():
-                break
+        while not stop.wait(0.2) and not _process_exit.event.is_set():
+            pass
     finally:
+        _process_exit.stopping.set()
         stop.set()
         ex.shutdown(timeout_sec=5.0)
         spinner.join()
+        if _process_exit.event.is_set():
+            code = _process_exit.code
         for n in nodes:
             if isinstance(n, CellosNode):
                 n.on_shutdown(None)
             n.destroy_node()
+    return code
 
 
 def _spin(executor, stop: threading.Event) -> None:
@@ -222,10 +405,13 @@ def _spin(executor, stop: threading.Event) -> None:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except Exception:
-        if not stop.is_set():  # a callback raised: the process must not keep running deaf
+        if not stop.is_set():  # the executor itself failed: the process must not keep running deaf
             raise
         # else: rclpy races its own shutdown (guard conditions already gone): nothing to do
     finally:
+        if not stop.is_set() and not _process_exit.event.is_set():
+            # the executor returned by itself (its context shut down): not a requested stop
+            _process_exit.request(1, 'the executor stopped spinning')
         stop.set()
 
 
@@ -235,6 +421,11 @@ def main_for(node_cls, args=None) -> int:
     # to the switch interval: 5 ms by default
     sys.setswitchinterval(0.0005)
     rclpy.init(args=args, signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
+    # Ctrl-C during the autostart bring-up, or a thread dying there, is seen by spin_nodes
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    watch_threads()
     try:
         node = node_cls()
     except (ParameterError, rclpy.exceptions.InvalidParameterValueException,
@@ -245,7 +436,7 @@ def main_for(node_cls, args=None) -> int:
     if node.autostart() and not node.bring_up():
         node.get_logger().error('autostart failed; the node stays up, unconfigured, for a lifecycle manager')
     try:
-        spin_nodes([node], executor=node_cls.SPIN)
+        code = spin_nodes([node], executor=node_cls.SPIN, stop=stop)
     finally:
         rclpy.try_shutdown()
-    return 0
+    return code

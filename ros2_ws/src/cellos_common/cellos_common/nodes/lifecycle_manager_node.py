@@ -4,17 +4,28 @@ activate all) and down again. A plain node: it is the thing that manages, not ma
 
 Parameters: node_names (string array; relative names are taken in this node's namespace,
 absolute ones as given, e.g. ['coordinator', 'cell_01/timing', '/gpu0/executor']),
-autostart, transition_timeout_s.
+autostart, transition_timeout_s, watch_period_s.
 Services (std_srvs/Trigger): ~/startup, ~/shutdown (deactivate + cleanup, reverse order),
 ~/is_active (success: every managed node is active; message: each node's state).
 Exit code: 0 after Ctrl-C / SIGTERM; 1 when the autostart bring-up failed (the launch files
 shut the whole launch down on it); 2 for bad parameters.
+
+Watching: after a startup, the manager asks each node for its state every watch_period_s. A node
+that does not answer is reported missing (its process died); a node that answers unconfigured
+or inactive (a respawned process comes back unconfigured) is brought up again, alone: the rest
+of the line keeps running. nav2_lifecycle_manager, on a broken bond, resets every node and, with
+attempt_respawn_reconnection, brings the whole set up again once the node is back; a line must
+not stop all its cells because one cell's vision restarted, so only the node that came back is
+re-brought. The count of re-bring-ups per node is in the manager's diagnostics and its log. A
+re-bring-up that fails is retried with a backoff (2 s doubling to 60 s). After ~/shutdown the
+manager leaves the nodes down until the next ~/startup.
 """
 from __future__ import annotations
 
 import signal
 import sys
 import threading
+import time
 
 import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -23,6 +34,8 @@ from rclpy.node import Node
 from std_srvs.srv import Trigger
 
 from cellos_common.core.params import ParameterError, ParamSpec, validate
+from cellos_common.nodes.base import Boundary
+from cellos_common.nodes.diagnostics import ERROR, OK, WARN, Diagnostics, DiagReport
 from cellos_common.nodes.lifecycle_client import STATE_LABELS, LifecycleClient, resolve_names
 from cellos_common.nodes.parameters import declare_params, read_values
 from lifecycle_msgs.msg import State
@@ -34,13 +47,18 @@ PARAMS = [
               read_only=True),
     ParamSpec('transition_timeout_s', 30.0, 'bound on a whole bring-up (nodes still starting are waited for)',
               min=0.0, max=600.0, min_exclusive=True, unit='s', read_only=True),
+    ParamSpec('watch_period_s', 1.0, "after a startup, how often each node's state is checked (a node back "
+              'unconfigured after its process was respawned is brought up again); 0: not watched',
+              min=0.0, max=60.0, unit='s', read_only=True),
 ]
+RETRY_S = (2.0, 60.0)   # backoff of a failed re-bring-up: first, at most
 
 
-class LifecycleManagerNode(Node):
+class LifecycleManagerNode(Boundary, Node):
     PARAMS = PARAMS
 
     def __init__(self, stop: threading.Event | None = None, **kwargs):
+        self._init_boundary()
         super().__init__('lifecycle_manager', **kwargs)
         self.params = validate(PARAMS, read_values(self, declare_params(self, PARAMS)))
         try:
@@ -59,6 +77,17 @@ class LifecycleManagerNode(Node):
             self.create_service(Trigger, '~/is_active', self._on_is_active, callback_group=self._group),
         ]
         self._autostart_timer = None
+        self._want_active = False        # after a startup, until a shutdown
+        self.rebrought = {fqn: 0 for fqn in self.managed}
+        self._missing: dict[str, float] = {}          # fqn -> monotonic time it stopped answering
+        self._retry: dict[str, tuple[float, float]] = {}   # fqn -> (next try, backoff)
+        self._states: dict[str, int | None] = {}
+        self.diagnostics = Diagnostics(self, self.get_fully_qualified_name())
+        self.diagnostics.start()
+        self.diagnostics.add('managed nodes', self._diag)
+        self.diagnostics.add('boundary', self.boundary_report)
+        self._watch_timer = (self.create_timer(self.params.watch_period_s, self._watch, callback_group=self._group)
+                             if self.params.watch_period_s > 0 and self.managed else None)
         if not self.managed:
             self.get_logger().warning('node_names is empty: nothing to manage')
         else:
@@ -78,11 +107,14 @@ class LifecycleManagerNode(Node):
             log.error(f'startup failed for {len(failed)} of {len(self.managed)} nodes: {", ".join(failed)}')
         else:
             log.info(f'startup: all {len(self.managed)} nodes active')
+        self._want_active = not self.stop.is_set()
+        self._retry.clear()
         return failed
 
     def shutdown(self) -> list[str]:
         log = self.get_logger()
         log.info(f'shutdown: deactivating and cleaning up {len(self.managed)} nodes')
+        self._want_active = False
         failed = self.client.bring_down(self.managed, timeout=5.0, cleanup=True, log=log.error)
         if failed:
             log.error(f'shutdown failed for {", ".join(failed)}')
@@ -98,6 +130,66 @@ class LifecycleManagerNode(Node):
                                     'that came up are left as they are')
             self.exit_code = 1
             self.stop.set()
+
+    # -- watching -------------------------------------------------------------------------
+    def _watch(self) -> None:
+        if not self._want_active or self.stop.is_set():
+            return
+        log = self.get_logger()
+        for fqn in self.managed:
+            if self.stop.is_set() or not self._want_active:
+                return
+            state = self.client.state(fqn, timeout=1.0)
+            self._states[fqn] = state
+            now = time.monotonic()
+            if state is None:
+                if fqn not in self._missing:
+                    self._missing[fqn] = now
+                    log.error(f'{fqn} does not answer (its process died?): waiting for it to come back')
+                continue
+            if state == State.PRIMARY_STATE_ACTIVE:
+                if self._missing.pop(fqn, None) is not None:
+                    log.info(f'{fqn} answers again, active')
+                self._retry.pop(fqn, None)
+                continue
+            if state not in (State.PRIMARY_STATE_UNCONFIGURED, State.PRIMARY_STATE_INACTIVE):
+                continue   # finalized or in a transition: nothing to do from here (reported)
+            next_try, backoff = self._retry.get(fqn, (0.0, RETRY_S[0]))
+            if now < next_try:
+                continue
+            log.warning(f'{fqn} is {STATE_LABELS.get(state, state)} (restarted?): bringing it up again')
+            failed = self.client.bring_up([fqn], timeout=self.params.transition_timeout_s, log=log.error)
+            if self.stop.is_set():
+                return
+            if failed:
+                self._retry[fqn] = (time.monotonic() + backoff, min(RETRY_S[1], 2 * backoff))
+                log.error(f'{fqn}: bringing it up again failed; next try in {backoff:.0f} s')
+                continue
+            self.rebrought[fqn] += 1
+            self._missing.pop(fqn, None)
+            self._retry.pop(fqn, None)
+            self._states[fqn] = State.PRIMARY_STATE_ACTIVE
+            log.warning(f'{fqn} active again ({self.rebrought[fqn]} time(s) brought back up)')
+
+    def _diag(self) -> DiagReport:
+        total = sum(self.rebrought.values())
+        values = {'nodes': len(self.managed), 'rebrought': total, 'watching': self._watch_timer is not None,
+                  'want_active': self._want_active}
+        for fqn in self.managed:
+            state = self._states.get(fqn)
+            values[fqn] = (STATE_LABELS.get(state, str(state)) if state is not None else
+                           'no answer' if fqn in self._missing else 'not checked yet')
+            if self.rebrought[fqn]:
+                values[f'rebrought {fqn}'] = self.rebrought[fqn]
+        if self._missing:
+            return DiagReport(ERROR, f'not answering: {", ".join(sorted(self._missing))}', values)
+        failing = [f for f in self._retry]
+        if failing:
+            return DiagReport(ERROR, f'could not bring up again: {", ".join(sorted(failing))}', values)
+        if total:
+            return DiagReport(WARN, f'{total} node restart(s) brought back up', values)
+        return DiagReport(OK, 'managing' if self._want_active else 'nodes down (no startup yet, or shut down)',
+                          values)
 
     # -- services ---------------------------------------------------------------------------
     def _on_startup(self, request, response):
@@ -134,6 +226,7 @@ def main(args=None) -> int:
     try:
         _spin(node, stop)
     finally:
+        node.diagnostics.stop()
         node.destroy_node()
         rclpy.try_shutdown()
     return node.exit_code
@@ -152,6 +245,10 @@ def _spin(node, stop: threading.Event) -> None:
             executor.spin()
         except (KeyboardInterrupt, ExternalShutdownException):
             pass
+        except Exception:
+            if not stop.is_set():   # the executor itself failed: not a clean exit
+                node.exit_code = node.exit_code or 1
+            raise
         finally:
             stop.set()
     spinner = threading.Thread(target=spin)

@@ -6,10 +6,33 @@ horizon the last known slot value is assumed to persist.
 """
 from __future__ import annotations
 
+import math
+from collections import deque
 from dataclasses import dataclass, field
 
 from cellos_energy.core.energy_gate_policy import Action, GateLevel, GatePolicy, TaskClass, task_decision
 from cellos_energy.core.energy_signal import ScoreCurve
+
+
+MAX_JOB_ID = 128                # characters of a job id
+MAX_DURATION_S = 7 * 86400.0    # a deferrable job runs at most a week
+MAX_HORIZON_S = 30 * 86400.0    # and must finish within 30 days
+MAX_MISSED = 100                # missed jobs remembered (the count goes on)
+
+
+def check_job(job_id: str, duration_s: float, latest_finish_s: float, now_s: float) -> str | None:
+    """None when a deferrable job can be queued, else why not."""
+    if not job_id:
+        return 'empty job_id'
+    if len(job_id) > MAX_JOB_ID:
+        return f'job_id is {len(job_id)} characters long (at most {MAX_JOB_ID})'
+    if not job_id.isprintable():
+        return 'job_id has control characters'
+    if not (math.isfinite(duration_s) and 0 < duration_s <= MAX_DURATION_S):
+        return f'duration {duration_s!r} s must be in (0, {MAX_DURATION_S:.0f}]'
+    if not math.isfinite(latest_finish_s) or latest_finish_s - now_s > MAX_HORIZON_S:
+        return f'latest finish {latest_finish_s - now_s:.0f} s from now is past {MAX_HORIZON_S:.0f} s'
+    return None
 
 
 @dataclass(frozen=True)
@@ -61,16 +84,25 @@ class DeferralQueue:
     max_jobs: int = 1000
     pending: dict[str, DeferrableJob] = field(default_factory=dict)
     plans: dict[str, ReleasePlan] = field(default_factory=dict)
-    missed: list[Release] = field(default_factory=list)    # past their deadline while gated
+    # past their deadline while gated: the last MAX_MISSED, their count, and those not yet taken
+    missed: deque = field(default_factory=lambda: deque(maxlen=MAX_MISSED))
+    missed_count: int = 0
+    _new_missed: list = field(default_factory=list)
+
+    def take_missed(self) -> list[Release]:
+        """The jobs missed since the last call (for the node to log and store once each)."""
+        out, self._new_missed = self._new_missed, []
+        return out
 
     def submit(self, job: DeferrableJob, now_s: float,
                curve: ScoreCurve | None) -> tuple[bool, ReleasePlan | None, str]:
+        reason = check_job(job.job_id, job.duration_s, job.latest_finish_s, now_s)
+        if reason is not None:
+            return False, None, reason
         if job.job_id in self.pending:
             return False, None, f'job {job.job_id} is already queued'
         if len(self.pending) >= self.max_jobs:
             return False, None, f'queue full ({self.max_jobs} jobs)'
-        if job.duration_s <= 0:
-            return False, None, f'duration {job.duration_s} s must be > 0'
         if job.latest_start(self.margin_s) < now_s:
             return False, None, (f'cannot meet its deadline: latest start was '
                                  f'{now_s - job.latest_start(self.margin_s):.1f} s ago')
@@ -94,7 +126,10 @@ class DeferralQueue:
         for job_id, job in list(self.pending.items()):
             if now_s + job.duration_s > job.latest_finish_s and owed > self.policy.deadline_runs_up_to:
                 del self.pending[job_id], self.plans[job_id]
-                self.missed.append(Release(job, now_s, f'missed its deadline: gate {level.name}'))
+                missed = Release(job, now_s, f'missed its deadline: gate {level.name}')
+                self.missed.append(missed)
+                self._new_missed.append(missed)
+                self.missed_count += 1
                 continue
             plan = plan_release(now_s, job, curve, self.margin_s)
             self.plans[job_id] = plan

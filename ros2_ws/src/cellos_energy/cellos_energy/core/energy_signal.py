@@ -1,7 +1,9 @@
 """The site energy signal: its value type, its validation and its staleness.
 
 A signal that fails validation is rejected with a reason and the last good one is kept;
-a signal older than a bound (by receive time plus the age it carried) is stale.
+a signal older than a bound (by receive time plus the age it carried) is stale. Receive times
+and ages are on the receiver's monotonic clock: a wall-clock step on the receiving host neither
+freshens a dead feed nor ages a live one. The signal's stamps cross hosts and stay wall-clock.
 """
 from __future__ import annotations
 
@@ -98,15 +100,46 @@ class SignalLimits:
     carbon_max_g_per_kwh: float = 2000.0
     budget_max_w: float = 1e8
     max_age_s: float = 3600.0
+    max_forecast_slots: int = 2000      # a day-ahead at 5 min steps is 576
+    max_forecast_step_s: float = 86400.0
+    max_lines: int = 64                 # lines sharing one site budget
+    max_text: int = 256                 # characters of an id, a source or an event id
+    max_skew_s: float = 600.0           # stamp vs the receiver's wall clock (hosts are NTP-synced)
 
 
-def check_signal(sig: EnergySignal, limits: SignalLimits = SignalLimits()) -> str | None:
-    """None when the signal is usable, else the reason it is not."""
+def check_sizes(n_forecast: int, n_carbon: int, n_lines: int, n_line_budgets: int, texts: dict,
+                limits: SignalLimits = SignalLimits()) -> str | None:
+    """The size checks, cheap enough to run before a message's arrays are copied."""
+    if max(n_forecast, n_carbon) > limits.max_forecast_slots:
+        return f'forecast of {max(n_forecast, n_carbon)} slots (at most {limits.max_forecast_slots})'
+    if max(n_lines, n_line_budgets) > limits.max_lines:
+        return f'{max(n_lines, n_line_budgets)} line budgets (at most {limits.max_lines})'
+    for name, text in texts.items():
+        if len(text) > limits.max_text:
+            return f'{name} is {len(text)} characters long (at most {limits.max_text})'
+    return None
+
+
+def check_signal(sig: EnergySignal, limits: SignalLimits = SignalLimits(), now_s: float | None = None) -> str | None:
+    """None when the signal is usable, else the reason it is not. ``now_s``: the receiver's wall
+    clock, to refuse a stamp further than max_skew_s from it.
+    """
+    sizes = check_sizes(len(sig.forecast.price_per_mwh), len(sig.forecast.carbon_g_per_kwh), len(sig.line_ids),
+                        len(sig.line_budget_w), {'site_id': sig.site_id, 'source': sig.source,
+                                                 'dr_event_id': sig.dr_event_id,
+                                                 **{f'line id {i}': x for i, x in enumerate(sig.line_ids)}}, limits)
+    if sizes is not None:
+        return sizes
     numbers = {'price_per_mwh': sig.price_per_mwh, 'carbon_g_per_kwh': sig.carbon_g_per_kwh,
-               'power_budget_w': sig.power_budget_w, 'age_s': sig.age_s, 'stamp_s': sig.stamp_s}
+               'power_budget_w': sig.power_budget_w, 'age_s': sig.age_s, 'stamp_s': sig.stamp_s,
+               'data_time_s': sig.data_time_s, 'dr_start_s': sig.dr_start_s, 'dr_end_s': sig.dr_end_s,
+               'forecast_step_s': sig.forecast.step_s, 'forecast_offset_s': sig.forecast.offset_s}
     for name, v in numbers.items():
         if not isinstance(v, (int, float)) or not math.isfinite(v):
             return f'{name} is not a finite number ({v!r})'
+    if now_s is not None and abs(sig.stamp_s - now_s) > limits.max_skew_s:
+        return (f'stamp {sig.stamp_s - now_s:+.0f} s from this host\'s clock (at most {limits.max_skew_s:.0f} s: '
+                'a clock step here or at the feed?)')
     if not limits.price_min_per_mwh <= sig.price_per_mwh <= limits.price_max_per_mwh:
         return (f'price_per_mwh {sig.price_per_mwh} outside '
                 f'[{limits.price_min_per_mwh}, {limits.price_max_per_mwh}]')
@@ -134,8 +167,8 @@ def check_signal(sig: EnergySignal, limits: SignalLimits = SignalLimits()) -> st
                 f'{sig.power_budget_w:.1f} W')
     fc = sig.forecast
     if fc.price_per_mwh:
-        if not (math.isfinite(fc.step_s) and fc.step_s > 0):
-            return f'forecast step {fc.step_s} s must be > 0'
+        if not (math.isfinite(fc.step_s) and 0 < fc.step_s <= limits.max_forecast_step_s):
+            return f'forecast step {fc.step_s} s must be in (0, {limits.max_forecast_step_s:.0f}]'
         if not 0.0 <= fc.offset_s <= fc.step_s:
             return f'forecast offset {fc.offset_s} s outside [0, step]'
         if fc.carbon_g_per_kwh and len(fc.carbon_g_per_kwh) != len(fc.price_per_mwh):
@@ -151,19 +184,23 @@ def check_signal(sig: EnergySignal, limits: SignalLimits = SignalLimits()) -> st
 
 @dataclass
 class SignalTracker:
-    """Keeps the last good signal; rejects bad ones with a reason; knows when it is stale."""
+    """Keeps the last good signal; rejects bad ones with a reason; knows when it is stale.
+    Every ``now_s`` here is the receiver's monotonic clock.
+    """
 
     stale_after_s: float
     limits: SignalLimits = field(default_factory=SignalLimits)
     last_good: EnergySignal | None = None
-    received_at_s: float | None = None     # receiver clock when last_good arrived
+    received_at_s: float | None = None     # receiver's monotonic clock when last_good arrived
     last_rejection: str = ''
     accepted: int = 0
     rejected: int = 0
 
-    def offer(self, sig: EnergySignal, now_s: float) -> str | None:
-        """Take a new signal; returns the rejection reason, or None when accepted."""
-        reason = check_signal(sig, self.limits)
+    def offer(self, sig: EnergySignal, now_s: float, wall_s: float | None = None) -> str | None:
+        """Take a new signal; returns the rejection reason, or None when accepted. ``wall_s``:
+        the receiver's wall clock, for the stamp check.
+        """
+        reason = check_signal(sig, self.limits, wall_s)
         if reason is not None:
             self.rejected += 1
             self.last_rejection = reason
@@ -190,6 +227,48 @@ class Override:
     until_s: float             # math.inf: until cleared
     reason: str
     since_s: float
+
+
+MAX_OVERRIDE_S = 7 * 86400.0     # an override with a duration lasts at most a week
+
+
+def make_override(dr_level: int, power_budget_w: float, duration_s: float, reason: str, now_s: float,
+                  limits: SignalLimits = SignalLimits()) -> Override:
+    """An operator's override, checked; ValueError with the reason. duration <= 0: until cleared;
+    power budget <= 0: the source's.
+    """
+    if dr_level not in (DR_NONE, DR_MODERATE, DR_HIGH, DR_SPECIAL):
+        raise ValueError(f'dr_level {dr_level} is not one of 0..3')
+    if not (math.isfinite(power_budget_w) and math.isfinite(duration_s)):
+        raise ValueError('power_budget_w and duration_s must be finite')
+    if power_budget_w > limits.budget_max_w:
+        raise ValueError(f'power_budget_w {power_budget_w:g} W above {limits.budget_max_w:g} W')
+    if duration_s > MAX_OVERRIDE_S:
+        raise ValueError(f'duration_s {duration_s:g} s longer than {MAX_OVERRIDE_S:.0f} s (clear it instead: '
+                         'duration 0 holds until cleared)')
+    if len(reason) > limits.max_text:
+        raise ValueError(f'reason is {len(reason)} characters long (at most {limits.max_text})')
+    until = now_s + duration_s if duration_s > 0 else math.inf
+    return Override(int(dr_level), float(power_budget_w), until, reason or 'manual', now_s)
+
+
+def override_record(ov: Override) -> dict:
+    """An override as kept in a store (JSON: no infinity)."""
+    return {'dr_level': ov.dr_level, 'power_budget_w': ov.power_budget_w,
+            'until_s': None if math.isinf(ov.until_s) else ov.until_s, 'reason': ov.reason, 'since_s': ov.since_s}
+
+
+def override_from_record(rec: dict) -> Override:
+    """ValueError when the record is not one ``override_record`` wrote."""
+    try:
+        until = math.inf if rec['until_s'] is None else float(rec['until_s'])
+        ov = make_override(int(rec['dr_level']), float(rec['power_budget_w']), 0.0, str(rec['reason']),
+                           float(rec['since_s']))
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f'override record unreadable: {type(e).__name__}: {e}') from None
+    if not (until == math.inf or math.isfinite(until)):
+        raise ValueError(f'override record ends at {until!r}')
+    return replace(ov, until_s=until)
 
 
 def apply_override(sig: EnergySignal, ov: Override | None, now_s: float) -> EnergySignal:

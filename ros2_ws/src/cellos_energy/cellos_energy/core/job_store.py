@@ -10,21 +10,17 @@ published: a crash between the two leaves it released in the store and the resta
 publishes the id again (its recent releases are restored), so the owner hears of it, once.
 A job id is used once: submitting an id the store already holds is refused with its state.
 
-Journal WAL with synchronous=FULL: a commit is on disk (the WAL fsynced) before the answer goes
-out, so an accepted job survives a power cut as well as a killed process. Jobs are few (a
-deferrable job is minutes or hours long), so the fsync per change costs nothing that matters;
-synchronous=NORMAL would only survive a process crash.
+The file is a cellos_common SqliteStore (WAL, synchronous=FULL: an accepted job survives a power
+cut as well as a killed process).
 """
 from __future__ import annotations
 
-import sqlite3
-import threading
-from pathlib import Path
-
+from cellos_common.core.state_store import SqliteStore, StoreError
 from cellos_energy.core.deferral import DeferrableJob
 
-MEMORY = ''   # the job_store value for a store in memory: not durable
-_SCHEMA = """
+
+class JobStore(SqliteStore):
+    SCHEMA = """
 CREATE TABLE IF NOT EXISTS deferred_jobs (
     job_id TEXT PRIMARY KEY,
     duration_s REAL NOT NULL,
@@ -34,45 +30,14 @@ CREATE TABLE IF NOT EXISTS deferred_jobs (
     done_s REAL,
     reason TEXT NOT NULL DEFAULT ''
 )"""
-
-
-class JobStoreError(RuntimeError):
-    """The store cannot be opened or written (path, permissions, disk full, corrupt file)."""
-
-
-class JobStore:
-    def __init__(self, path: str):
-        self.path = path or ':memory:'
-        self.durable = path != MEMORY
-        self._lock = threading.Lock()
-        try:
-            if self.durable:
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-            # the gate's callbacks and its lifecycle transitions may run on different threads;
-            # the lock serializes them
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            if self.durable:
-                mode = self._db.execute('PRAGMA journal_mode=WAL').fetchone()[0]
-                if mode.lower() != 'wal':
-                    raise JobStoreError(f'{path}: journal mode {mode}, WAL refused')
-            self._db.execute('PRAGMA synchronous=FULL')
-            self._db.execute(_SCHEMA)
-        except (sqlite3.Error, OSError) as e:
-            raise JobStoreError(f'deferred job store {path}: {e}') from None
-
-    def _run(self, sql: str, args=()) -> list:
-        with self._lock:
-            try:
-                return self._db.execute(sql, args).fetchall()
-            except sqlite3.Error as e:
-                raise JobStoreError(f'deferred job store {self.path}: {e}') from None
+    KIND = 'deferred job store'
 
     def add(self, job: DeferrableJob) -> None:
-        """Store an accepted job (committed on return). JobStoreError when the id was used before."""
+        """Store an accepted job (committed on return). StoreError when the id was used before."""
         before = self.state(job.job_id)
         if before is not None:
-            raise JobStoreError(f'job {job.job_id} was already {before[0]}'
-                                + (f' ({before[1]})' if before[1] else ''))
+            raise StoreError(f'job {job.job_id} was already {before[0]}'
+                             + (f' ({before[1]})' if before[1] else ''))
         self._run('INSERT INTO deferred_jobs (job_id, duration_s, latest_finish_s, submitted_s, state) '
                   "VALUES (?, ?, ?, ?, 'pending')",
                   (job.job_id, job.duration_s, job.latest_finish_s, job.submitted_s))
@@ -102,16 +67,3 @@ class JobStore:
 
     def counts(self) -> dict[str, int]:
         return dict(self._run('SELECT state, COUNT(*) FROM deferred_jobs GROUP BY state'))
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-
-def store_path(template: str, cell_id: str) -> str:
-    """The job_store parameter with '{cell}' replaced by the cell id ('/' -> '_'); relative paths
-    stay relative to the working directory; '' stays '' (in memory, not durable).
-    """
-    if template == MEMORY:
-        return MEMORY
-    return str(Path(template.replace('{cell}', cell_id.strip('/').replace('/', '_') or 'cell')).resolve())

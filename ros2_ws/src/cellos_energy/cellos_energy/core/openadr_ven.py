@@ -2,22 +2,77 @@
 
 ``VenEvents`` is the pure part: which events are in force and what they say (SIMPLE level ->
 DR level, ELECTRICITY_PRICE -> price and its forecast, LOAD_DISPATCH setpoint (kW) -> compute
-budget). ``VenThread`` runs the client's asyncio loop in its own thread beside rclpy,
-re-registers while the VTN is unreachable, and stops cleanly.
+budget); it keeps at most MAX_EVENTS events of at most MAX_INTERVALS intervals each. ``VenThread``
+runs the client's asyncio loop in its own thread beside rclpy, re-registers while the VTN is
+unreachable, and stops cleanly: ``stop`` cancels whatever the client is waiting on (a
+registration attempt, a poll) and joins the thread.
+
+Over TLS (``VenTls``), as openleadr does it: mutual TLS (the VEN's certificate and key, the CA
+that signed the VTN's server certificate, hostname checked) and every message from the VTN
+checked against the VTN's certificate fingerprint (its XML signature); a message that fails is
+dropped by openleadr, and only messages that passed count as contact with the VTN.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Callable
+from urllib.parse import urlparse
 
 from cellos_energy.core.energy_signal import DR_NONE, DR_SPECIAL, Forecast
 
 SUPPORTED = {'SIMPLE': 'level', 'ELECTRICITY_PRICE': 'price', 'LOAD_DISPATCH': 'setpoint'}
+MAX_EVENTS = 256         # events in force kept at once; more are refused (optOut) with a note
+MAX_INTERVALS = 1000     # intervals of one signal
+# openleadr's certificate fingerprint: the last 10 bytes of the SHA-256 of the DER certificate
+_FINGERPRINT = re.compile(r'([0-9A-F]{2}:){9}[0-9A-F]{2}')
+
+
+def _not_a_cancelled_job(record: logging.LogRecord) -> bool:
+    """A poll in flight when the VEN stops is cancelled on purpose; apscheduler would log that as a
+    job that raised (with a traceback). Every other job error is still logged.
+    """
+    return not (record.exc_info and record.exc_info[0] is asyncio.CancelledError)
+
+
+logging.getLogger('apscheduler.executors.default').addFilter(_not_a_cancelled_job)
+
+
+@dataclass(frozen=True)
+class VenTls:
+    """What a VEN needs to talk to its VTN over TLS (PEM files)."""
+
+    ca_file: str            # CA that signed the VTN's server certificate
+    cert_file: str          # this VEN's client certificate (the VTN knows its fingerprint)
+    key_file: str           # this VEN's private key
+    vtn_fingerprint: str    # the VTN's certificate fingerprint, 'AB:CD:...' (10 bytes)
+
+
+def check_connection(vtn_url: str, tls: VenTls | None, allow_plain_http: bool) -> str | None:
+    """None when the VEN may connect as configured, else the reason it may not."""
+    scheme = urlparse(vtn_url).scheme
+    if scheme not in ('http', 'https') or not urlparse(vtn_url).netloc:
+        return f'vtn_url {vtn_url!r} is not an http(s) URL'
+    if scheme == 'http':
+        return None if allow_plain_http else (
+            f'vtn_url {vtn_url} is plain HTTP: use https with the VTN fingerprint, or set allow_plain_http')
+    if tls is None:
+        return 'https needs vtn_ca_file, ven_cert_file, ven_key_file and vtn_fingerprint'
+    for what, path in (('vtn_ca_file', tls.ca_file), ('ven_cert_file', tls.cert_file), ('ven_key_file', tls.key_file)):
+        if not path:
+            return f'https needs {what}'
+        if not Path(path).is_file():
+            return f'{what} {path} is not a readable file'
+    if not _FINGERPRINT.fullmatch(tls.vtn_fingerprint.upper()):
+        return (f'vtn_fingerprint {tls.vtn_fingerprint!r} is not a certificate fingerprint '
+                "(10 hex bytes 'AB:CD:...', as openleadr prints it)")
+    return None
 
 
 @dataclass(frozen=True)
@@ -63,6 +118,9 @@ def parse_event(event: dict) -> tuple[list[VenEvent], str]:
             refused.append(f'signal {name!r} not supported')
             continue
         ivs = []
+        if len(sig.get('intervals') or []) > MAX_INTERVALS:
+            refused.append(f'{name}: more than {MAX_INTERVALS} intervals')
+            continue
         for iv in sig.get('intervals') or []:
             try:
                 start = _epoch(iv['dtstart'])
@@ -115,6 +173,9 @@ class VenEvents:
                 return 'optIn'
             if not parsed:
                 return 'optOut'
+            if event_id not in self.events and len(self.events) >= MAX_EVENTS:
+                self.last_note = f'event {event_id[:64]} refused: {MAX_EVENTS} events in force already'
+                return 'optOut'
             self.events[event_id] = parsed
         return 'optIn'
 
@@ -150,82 +211,134 @@ class VenEvents:
 class VenThread:
     """openleadr OpenADRClient in an asyncio loop on its own thread.
 
-    ``last_contact_s`` is the wall time of the last message from the VTN (freshness).
+    ``last_contact_s`` is the monotonic time of the last message from the VTN that passed
+    openleadr's checks (schema, and over TLS the fingerprint): the feed's freshness.
     ``on_change`` runs on the VEN thread after every event from the VTN.
     """
 
     def __init__(self, ven_name: str, vtn_url: str, events: VenEvents,
                  on_change: Callable[[], None] = lambda: None, retry_s: float = 2.0,
-                 log: Callable[[str], None] = print, ven_id: str | None = None):
-        self.ven_name, self.vtn_url, self.ven_id = ven_name, vtn_url, ven_id
+                 log: Callable[[str], None] = print, ven_id: str | None = None,
+                 tls: VenTls | None = None, clock: Callable[[], float] = time.monotonic):
+        self.ven_name, self.vtn_url, self.ven_id, self.tls = ven_name, vtn_url, ven_id, tls
         self.events, self.on_change, self.retry_s, self.log = events, on_change, retry_s, log
+        self.clock = clock
         self.last_contact_s: float | None = None
         self.registered = False
         self.error = ''
+        self.answers = 0          # messages received from the VTN
+        self.accepted = 0         # of them, those that passed openleadr's checks
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
         self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, name='openadr-ven', daemon=False)
+        self._thread = threading.Thread(target=self._run, name='openadr-ven', daemon=True)
 
     def start(self) -> None:
         self._thread.start()
         self._ready.wait(5.0)
 
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     def stop(self, timeout: float = 5.0) -> bool:
-        """Stop the client and join the thread; True when it ended in time."""
-        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
-            try:
-                self._loop.call_soon_threadsafe(self._stop.set)
-            except RuntimeError:  # loop already closed
-                pass
+        """Cancel the client (whatever it waits on) and join the thread; True when it ended in time."""
+        with self._lock:
+            self._stopping.set()
+            if self._task is not None and self._loop is not None and not self._loop.is_closed():
+                try:
+                    self._loop.call_soon_threadsafe(self._task.cancel)
+                except RuntimeError:  # loop closed in between
+                    pass
+        if self._thread.ident is None:     # never started
+            return True
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
     def _run(self) -> None:
-        logging.getLogger('openleadr').setLevel(logging.ERROR)
-        self._loop = asyncio.new_event_loop()
+        logging.getLogger('openleadr').setLevel(logging.CRITICAL)
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        with self._lock:
+            self._loop = loop
+            self._task = loop.create_task(self._main())
+            if self._stopping.is_set():
+                self._task.cancel()
+        self._ready.set()
         try:
-            self._loop.run_until_complete(self._main())
+            loop.run_until_complete(self._task)
+        except asyncio.CancelledError:
+            pass
         finally:
-            self._loop.close()
+            self.registered = False
+            rest = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for t in rest:
+                t.cancel()
+            if rest:
+                loop.run_until_complete(asyncio.gather(*rest, return_exceptions=True))
+            loop.close()
+
+    def _client(self):
+        from openleadr import OpenADRClient
+        tls = self.tls
+        client = OpenADRClient(ven_name=self.ven_name, vtn_url=self.vtn_url, ven_id=self.ven_id,
+                               show_fingerprint=False,
+                               **({'cert': tls.cert_file, 'key': tls.key_file, 'ca_file': tls.ca_file,
+                                   'vtn_fingerprint': tls.vtn_fingerprint.upper()} if tls else {}))
+
+        async def on_event(event):
+            result = self.events.on_event(event)
+            self.on_change()
+            return result
+
+        async def answered(*_):
+            self.answers += 1
+
+        async def accepted(*_):   # after the schema and (over TLS) the fingerprint check
+            self.accepted += 1
+            self.last_contact_s = self.clock()
+
+        client.add_handler('on_event', on_event)
+        client.add_handler('on_update_event', on_event)
+        client.add_hook('after_receive_xml', answered)
+        client.add_hook('after_parse_xml', accepted)
+        return client
 
     async def _main(self) -> None:
-        from openleadr import OpenADRClient
-        self._stop = asyncio.Event()
-        self._ready.set()
-        while not self._stop.is_set():
-            client = OpenADRClient(ven_name=self.ven_name, vtn_url=self.vtn_url, ven_id=self.ven_id,
-                                   show_fingerprint=False)
-
-            async def on_event(event):
-                result = self.events.on_event(event)
-                self.on_change()
-                return result
-
-            async def touched(*_):
-                self.last_contact_s = time.time()
-
-            client.add_handler('on_event', on_event)
-            client.add_handler('on_update_event', on_event)
-            client.add_hook('after_receive_xml', touched)
+        while not self._stopping.is_set():
+            client = self._client()
+            answers, accepted = self.answers, self.accepted
             try:
-                await client.run()
-            except Exception as e:  # aiohttp errors when the VTN is down
-                self.error = f'{type(e).__name__}: {e}'
-            self.registered = client.registration_id is not None
-            if self.registered:
-                self.error = ''
-                self.log(f'VEN registered at {self.vtn_url} as {client.ven_id}')
-                self.on_change()
-                await self._stop.wait()
-            else:
-                self.error = self.error or f'VTN at {self.vtn_url} did not register this VEN'
                 try:
-                    await asyncio.wait_for(self._stop.wait(), self.retry_s)
-                except asyncio.TimeoutError:
+                    await client.run()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:  # aiohttp and ssl errors when the VTN is down or refuses us
+                    self.error = f'{type(e).__name__}: {e}'
+                self.registered = client.registration_id is not None
+                if self.registered:
+                    self.error = ''
+                    self.log(f'VEN registered at {self.vtn_url} as {client.ven_id}')
+                    self.on_change()
+                    await asyncio.Event().wait()     # until stop() cancels this task
+                if self.answers > answers and self.accepted == accepted:
+                    self.error = (f'the VTN at {self.vtn_url} answered, but none of its messages passed the '
+                                  + ('signature check against vtn_fingerprint ' + self.tls.vtn_fingerprint
+                                     if self.tls else 'schema check'))
+                else:
+                    self.error = self.error or f'VTN at {self.vtn_url} did not register this VEN'
+                await asyncio.sleep(self.retry_s)
+            finally:
+                self.registered = False
+                # a poll in flight finishes before the session closes under it (apscheduler would log
+                # the aborted request as a job that raised); one on loopback takes milliseconds
+                polls = [t for t in asyncio.all_tasks() if t.get_coro().__qualname__ == 'run_coroutine_job']
+                if polls:
+                    client.scheduler.pause()
+                    await asyncio.wait(polls, timeout=2.0)
+                try:
+                    await client.stop()
+                except Exception:  # the client session may never have opened
                     pass
-            try:
-                await client.stop()
-            except Exception:  # the client session may never have opened
-                pass
-        self.registered = False

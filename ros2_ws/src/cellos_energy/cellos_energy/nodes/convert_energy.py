@@ -1,4 +1,8 @@
-"""EnergySignal / GateState / DeferJob messages <-> the energy core types (the one place)."""
+"""EnergySignal / GateState / DeferJob / SetEnergyOverride messages <-> the energy core types
+(the one place), with the checks on what comes in: a signal's sizes before its arrays are copied
+(its values are judged by energy_signal.check_signal when offered), a deferred job and an
+override request by the core's rules (BadRequest with the reason).
+"""
 from __future__ import annotations
 
 from cellos_common.core.cell_names import cell_ns
@@ -6,8 +10,13 @@ from cellos_common.nodes.convert_time import s_to_time, time_to_s
 from cellos_interfaces.msg import EnergySignal as EnergySignalMsg
 from cellos_interfaces.msg import GateState as GateStateMsg
 
+from cellos_energy.core.deferral import DeferrableJob, check_job
 from cellos_energy.core.energy_gate_policy import GateStatus
-from cellos_energy.core.energy_signal import EnergySignal, Forecast, ScoreCurve
+from cellos_energy.core.energy_signal import EnergySignal, Forecast, Override, ScoreCurve, check_sizes, make_override
+
+
+class BadRequest(ValueError):
+    """A message or service request refused, with the reason."""
 
 
 def signal_to_msg(sig: EnergySignal) -> EnergySignalMsg:
@@ -33,6 +42,15 @@ def signal_to_msg(sig: EnergySignal) -> EnergySignalMsg:
 
 
 def signal_from_msg(m: EnergySignalMsg) -> EnergySignal:
+    """BadRequest for a message too large to take (forecast, lines, ids); the values are checked
+    when the signal is offered to the tracker.
+    """
+    reason = check_sizes(len(m.forecast_price_per_mwh), len(m.forecast_carbon_g_per_kwh), len(m.line_ids),
+                         len(m.line_power_budget_w),
+                         {'site_id': m.site_id, 'source': m.source, 'dr_event_id': m.dr_event_id,
+                          **{f'line id {i}': x for i, x in enumerate(m.line_ids)}})
+    if reason is not None:
+        raise BadRequest(reason)
     return EnergySignal(
         site_id=m.site_id, source=m.source, stamp_s=time_to_s(m.header.stamp),
         data_time_s=time_to_s(m.data_time), price_per_mwh=m.price_per_mwh,
@@ -76,3 +94,24 @@ def gate_curve_from_msg(m: GateStateMsg) -> ScoreCurve | None:
         return None
     return ScoreCurve(time_to_s(m.header.stamp) - m.forecast_offset_s, m.forecast_step_s,
                       tuple(m.forecast_score_per_mwh))
+
+
+def job_from_request(req, now_s: float) -> DeferrableJob:
+    """A DeferJob request -> the job to queue; BadRequest (NaN, inf, negative or huge duration,
+    an empty, long or unprintable id, a deadline past the horizon).
+    """
+    latest = time_to_s(req.latest_finish)
+    reason = check_job(req.job_id, req.duration_s, latest, now_s)
+    if reason is not None:
+        raise BadRequest(reason)
+    return DeferrableJob(req.job_id, float(req.duration_s), latest, now_s)
+
+
+def override_from_request(req, now_s: float) -> Override | None:
+    """A SetEnergyOverride request -> the override (None: clear it); BadRequest with the reason."""
+    if not req.active:
+        return None
+    try:
+        return make_override(req.dr_level, req.power_budget_w, req.duration_s, req.reason, now_s)
+    except ValueError as e:
+        raise BadRequest(str(e)) from None

@@ -1,4 +1,12 @@
-"""Site energy feed (one per site, e.g. /site): trace replay or OpenADR 2.0b VEN -> EnergySignal."""
+"""Site energy feed (one per site, e.g. /site): trace replay or OpenADR 2.0b VEN -> EnergySignal.
+
+OpenADR runs over TLS with the VTN's certificate fingerprint checked (vtn_ca_file, ven_cert_file,
+ven_key_file, vtn_fingerprint); plain HTTP only with allow_plain_http, and with a warning. The
+VEN thread is started at activate and stopped (joined) at deactivate: a VEN that does not stop
+keeps the node from activating again, so two never run. A manual override (set_override) is kept
+in a SQLite file (override_store) and in force again after a restart of the feed, until it ends
+or is cleared. The data age the feed publishes is measured on the monotonic clock.
+"""
 from __future__ import annotations
 
 import math
@@ -9,15 +17,16 @@ import time
 from cellos_interfaces.msg import EnergySignal as EnergySignalMsg
 from cellos_interfaces.srv import SetEnergyOverride
 
-from cellos_energy.core.energy_signal import (DR_SPECIAL, EnergySignal, Forecast, Override, apply_override,
-                                              check_signal)
+from cellos_energy.core.energy_signal import (EnergySignal, Forecast, Override, apply_override, check_signal,
+                                              override_from_record, override_record)
 from cellos_energy.core.energy_trace import DayAhead, EnergyTrace, TraceError, TraceReplay
-from cellos_energy.core.openadr_ven import VenEvents, VenThread
+from cellos_energy.core.openadr_ven import VenEvents, VenThread, VenTls, check_connection
 from cellos_energy.core.site_budget import check_weights, with_line_parts
 from cellos_common.core.params import ParameterError, ParamSpec
+from cellos_common.core.state_store import StateStore, StoreError, store_path
 from cellos_common.nodes import qos
 from cellos_common.nodes.base import CellosNode, main_for
-from cellos_energy.nodes.convert_energy import signal_to_msg
+from cellos_energy.nodes.convert_energy import BadRequest, override_from_request, signal_to_msg
 from cellos_common.nodes.diagnostics import ERROR, OK, WARN, DiagReport
 from cellos_common.nodes.operator_action import OperatorActions
 
@@ -48,7 +57,16 @@ class EnergyFeedNode(CellosNode):
         ParamSpec('time_compression', 60.0, 'trace seconds replayed per real second', min=0.0,
                   max=1e7, min_exclusive=True),
         ParamSpec('start_row', 0, 'trace row the replay starts at', min=0, max=10_000_000),
-        ParamSpec('vtn_url', 'http://127.0.0.1:8080/OpenADR2/Simple/2.0b', 'OpenADR 2.0b VTN endpoint'),
+        ParamSpec('vtn_url', 'https://127.0.0.1:8080/OpenADR2/Simple/2.0b', 'OpenADR 2.0b VTN endpoint (https; '
+                  'http only with allow_plain_http)'),
+        ParamSpec('vtn_ca_file', '', 'PEM file of the CA that signed the VTN\'s server certificate (https)'),
+        ParamSpec('ven_cert_file', '', "PEM file of this VEN's client certificate (https; the VTN knows its "
+                  'fingerprint)'),
+        ParamSpec('ven_key_file', '', "PEM file of this VEN's private key (https)"),
+        ParamSpec('vtn_fingerprint', '', "the VTN certificate's fingerprint (10 hex bytes 'AB:CD:...', as openleadr "
+                  'prints it): a VTN message not signed with it is dropped (https)'),
+        ParamSpec('allow_plain_http', False, 'allow an http:// vtn_url: no TLS, no fingerprint, anyone on the path '
+                  'can forge demand-response events (a warning says so)'),
         ParamSpec('ven_name', 'cellos-site', 'VEN name registered at the VTN'),
         ParamSpec('ven_id', '', 'VEN id, empty: assigned by the VTN'),
         ParamSpec('openadr_price_per_mwh', 50.0, 'price when no ELECTRICITY_PRICE event is in force',
@@ -58,10 +76,21 @@ class EnergyFeedNode(CellosNode):
         ParamSpec('openadr_forecast_step_s', 60.0, 'slot length for the forecast built from price intervals',
                   min=1.0, max=86400.0, unit='s'),
         ParamSpec('openadr_retry_s', 2.0, 'delay between registration attempts', min=0.1, max=600.0, unit='s'),
+        ParamSpec('override_store', '', "SQLite file keeping a manual override across restarts ('{ns}': this "
+                  "node's namespace; relative: to the working directory); empty: in memory, lost on a restart",
+                  read_only=True),
     ]
 
     def __init__(self, **kwargs):
         super().__init__('energy_feed', **kwargs)
+        self._lock = threading.Lock()
+        self._ven: VenThread | None = None
+        self._override: Override | None = None
+        self._store: StateStore | None = None
+        self._last: EnergySignal | None = None
+        self._problem = ''
+        self._published = 0
+        self._live = False     # between activate and deactivate: the VEN thread may publish too
 
     def check_params(self, p) -> None:
         reason = check_weights(list(p.line_ids), [p.line_weights[line] for line in p.line_ids])
@@ -71,13 +100,16 @@ class EnergyFeedNode(CellosNode):
             DayAhead(p.day_start_utc_h, p.publish_utc_h)
         except TraceError as e:
             raise ParameterError(str(e)) from e
-        self._lock = threading.Lock()
-        self._ven: VenThread | None = None
-        self._override: Override | None = None
-        self._last: EnergySignal | None = None
-        self._problem = ''
-        self._published = 0
-        self._live = False     # between activate and deactivate: the VEN thread may publish too
+        if p.source == 'openadr':
+            reason = check_connection(p.vtn_url, self._tls(p), p.allow_plain_http)
+            if reason is not None:
+                raise ParameterError(reason)
+
+    @staticmethod
+    def _tls(p) -> VenTls | None:
+        if not p.vtn_url.startswith('https:'):
+            return None
+        return VenTls(p.vtn_ca_file, p.ven_cert_file, p.ven_key_file, p.vtn_fingerprint)
 
     # -- lifecycle ----------------------------------------------------------------------
     def configure(self) -> None:
@@ -96,6 +128,10 @@ class EnergyFeedNode(CellosNode):
                 raise ParameterError(str(e)) from e
             self.get_logger().info(f'trace {trace.name}: {trace.rows} rows ({trace.days:.1f} days), '
                                    f'x{p.time_compression:g} -> one row every {self._replay.step_real_s:.2f} s')
+        if p.source == 'openadr' and p.vtn_url.startswith('http:'):
+            self.get_logger().warning(f'OpenADR over plain HTTP ({p.vtn_url}), allowed by allow_plain_http: no TLS, '
+                                      'no VTN fingerprint; demand-response events can be forged on the path')
+        self._restore_override(p)
         self._events = VenEvents()
         self._pub = self.create_publisher(EnergySignalMsg, p.topic, qos.latched_state())
         self._srv = self.create_service(SetEnergyOverride, 'set_override', self._on_override)
@@ -105,14 +141,23 @@ class EnergyFeedNode(CellosNode):
         self.diagnostics.add('energy feed', self._diag)
 
     def activate(self) -> None:
+        p = self.params
+        if self._ven is not None:
+            # the last deactivate could not stop it: a second VEN must never run beside it
+            if self._ven.stop(timeout=5.0):
+                self._ven = None
+            else:
+                raise RuntimeError('the previous OpenADR VEN thread is still running (it did not stop at '
+                                   'deactivate): restart the feed process')
         self._t0 = time.monotonic()
         self._live = True
-        if self.params.source == 'openadr':
-            self._ven = VenThread(self.params.ven_name, self.params.vtn_url, self._events,
-                                  on_change=self.publish, retry_s=self.params.openadr_retry_s,
-                                  log=self.get_logger().info, ven_id=self.params.ven_id or None)
+        if p.source == 'openadr':
+            self._ven = VenThread(p.ven_name, p.vtn_url, self._events, on_change=self.publish,
+                                  retry_s=p.openadr_retry_s, log=self.get_logger().info, ven_id=p.ven_id or None,
+                                  tls=self._tls(p))
             self._ven.start()
-            self.get_logger().info(f'OpenADR VEN {self.params.ven_name} -> {self.params.vtn_url}')
+            self.get_logger().info(f'OpenADR VEN {p.ven_name} -> {p.vtn_url}'
+                                   + (f' (TLS, VTN fingerprint {p.vtn_fingerprint})' if self._ven.tls else ''))
         self._timer.reset()
         self.publish()
 
@@ -121,15 +166,46 @@ class EnergyFeedNode(CellosNode):
             self._live = False
         self._timer.cancel()
         if self._ven is not None:
-            if not self._ven.stop():
+            if self._ven.stop(timeout=5.0):
+                self._ven = None
+            else:   # kept: activate refuses to start a second one while it runs
                 self.get_logger().error('VEN thread did not stop in 5 s')
-            self._ven = None
 
     def cleanup(self) -> None:
         self.destroy_timer(self._timer)
         self.destroy_service(self._srv)
         self.actions.destroy()
         self.destroy_publisher(self._pub)
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def _restore_override(self, p) -> None:
+        try:
+            self._store = StateStore(store_path(p.override_store, self.get_namespace()))
+            saved = self._store.get('override')
+        except StoreError as e:
+            raise ParameterError(str(e)) from None
+        if not self._store.durable:
+            self.get_logger().warning('manual overrides in memory only (override_store is empty): lost on a restart')
+            return
+        self._override = None
+        if saved is None:
+            return
+        try:
+            ov = override_from_record(saved)
+        except ValueError as e:
+            self.get_logger().error(f'override in {self._store.path} not usable ({e}): none in force')
+            return
+        if time.time() >= ov.until_s:
+            self.get_logger().info(f'override in {self._store.path} ended while the feed was down: none in force')
+            self._store.delete('override')
+            return
+        self._override = ov
+        self.get_logger().warning(f'manual override restored from {self._store.path}: DR {ov.dr_level}'
+                                  + (f', budget {ov.power_budget_w:.0f} W' if ov.power_budget_w > 0 else '')
+                                  + (f' until {ov.until_s:.0f}' if ov.until_s != math.inf else ' until cleared')
+                                  + f' ({ov.reason})')
 
     # -- signal -------------------------------------------------------------------------
     def _from_trace(self, now: float) -> EnergySignal | None:
@@ -155,7 +231,7 @@ class EnergyFeedNode(CellosNode):
             carbon_g_per_kwh=p.openadr_carbon_g_per_kwh,
             power_budget_w=p.power_budget_w if snap.power_budget_w is None else snap.power_budget_w,
             dr_level=snap.dr_level, dr_start_s=snap.dr_start_s, dr_end_s=snap.dr_end_s,
-            dr_event_id=snap.dr_event_id, age_s=max(0.0, now - ven.last_contact_s),
+            dr_event_id=snap.dr_event_id, age_s=max(0.0, time.monotonic() - ven.last_contact_s),
             forecast=snap.forecast if snap.forecast.slots else Forecast())
 
     def publish(self) -> None:
@@ -192,23 +268,30 @@ class EnergyFeedNode(CellosNode):
         return resp
 
     def _apply_override(self, req, resp):
-        if req.active and req.dr_level > DR_SPECIAL:
-            resp.success, resp.message = False, f'dr_level {req.dr_level} is not one of 0..3'
-            return resp
-        if req.active and not (math.isfinite(req.power_budget_w) and math.isfinite(req.duration_s)):
-            resp.success, resp.message = False, 'power_budget_w and duration_s must be finite'
-            return resp
         now = time.time()
+        try:
+            ov = override_from_request(req, now)
+        except BadRequest as e:
+            self.reject('set_override', str(e))
+            resp.success, resp.message = False, str(e)
+            return resp
         with self._lock:
-            if req.active:
-                until = now + req.duration_s if req.duration_s > 0 else math.inf
-                self._override = Override(req.dr_level, req.power_budget_w, until, req.reason or 'manual', now)
-                resp.message = (f'override DR {req.dr_level}' + (f', budget {req.power_budget_w:.0f} W'
-                                if req.power_budget_w > 0 else '') +
-                                (f' for {req.duration_s:.0f} s' if req.duration_s > 0 else ' until cleared'))
-            else:
-                self._override = None
-                resp.message = 'override cleared'
+            try:   # on disk before it is in force: a restart finds what the operator was told
+                if ov is None:
+                    self._store.delete('override')
+                else:
+                    self._store.put('override', override_record(ov))
+            except StoreError as e:
+                self.fault('override store', e)
+                resp.success, resp.message = False, f'override not stored, not applied: {e}'
+                return resp
+            self._override = ov
+        if ov is None:
+            resp.message = 'override cleared'
+        else:
+            resp.message = (f'override DR {ov.dr_level}' + (f', budget {ov.power_budget_w:.0f} W'
+                            if ov.power_budget_w > 0 else '') +
+                            (f' for {req.duration_s:.0f} s' if req.duration_s > 0 else ' until cleared'))
         resp.success = True
         self.get_logger().info(resp.message)
         self.publish()
@@ -218,8 +301,9 @@ class EnergyFeedNode(CellosNode):
         s = self._last
         values = {'source': self.params.source, 'published': self._published}
         if self._ven is not None:
-            values.update(vtn=self.params.vtn_url, registered=self._ven.registered,
-                          events_received=self._events.received, ven_error=self._ven.error or '-')
+            values.update(vtn=self.params.vtn_url, registered=self._ven.registered, tls=self._ven.tls is not None,
+                          events_received=self._events.received, vtn_messages=self._ven.answers,
+                          vtn_messages_accepted=self._ven.accepted, ven_error=self._ven.error or '-')
         if s is not None:
             values.update(price_per_mwh=s.price_per_mwh, carbon_g_per_kwh=s.carbon_g_per_kwh,
                           power_budget_w=s.power_budget_w, dr_level=s.dr_level, age_s=s.age_s)

@@ -1,5 +1,10 @@
 """Energy gate (one per cell, namespace /<line>/<cell>): site signal -> the cell's GateState.
 
+The signal's freshness and the latched state's heartbeat run on the monotonic clock (a backward
+wall-clock step neither freshens a dead feed nor silences the gate); job deadlines, forecast
+times and stamps cross hosts and stay wall-clock. Bad signals and bad DeferJob requests are
+refused with the reason and counted (the 'boundary' diagnostics).
+
 Deferred jobs (energy/defer) are kept in a SQLite store (core.job_store, path: job_store), so the
 jobs waiting and their deadlines survive a restart of the gate: none lost, none released twice.
 """
@@ -12,17 +17,18 @@ from cellos_interfaces.msg import EnergySignal as EnergySignalMsg
 from cellos_interfaces.msg import GateState as GateStateMsg
 from cellos_interfaces.srv import DeferJob
 
-from cellos_energy.core.deferral import DeferralQueue, DeferrableJob, ScoreCurve
+from cellos_energy.core.deferral import DeferralQueue, ScoreCurve
 from cellos_energy.core.energy_gate_policy import POLICY_PARAMS, GateLevel, GateMachine, policy_from_values
 from cellos_energy.core.energy_signal import SignalTracker
-from cellos_energy.core.job_store import JobStore, JobStoreError, store_path
+from cellos_energy.core.job_store import JobStore
 from cellos_energy.core.site_budget import for_line, line_part
 from cellos_common.core.cell_names import split_cell_ns
 from cellos_common.core.params import ParameterError, ParamSpec
+from cellos_common.core.state_store import StoreError, store_path
 from cellos_common.nodes import qos
 from cellos_common.nodes.base import CellosNode, main_for
-from cellos_common.nodes.convert_time import s_to_time, time_to_s
-from cellos_energy.nodes.convert_energy import gate_to_msg, signal_from_msg
+from cellos_common.nodes.convert_time import s_to_time
+from cellos_energy.nodes.convert_energy import BadRequest, gate_to_msg, job_from_request, signal_from_msg
 from cellos_common.nodes.diagnostics import ERROR, OK, WARN, DiagReport
 
 
@@ -40,8 +46,8 @@ class EnergyGateNode(CellosNode):
         ParamSpec('deferral_margin_s', 1.0, 'slack kept before a deferrable job\'s latest start',
                   min=0.0, max=86400.0, unit='s'),
         ParamSpec('max_deferred_jobs', 1000, 'deferred-job queue capacity', min=1, max=100000),
-        ParamSpec('job_store', 'log/state/deferred_jobs_{cell}.sqlite3', "SQLite file of the deferred jobs "
-                  "('{cell}': line and cell, e.g. line1_cell_01; relative: to the working directory, the "
+        ParamSpec('job_store', 'log/state/deferred_jobs_{ns}.sqlite3', "SQLite file of the deferred jobs "
+                  "('{ns}': this node's namespace, line1_cell_01; relative: to the working directory, the "
                   "workspace under make run); empty: in memory, not durable", read_only=True),
         *POLICY_PARAMS,
     ]
@@ -69,9 +75,9 @@ class EnergyGateNode(CellosNode):
         self.curve: ScoreCurve | None = None
         self.released: deque[str] = deque(maxlen=32)
         try:
-            self.store = JobStore(store_path(p.job_store, f'{self.line_id}/{self.cell_id}'))
+            self.store = JobStore(store_path(p.job_store, self.get_namespace()))
             restored = self.store.pending()
-        except JobStoreError as e:
+        except StoreError as e:
             raise ParameterError(str(e)) from None
         self.queue.pending.update({j.job_id: j for j in restored})
         self.released.extend(self.store.recent_released(self.released.maxlen))
@@ -80,8 +86,7 @@ class EnergyGateNode(CellosNode):
             self.get_logger().info(where)
         else:
             self.get_logger().warning(where + ' (NOT durable: lost on a restart)')
-        self._last_pub = 0.0
-        self._missed_seen = 0
+        self._last_pub = float('-inf')   # monotonic
         self._pub = self.create_publisher(GateStateMsg, p.gate_topic, qos.latched_state())
         self._sub = None
         self._srv = self.create_service(DeferJob, 'energy/defer', self._on_defer)
@@ -93,7 +98,7 @@ class EnergyGateNode(CellosNode):
         self._sub = self.create_subscription(EnergySignalMsg, self.params.feed_topic, self._on_signal,
                                              qos.latched_state())
         self._timer.reset()
-        self._publish(time.time())
+        self._publish(time.time(), time.monotonic())
 
     def deactivate(self) -> None:
         self._timer.cancel()
@@ -109,21 +114,27 @@ class EnergyGateNode(CellosNode):
 
     # -- signal and level ------------------------------------------------------------------
     def _on_signal(self, msg: EnergySignalMsg) -> None:
-        now = time.time()
-        sig = signal_from_msg(msg)
-        reason = self.tracker.offer(sig, now)
+        now, mono = time.time(), time.monotonic()
+        try:
+            sig = signal_from_msg(msg)
+        except BadRequest as e:
+            self.tracker.rejected += 1
+            self.tracker.last_rejection = str(e)
+            self.reject('energy signal', f'{e}; keeping the last good one')
+            return
+        reason = self.tracker.offer(sig, mono, now)
         if reason is not None:
-            self.get_logger().warning(f'rejected energy signal from {sig.source or "?"}: {reason}; '
-                                      f'keeping the last good one', throttle_duration_sec=2.0)
+            self.reject('energy signal', f'from {sig.source[:64] or "?"}: {reason}; keeping the last good one')
             return
         if sig.forecast.slots:
             self.curve = ScoreCurve.from_forecast(sig.stamp_s, sig.forecast, self.policy.carbon_price_per_t)
-        self._evaluate(now)
+        self._evaluate(now, mono)
 
-    def _evaluate(self, now: float) -> None:
+    def _evaluate(self, now: float, mono: float) -> None:
+        """``now``: wall clock (deadlines, forecast); ``mono``: monotonic (freshness, heartbeat)."""
         before = self.machine.status
-        if self.tracker.is_stale(now):
-            age = self.tracker.age_s(now)
+        if self.tracker.is_stale(mono):
+            age = self.tracker.age_s(mono)
             what = 'no signal received' if age == float('inf') else f'signal stale ({age:.1f} s old)'
             changed = self.machine.lost(f'{what} > {self.params.stale_after_s:.1f} s', now)
         else:
@@ -140,39 +151,40 @@ class EnergyGateNode(CellosNode):
             self.released.append(r.job.job_id)
             self.get_logger().info(f'released deferred job {r.job.job_id}: {r.reason}')
             changed = True
-        for r in self.queue.missed[self._missed_seen:]:
+        for r in self.queue.take_missed():
             self.store.finish(r.job.job_id, 'missed', now, r.reason)
             self.get_logger().error(f'deferred job {r.job.job_id}: {r.reason}')
-        self._missed_seen = len(self.queue.missed)
         if changed or status.safe_fallback != before.safe_fallback or \
-                now - self._last_pub >= self.params.republish_period_s:
-            self._publish(now)
+                mono - self._last_pub >= self.params.republish_period_s:
+            self._publish(now, mono)
 
     def _tick(self) -> None:
-        self._evaluate(time.time())
+        self._evaluate(time.time(), time.monotonic())
 
-    def _publish(self, now: float) -> None:
+    def _publish(self, now: float, mono: float) -> None:
         nxt = self.queue.next_release_s()
         sig = self.tracker.last_good
         msg = gate_to_msg(self.line_id, self.cell_id, now, self.machine.status,
-                          for_line(sig, self.line_id) if sig else None, self.tracker.age_s(now), self.curve,
+                          for_line(sig, self.line_id) if sig else None, self.tracker.age_s(mono), self.curve,
                           list(self.queue.pending),
                           list(self.released), max(0.0, nxt - now) if nxt is not None else 0.0)
         self._pub.publish(msg)
-        self._last_pub = now
+        self._last_pub = mono
 
     # -- deferred jobs ---------------------------------------------------------------------
     def _on_defer(self, req, resp):
         now = time.time()
-        job = DeferrableJob(req.job_id, req.duration_s, time_to_s(req.latest_finish), now)
-        if not req.job_id:
-            resp.accepted, resp.reason = False, 'empty job_id'
+        try:
+            job = job_from_request(req, now)
+        except BadRequest as e:
+            self.reject('energy/defer', str(e))
+            resp.accepted, resp.reason = False, str(e)
             return resp
         ok, plan, reason = self.queue.submit(job, now, self.curve)
         if ok:
             try:
                 self.store.add(job)    # on disk before the answer says accepted
-            except JobStoreError as e:
+            except StoreError as e:
                 self.queue.pending.pop(job.job_id, None)
                 self.queue.plans.pop(job.job_id, None)
                 ok, reason = False, str(e)
@@ -180,18 +192,18 @@ class EnergyGateNode(CellosNode):
         if ok:
             resp.release_at = s_to_time(plan.start_s)
             self.get_logger().info(f'deferred job {job.job_id}: release in {plan.start_s - now:.1f} s ({reason})')
-            self._evaluate(now)
+            self._evaluate(now, time.monotonic())
         else:
-            self.get_logger().warning(f'refused deferred job {job.job_id}: {reason}')
+            self.reject('energy/defer', f'job {job.job_id}: {reason}')
         return resp
 
     def _diag(self) -> DiagReport:
         now = time.time()
         st = self.machine.status
         values = {'level': st.level.name, 'reason': st.reason, 'safe_fallback': st.safe_fallback,
-                  'signal_age_s': self.tracker.age_s(now), 'accepted': self.tracker.accepted,
+                  'signal_age_s': self.tracker.age_s(time.monotonic()), 'accepted': self.tracker.accepted,
                   'rejected': self.tracker.rejected, 'last_rejection': self.tracker.last_rejection or '-',
-                  'deferred_jobs': len(self.queue.pending), 'missed_jobs': len(self.queue.missed),
+                  'deferred_jobs': len(self.queue.pending), 'missed_jobs': self.queue.missed_count,
                   'level_changes': self.machine.changes, 'line_id': self.line_id,
                   'gate_mode': self.policy.gate_mode, 'normal_held_s': self.machine.held.total_s,
                   'normal_slack_s': self.machine.slack_s(now),
@@ -202,7 +214,7 @@ class EnergyGateNode(CellosNode):
             values['power_budget'] = line_part(self.tracker.last_good, self.line_id)[1]
         if st.safe_fallback:
             return DiagReport(ERROR, f'SAFE LEVEL {st.level.name}: {st.reason}', values)
-        if st.level >= GateLevel.CRITICAL_ONLY or self.queue.missed:
+        if st.level >= GateLevel.CRITICAL_ONLY or self.queue.missed_count:
             return DiagReport(WARN, f'{st.level.name}: {st.reason}', values)
         return DiagReport(OK, f'{st.level.name}: {st.reason}', values)
 

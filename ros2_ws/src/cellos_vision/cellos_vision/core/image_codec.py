@@ -39,7 +39,7 @@ def check(height: int, width: int, encoding: str, step: int, data_len: int) -> i
     if height == 0 or width == 0 or data_len == 0:
         raise BadFrame('empty', f'empty frame ({width}x{height}, {data_len} bytes)')
     if encoding not in CHANNELS:
-        raise BadFrame('encoding', f"unsupported encoding {encoding!r} (supported: {', '.join(CHANNELS)})")
+        raise BadFrame('encoding', f"unsupported encoding {encoding[:32]!r} (supported: {', '.join(CHANNELS)})")
     if height > MAX_SIDE or width > MAX_SIDE:
         raise BadFrame('size', f'frame {width}x{height} larger than {MAX_SIDE} per side')
     channels = CHANNELS[encoding]

@@ -51,6 +51,33 @@ def undecided(reason: str, model_id: str = '') -> Decision:
     return Decision(Verdict.UNDECIDED, '', 0.0, reason, model_id)
 
 
+# what a classifier's output may be: a float tensor of a sane size
+LOGIT_DTYPES = ('float32', 'float16', 'float64')
+MAX_OUTPUT_RANK = 8
+MAX_OUTPUT_VALUES = 1 << 16
+
+
+def logits_from_bytes(dtype: str, shape: Sequence[int], data: bytes | memoryview) -> np.ndarray:
+    """A model output tensor as it travels (dtype name, shape, little-endian bytes) -> a float64
+    array; ValueError with the reason for an unknown dtype, a rank or size out of bounds, or a
+    byte length that does not match the shape.
+    """
+    if dtype not in LOGIT_DTYPES:
+        raise ValueError(f'output dtype {dtype[:32]!r} is not one of {", ".join(LOGIT_DTYPES)}')
+    if len(shape) > MAX_OUTPUT_RANK:
+        raise ValueError(f'output rank {len(shape)} > {MAX_OUTPUT_RANK}')
+    count = 1
+    for d in shape:
+        count *= int(d)
+    if count > MAX_OUTPUT_VALUES:
+        raise ValueError(f'output shape {list(shape)[:MAX_OUTPUT_RANK]} has {count} values > {MAX_OUTPUT_VALUES}')
+    item = np.dtype(dtype).itemsize
+    if len(data) != count * item:
+        raise ValueError(f'output has {len(data)} bytes, shape {list(shape)} x {dtype} needs {count * item}')
+    return np.frombuffer(data, dtype=np.dtype(dtype).newbyteorder('<')).astype(np.float64).reshape(
+        tuple(int(d) for d in shape))
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     z = np.asarray(logits, np.float64)
     z = z - z.max()
@@ -150,6 +177,33 @@ class DriftMonitor:
 
     def __post_init__(self):
         self.reset()
+
+    def record(self) -> dict:
+        """What a restart must keep: the state, the learned reference, the reason and the switches.
+
+        The recent window, the feedback outcomes and the revalidation samples are not kept: they
+        refill from the inspections after the restart, judged against the kept reference (a
+        restart while revalidating holds until the fallback revalidated again).
+        """
+        return {'state': int(self.state), 'reference': [float(c) for c in self._reference]
+                if self.state != DriftState.LEARNING else [], 'reason': self._reason, 'switches': int(self.switches)}
+
+    def restore(self, rec: dict) -> None:
+        """Take back a ``record``; ValueError (and nothing changed) when it does not fit these bounds."""
+        try:
+            state = DriftState(int(rec['state']))
+            reference = [float(c) for c in rec['reference']]
+            reason, switches = str(rec['reason']), int(rec['switches'])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f'drift record unreadable: {type(e).__name__}: {e}') from None
+        if state != DriftState.LEARNING and len(reference) != self.bounds.reference_size:
+            raise ValueError(f'drift record has a reference of {len(reference)} confidences, the bounds '
+                             f'want {self.bounds.reference_size}')
+        if not all(0.0 <= c <= 1.0 for c in reference) or switches < 0:
+            raise ValueError('drift record has confidences outside [0, 1] or negative switches')
+        self.reset()
+        self.state, self._reason, self.switches = state, reason, switches
+        self._reference = reference if state != DriftState.LEARNING else []
 
     def reset(self) -> None:
         """Back to the primary model, learning a new reference (operator action)."""

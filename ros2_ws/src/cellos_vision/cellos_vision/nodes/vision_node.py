@@ -12,6 +12,14 @@ annotated image.
   vision/feedback     Inspection        in   downstream findings on this cell's parts (drift)
   vision/drift        VisionDrift       out  drift monitor state; hold=true while revalidating
   vision/reset_drift  std_srvs/Trigger  srv  back to the primary model, learn a new reference
+
+Every message taken in is checked in convert_vision; a bad one is refused and counted (the
+'boundary' diagnostics), a result that answers a request but cannot be used makes that
+inspection UNDECIDED with the reason. The drift monitor's state (hold, learned reference,
+switches) is kept in a SQLite file (drift_store), so a restarted vision node holds where it held
+and judges new confidences against the reference it learned before, not one relearned on what
+may already be drifted data. (Not re-derived from the latched vision/drift: that sample lives in
+this node's own writer, and dies with it.)
 """
 from __future__ import annotations
 
@@ -28,12 +36,14 @@ from cellos_vision.core.inspection import (Decision, DriftBounds, DriftMonitor, 
                                            Verdict, decide, undecided)
 from cellos_common.core.cell_names import split_cell_ns
 from cellos_common.core.params import ParameterError, ParamSpec
+from cellos_common.core.state_store import StateStore, StoreError, store_path
 from cellos_vision.core.vision_pipeline import Capture, InFlight, SyntheticSource, VideoSource
 from cellos_common.nodes import qos
 from cellos_common.nodes.base import CellosNode, main_for
-from cellos_inference.nodes.convert_inference import make_request, result_outputs
-from cellos_vision.nodes.convert_vision import (IMAGE_BACKEND, BadFrame, array_to_image, drift_msg,
-                                                feedback_from_msg, image_to_array, inspection_msg)
+from cellos_inference.nodes.convert_inference import make_request
+from cellos_vision.nodes.convert_vision import (IMAGE_BACKEND, BadFrame, BadMessage, array_to_image, check_image,
+                                                drift_msg, feedback_from_msg, image_to_array, inspection_msg,
+                                                result_from_msg, tick_from_msg)
 from cellos_common.nodes.diagnostics import ERROR, OK, WARN, DiagReport
 from cellos_interfaces.msg import CellCycle, InferenceRequest, InferenceResult, Inspection, VisionDrift
 
@@ -96,6 +106,9 @@ PARAMS = [
               min=1, max=100000, read_only=True),
     ParamSpec('drift_revalidate_min_confidence', 0.7, "fallback's mean confidence needed to release",
               min=0.0, max=1.0, read_only=True),
+    ParamSpec('drift_store', '', "SQLite file keeping the drift monitor's state across restarts ('{ns}': "
+              "this node's namespace, line1_cell_01; relative: to the working directory); empty: in memory, "
+              'lost on a restart', read_only=True),
 ]
 
 DRIFT_PARAMS = ('reference_size', 'window_size', 'max_ks', 'max_mean_drop', 'feedback_window',
@@ -121,6 +134,8 @@ class VisionNode(CellosNode):
         self._verdicts_by_part: dict[int, str] = {}
         self._entities = []
         self._warned: dict[str, tuple[float, int]] = {}
+        self._store: StateStore | None = None
+        self._store_problem = ''
 
     def _warn(self, part_id: int, reason: str) -> None:
         """One log line per kind of reason per second; repeats are counted, not dropped silently."""
@@ -164,6 +179,7 @@ class VisionNode(CellosNode):
         if self.fallback is not None and vp.PreprocessSpec.from_meta(self.fallback.raw) != self.spec:
             raise ParameterError('fallback model expects another input than the primary')
         self.drift = DriftMonitor(DriftBounds(**{k: getattr(p, f'drift_{k}') for k in DRIFT_PARAMS}))
+        self._restore_drift(p)
         self._in_flight = InFlight(p.max_in_flight)
 
         if p.source == 'synthetic':
@@ -216,6 +232,9 @@ class VisionNode(CellosNode):
             else:
                 self.destroy_subscription(e)
         self._entities = []
+        if self._store is not None:
+            self._store.close()
+            self._store = None
         self.destroy_service(self._reset_srv)
         for pub in (self.request_pub, self.inspection_pub, self.annotated_pub, self.drift_pub):
             self.destroy_publisher(pub)
@@ -240,18 +259,27 @@ class VisionNode(CellosNode):
 
     # -- ticks ----------------------------------------------------------------------------
     def _on_cycle(self, msg: CellCycle) -> None:
-        if not self.active or msg.cycle_index == self._last_cycle:
+        try:
+            cycle, held = tick_from_msg(msg, self.line_id, self.cell_id)
+        except BadMessage as e:
+            self.reject('timing/cycle', str(e))
             return
-        self._last_cycle = msg.cycle_index
-        if msg.cycle_index % self.params.inspect_every:
+        if not self.active or cycle == self._last_cycle:
+            return
+        self._last_cycle = cycle
+        if cycle % self.params.inspect_every:
             return
         # a held cell starts no work, except the inspections that revalidate its fallback
-        if msg.state == CellCycle.STATE_HELD and self.drift.state != DriftState.REVALIDATING:
+        if held and self.drift.state != DriftState.REVALIDATING:
             return
         self._inspect()
 
     def _on_image(self, msg: Image) -> None:
-        with self._lock:
+        try:
+            check_image(msg)
+        except BadFrame as e:
+            self.reject('camera/image', f'bad frame ({e.kind}): {e}')
+        with self._lock:   # a bad frame is still the latest: its inspection says why it is UNDECIDED
             self._latest_frame = msg
             self._frame_seq += 1
         if self.params.trigger == 'frame' and self.active:
@@ -306,25 +334,30 @@ class VisionNode(CellosNode):
 
     # -- results --------------------------------------------------------------------------
     def _on_result(self, msg: InferenceResult) -> None:
-        if msg.task and msg.task != 'inspection':
+        try:
+            result = result_from_msg(msg, self.line_id, self.cell_id)
+        except BadMessage as e:
+            self.reject('arbiter/result', str(e))
             return
-        pending = self._in_flight.resolve(msg.request_id)
+        if result.task and result.task != 'inspection':
+            return
+        pending = self._in_flight.resolve(result.request_id)
         if pending is None:
-            self.get_logger().debug(f'result #{msg.request_id} arrived after its inspection was '
+            self.get_logger().debug(f'result #{result.request_id} arrived after its inspection was '
                                     'published as late, or was not ours: ignored')
             return
         inference_ms = 1e3 * (time.monotonic() - pending.submitted)
         meta = self.fallback if (self.fallback is not None and pending.model_id == self.params.fallback_model) \
             else self.primary
-        if msg.status != Status.OK:
-            try:
-                name = Status(msg.status).name.lower()
-            except ValueError:
-                name = f'status {msg.status}'
-            decision = undecided(f'{name}: {msg.reason or "no reason given"}', pending.model_id)
+        if result.problem:
+            self.reject('arbiter/result', result.problem)
+            decision = undecided(f'bad result: {result.problem}', pending.model_id)
+        elif result.status != Status.OK:
+            decision = undecided(f'{result.status.name.lower()}: {result.reason or "no reason given"}',
+                                 pending.model_id)
             self._warn(pending.capture.part_id, decision.reason)
         else:
-            outputs = result_outputs(msg)
+            outputs = result.outputs
             logits = outputs.get(meta.output_name)
             if logits is None and len(outputs) == 1:
                 logits = next(iter(outputs.values()))
@@ -372,7 +405,11 @@ class VisionNode(CellosNode):
 
     # -- drift ----------------------------------------------------------------------------
     def _on_feedback(self, msg: Inspection) -> None:
-        part_id, found = feedback_from_msg(msg)
+        try:
+            part_id, found = feedback_from_msg(msg, self.line_id, self.cell_id, self.primary.classes)
+        except BadMessage as e:
+            self.reject('vision/feedback', str(e))
+            return
         ours = self._verdicts_by_part.get(part_id)
         if ours is None or not found or not self.params.drift_enabled:
             return
@@ -399,17 +436,60 @@ class VisionNode(CellosNode):
                 self.get_logger().warning(text)
             else:
                 self.get_logger().info(text)
+            self._save_drift()
             self._publish_drift()
 
     def _on_reset_drift(self, request, response):
         before = self.drift.state
         self.drift.reset()
+        self._save_drift()
         self.get_logger().info(f'drift monitor reset by request ({before.name} -> LEARNING): '
                                f'back to {self.params.model}')
         self._publish_drift()
         response.success = True
         response.message = f'was {before.name}; now LEARNING on {self.params.model}'
         return response
+
+    def _drift_key(self) -> dict:
+        """What a kept drift state belongs to: another primary model or other bounds void it."""
+        return {'model': self.primary.model_id, 'bounds': {k: getattr(self.params, f'drift_{k}') for k in DRIFT_PARAMS}}
+
+    def _restore_drift(self, p) -> None:
+        try:
+            self._store = StateStore(store_path(p.drift_store, self.get_namespace()))
+            saved = self._store.get('drift')
+        except StoreError as e:
+            raise ParameterError(str(e)) from None
+        if not self._store.durable:
+            self.get_logger().warning('drift state in memory only (drift_store is empty): a restart '
+                                      'relearns the reference and drops a hold')
+            return
+        if saved is None:
+            self.get_logger().info(f'drift state kept in {self._store.path}')
+            return
+        if not isinstance(saved, dict) or saved.get('key') != self._drift_key():
+            self.get_logger().warning(f'drift state in {self._store.path} was kept for another model or other '
+                                      'drift parameters: learning a new reference')
+            return
+        try:
+            self.drift.restore(saved['monitor'])
+        except (KeyError, TypeError, ValueError) as e:
+            self.get_logger().error(f'drift state in {self._store.path} not usable ({e}): learning a new reference')
+            return
+        status = self.drift.status()
+        self.get_logger().warning(f'drift state restored from {self._store.path}: {status.state.name}'
+                                  f'{" (holding)" if status.hold else ""}, {self.drift.switches} switch(es)'
+                                  f'{": " + status.reason if status.reason else ""}')
+
+    def _save_drift(self) -> None:
+        if self._store is None:
+            return
+        try:
+            self._store.put('drift', {'key': self._drift_key(), 'monitor': self.drift.record()})
+            self._store_problem = ''
+        except (StoreError, ValueError) as e:
+            self._store_problem = f'drift state not kept: {e}'
+            self.fault('drift store', self._store_problem)
 
     def _publish_drift(self) -> None:
         model, _, threshold = self._model()
@@ -437,6 +517,10 @@ class VisionNode(CellosNode):
         values = {'state': s.state.name, 'model': model, 'threshold': threshold, 'ks': s.ks,
                   'mean_drop': s.mean_drop, 'mismatch_rate': s.mismatch_rate,
                   'switches': self.drift.switches}
+        if self._store is not None:
+            values['store'] = self._store.path if self._store.durable else 'memory (not kept on restart)'
+        if self._store_problem:
+            return DiagReport(ERROR, self._store_problem, values)
         if s.hold:
             return DiagReport(WARN, f'revalidating hold: {s.reason}', values)
         if s.state == DriftState.FALLBACK:

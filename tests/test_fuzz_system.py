@@ -1,0 +1,77 @@
+"""Fuzz over DDS: a running line (every node in its own process under its lifecycle manager) gets
+a few hundred generated messages on every topic its nodes subscribe to, and every service they
+serve is called with extreme arguments (tests/fuzz_messages.py: NaN, inf, negative and maximal
+integers, unknown enum values, empty and huge strings and arrays, and mutants of valid
+messages). After each node family: every process is alive, the line is locked again, parts are
+conserved, and the refused inputs are counted in the family's 'boundary' diagnostics.
+
+One test per node family. The inference and line families are marked xfail until their nodes
+validate what they take in (the reason names the scenario and who fixes it); they run last, so
+what they break cannot fail the families before them.
+"""
+from __future__ import annotations
+
+import pytest
+
+from fuzz_line import FAMILIES, FuzzLine, settle, vision_answers
+
+N = 200    # messages per topic (half generated from the type, half mutants of a valid message)
+
+
+@pytest.fixture(scope='module')
+def line(tmp_path_factory):
+    fl = FuzzLine(tmp_path_factory.mktemp('fuzz'))
+    try:
+        fl.start()
+        fl.wait_whole(150.0)
+        yield fl
+    finally:
+        fl.close()
+
+
+def fuzz(line: FuzzLine, name: str) -> dict:
+    family = FAMILIES[name](N, line)
+    sent = line.run(family)
+    result = settle(line, family)
+    print(f'fuzz {name}: {sent}, {result}')
+    assert not line.dead(), f'process(es) died: {line.dead()}'
+    assert result['locked'], 'line not locked after the fuzz'
+    assert result['conserved'], 'parts not conserved'
+    assert all(result['refused'].values()), f"refusals not counted: {result['refused']}"
+    assert sent['unanswered'] == 0, f"{sent['unanswered']} service call(s) got no answer"
+    return result
+
+
+def test_vision_family(line):
+    line.responder_answer = vision_answers(line, N)
+    try:
+        fuzz(line, 'vision')
+    finally:
+        line.responder_answer = None
+
+
+def test_energy_family(line):
+    result = fuzz(line, 'energy')
+    assert not any(result['faults'].values()), f"exceptions reached the boundary: {result['faults']}"
+
+
+@pytest.mark.xfail(strict=False, reason=(
+    'arbiter: a GateState with level 13 on energy/gate raises ValueError in GateLevel() (caught at the boundary as '
+    'a fault, not refused and counted); executor: an EnergySignal with a 50000-slot forecast raises in '
+    "signal_from_msg (not checked by the executor), load_model with path '~nouser/m.onnx' raises RuntimeError "
+    "'Could not determine home directory' outside the registry's error type; neither counts refused inputs: "
+    'fixed by issue 10'))
+def test_inference_family(line):
+    result = fuzz(line, 'inference')
+    assert not any(result['faults'].values()), f"exceptions reached the boundary: {result['faults']}"
+
+
+@pytest.mark.xfail(strict=False, reason=(
+    "a forged CellCycle on /line1/cell_01/timing/cycle carrying the cell's public session with send_ns = "
+    'sync_t1_ns = sync_t4_ns = INT64_MAX (t2 = t3 = 1), and a PhaseCorrection with that session and period_ns '
+    '1e15: cell_01 goes free-running and is not locked again within 45 s; coordinator and timing count no refused '
+    'input (plant data rejections and unknown cells are logged per message, not counted): fixed by issue 13 (line '
+    'part, after issue 9)'))
+def test_line_family(line):
+    result = fuzz(line, 'line')
+    assert not any(result['faults'].values()), f"exceptions reached the boundary: {result['faults']}"
