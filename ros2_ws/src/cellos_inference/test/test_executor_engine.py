@@ -175,23 +175,37 @@ def test_a_worker_error_answers_the_batch_and_the_worker_goes_on(engine):
     eng.submit(job(1))
     out = got.wait(1)
     assert out[('c1', 1)].status == Status.INTERNAL and 'boom' in out[('c1', 1)].reason
-    assert eng.worker_errors == 1 and eng.health() == (True, '')
+    assert eng.worker_errors == 1 and eng._workers[0].deaths == 0
     eng.submit(job(2))
     assert got.wait(2)[('c1', 2)].status == Status.OK
 
 
 def test_a_dead_worker_is_reported_and_restarted(engine):
+    """An error escaping the worker's loop (here: its own recovery fails too) is a SupervisedThread
+    death: the batch in hand is not lost silently, the thread is counted dead and runs again.
+    """
     eng, got = engine
-    eng._stop = True                      # make the worker leave its loop, as a fatal error would
-    with eng._cv:
-        eng._cv.notify_all()
-    eng._workers[0].join(2)
-    eng._stop = False
-    healthy, why = eng.health()
-    assert not healthy and 'inference-0' in why
-    assert eng.restart_dead_workers() == ['inference-0'] and eng.health()[0]
+    real = eng.scheduler.complete
+    calls = {'n': 0}
+
+    def broken(batch, compute_s, now):
+        calls['n'] += 1
+        if calls['n'] <= 2:                   # the run's completion and the recovery's
+            raise ZeroDivisionError('boom')
+        return real(batch, compute_s, now)
+    eng.scheduler.complete = broken
     eng.submit(job(3))
-    assert got.wait(1)[('c1', 3)].status == Status.OK
+    worker = eng._workers[0]
+    deadline = time.monotonic() + 3.0
+    while worker.restarts < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert worker.deaths == 1 and worker.restarts == 1 and 'ZeroDivisionError' in worker.last_error
+    healthy, text = worker.health()
+    assert not healthy and 'inference-0' in text
+    out = got.wait(1)
+    assert out[('c1', 3)].status == Status.INTERNAL and 'boom' in out[('c1', 3)].reason
+    eng.submit(job(4))
+    assert got.wait(2)[('c1', 4)].status == Status.OK
 
 
 def test_reconfigure_takes_the_lock_and_applies(engine):

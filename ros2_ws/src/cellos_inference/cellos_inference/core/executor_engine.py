@@ -9,10 +9,11 @@ Outcome, including at shutdown, when its model is unloaded and when a worker fai
 Times are on ``clock``, the monotonic clock by default: sleeps, timeouts and ages must not
 move with a wall-clock step. The node converts a request's wall-clock deadline once.
 
-Workers are supervised here: an exception inside the loop answers the batch in hand
-INTERNAL, is counted and the loop goes on; a worker that still dies (an error escaping the
-loop itself) is reported by ``health()`` and restarted by ``restart_dead_workers()``, which
-the node calls from its status timer.
+Workers are supervised twice: an exception inside the loop answers the batch in hand
+INTERNAL, is counted and the loop goes on; a thread that still dies (an error escaping the
+loop itself) is a SupervisedThread's death (cellos_common.core.supervised_thread): counted,
+restarted with backoff, and past its budget the node's process exits non-zero. The node
+passes its ``supervise`` as ``spawn`` so deaths show in its 'boundary' diagnostics.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from typing import Callable
 
 import numpy as np
 
+from cellos_common.core.supervised_thread import SupervisedThread
 from cellos_inference.core.executor_scheduler import POLICIES, Batch, SchedulerConfig
 from cellos_inference.core.executor_stats import ExecutorStats
 from cellos_inference.core.inference_types import Priority, Job, Outcome, Status
@@ -38,7 +40,8 @@ class ExecutorEngine:
     def __init__(self, registry: ModelRegistry, config: SchedulerConfig,
                  on_result: Callable[[Outcome], None], *, policy: str = 'fair',
                  clock: Callable[[], float] = time.monotonic, workers: int = 1, log=None,
-                 thread_setup: Callable[[str], None] | None = None):
+                 thread_setup: Callable[[str], None] | None = None,
+                 spawn: Callable[[str, Callable[[threading.Event], None]], SupervisedThread] | None = None):
         self.registry = registry
         self.config = config
         self.on_result = on_result
@@ -59,17 +62,13 @@ class ExecutorEngine:
         self._busy: deque = deque()      # (end, compute seconds) of the last second's batches
         self._rest_until = 0.0
         self.worker_errors = 0
-        self.worker_restarts = 0
         self.last_worker_error = ''
-        self._workers = [self._new_worker(i) for i in range(workers)]
-        self._started = False
+        spawn = spawn or (lambda name, target: SupervisedThread(name, target))
+        self._workers = [spawn(f'inference-{i}', self._work) for i in range(workers)]
         self._outbox: deque = deque()
         self._outbox_cv = threading.Condition()
         self._delivery_stop = False
-        self._delivery = threading.Thread(target=self._deliver, name='delivery', daemon=True)
-
-    def _new_worker(self, i: int) -> threading.Thread:
-        return threading.Thread(target=self._work, name=f'inference-{i}', daemon=True)
+        self._delivery = spawn('delivery', self._deliver)
 
     def _cost(self, model_id: str):
         entry = self.registry.resolve(model_id)
@@ -77,56 +76,26 @@ class ExecutorEngine:
 
     # -- lifecycle ------------------------------------------------------------------
     def start(self) -> None:
-        self._started = True
         self._delivery.start()
         for w in self._workers:
             w.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Refuse new work, answer everything queued SHUTTING_DOWN, finish the batch in flight."""
+        for t in (*self._workers, self._delivery):   # asked to stop first: leaving is not a death
+            t.stop(timeout=0)
         with self._cv:
             refused = self.scheduler.shutdown()
             self._stop = True
             self._cv.notify_all()
         self._send(refused)
         for w in self._workers:
-            if w.is_alive():
-                w.join(timeout)
+            w.stop(timeout)
         with self._outbox_cv:
             self._delivery_stop = True
             self._outbox_cv.notify()
-        if self._delivery.is_alive():
-            self._delivery.join(timeout)
+        self._delivery.stop(timeout)
         self._send(self._take_outbox())   # never started, or timed out: deliver here
-
-    def health(self) -> tuple[bool, str]:
-        """(all threads alive, what is wrong)."""
-        if not self._started or self._stop:
-            return True, ''
-        dead = [w.name for w in self._workers if not w.is_alive()]
-        if not self._delivery.is_alive():
-            dead.append('delivery')
-        if dead:
-            return False, f'thread(s) {", ".join(dead)} died: {self.last_worker_error or "no error recorded"}'
-        return True, ''
-
-    def restart_dead_workers(self) -> list[str]:
-        """Start a new thread for each dead worker (and the delivery thread); their names."""
-        if not self._started or self._stop:
-            return []
-        out = []
-        for i, w in enumerate(self._workers):
-            if not w.is_alive():
-                self._workers[i] = self._new_worker(i)
-                self._workers[i].start()
-                out.append(w.name)
-        with self._outbox_cv:
-            if not self._delivery.is_alive() and not self._delivery_stop:
-                self._delivery = threading.Thread(target=self._deliver, name='delivery', daemon=True)
-                self._delivery.start()
-                out.append('delivery')
-        self.worker_restarts += len(out)
-        return out
 
     def reconfigure(self, config: SchedulerConfig) -> None:
         """Apply changed scheduling settings, under the lock the worker decides under."""
@@ -206,7 +175,7 @@ class ExecutorEngine:
         if not outcomes:
             return
         with self._outbox_cv:
-            direct = self._delivery_stop or not self._delivery.is_alive()
+            direct = self._delivery_stop or not self._delivery.alive
             if not direct:
                 self._outbox.extend(outcomes)
                 self._outbox_cv.notify()
@@ -219,7 +188,7 @@ class ExecutorEngine:
             self._outbox.clear()
         return out
 
-    def _deliver(self) -> None:
+    def _deliver(self, stop: threading.Event) -> None:
         self._setup('delivery')
         while True:
             with self._outbox_cv:
@@ -239,7 +208,7 @@ class ExecutorEngine:
             except Exception as e:
                 self.log(f'{role} thread set-up failed (runs without it): {type(e).__name__}: {e}')
 
-    def _work(self) -> None:
+    def _work(self, stop: threading.Event) -> None:
         self._setup('worker')
         while True:
             batch = None
@@ -259,11 +228,11 @@ class ExecutorEngine:
                 self.last_worker_error = f'{type(e).__name__}: {e}'
                 self.log(f'inference worker error (recovered): {self.last_worker_error}\n'
                          + ''.join(traceback.format_exc(limit=4)))
-                if batch is not None:
-                    with self._cv:
-                        self.scheduler.complete(batch, 0.0, self.clock())
+                if batch is not None:   # answered first: should the recovery fail too, nothing in hand is lost
                     self._post([Outcome.reject(j, Status.INTERNAL, f'executor worker error: {self.last_worker_error}')
                                 for j in batch.jobs])
+                    with self._cv:
+                        self.scheduler.complete(batch, 0.0, self.clock())
                 time.sleep(0.001)
 
     def _next(self):

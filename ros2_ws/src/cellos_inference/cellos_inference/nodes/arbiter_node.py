@@ -39,7 +39,6 @@ from cellos_inference.nodes.convert_inference import (MAX_ID, MAX_NAME, check_re
 from cellos_interfaces.msg import ExecutorStatus, GateState, InferenceRequest, InferenceResult
 from cellos_interfaces.srv import RegisterShm
 
-LOG_EVERY_S = 5.0
 # timers on the monotonic clock: a wall-clock step neither stalls nor bursts them
 STEADY = Clock(clock_type=ClockType.STEADY_TIME)
 REGISTER_RETRY_S = 30.0
@@ -77,9 +76,6 @@ class ArbiterNode(CellosNode):
 
     def __init__(self, **kwargs):
         super().__init__('arbiter', **kwargs)
-
-    def _throttled(self, level: str, text: str) -> None:
-        getattr(self.get_logger(), level)(text, throttle_duration_sec=LOG_EVERY_S)
 
     def configure(self) -> None:
         p = self.params
@@ -164,7 +160,7 @@ class ArbiterNode(CellosNode):
 
     def _refuse(self, msg: InferenceRequest, status: Status, reason: str) -> None:
         self._count(f'refused here ({status.name})')
-        self._throttled('warning', f'request #{msg.request_id} ({msg.task[:MAX_ID]!r}) refused: {reason}')
+        self.reject(f'request ({status.name})', f'#{msg.request_id} ({msg.task[:MAX_ID]!r}): {reason}')
         self._answer(self.policy.outcome(
             Pending(0, msg.request_id, msg.task[:MAX_ID], msg.model[:MAX_NAME], Priority.NORMAL, 0.0),
             status, reason))
@@ -274,7 +270,7 @@ class ArbiterNode(CellosNode):
                 self.get_logger().info(f'{what}: bound to the executor publisher {gid.hex()}')
             return True
         self._count(f'{what} refused (not from the executor)')
-        self._throttled('warning', f'{what} on {topic} refused: {why} (publisher {gid.hex() or "?"})')
+        self.reject(f'{what} not from the executor', f'on {topic}: {why} (publisher {gid.hex() or "?"})')
         return False
 
     def _on_executor_result(self, msg: InferenceResult, info) -> None:
@@ -283,7 +279,7 @@ class ArbiterNode(CellosNode):
         bad = check_result(msg)
         if bad:
             self._count('results refused (malformed)')
-            self._throttled('warning', f'executor result #{msg.request_id} refused: {bad}')
+            self.reject('executor result (malformed)', f'#{msg.request_id}: {bad}')
             return
         p = self.policy.on_result(msg.request_id)
         if p is None:
@@ -374,7 +370,7 @@ class ArbiterNode(CellosNode):
             self.gate.set(msg.level, msg.reason)
         except ValueError as e:
             self._count('gate states refused')
-            self._throttled('warning', f'gate state refused: {e}; the gate stays {self.gate.level.name}')
+            self.reject('gate state', f'{e}; the gate stays {self.gate.level.name}')
 
     def _diag(self) -> DiagReport:
         alive = self.policy.executor_alive(time.monotonic())

@@ -37,7 +37,7 @@ from cellos_common.core.params import ParameterError, ParamSpec
 from cellos_common.nodes import qos
 from cellos_common.nodes.base import CellosNode, main_for
 from cellos_common.nodes.convert_time import s_to_time
-from cellos_common.nodes.diagnostics import ERROR, OK, WARN, DiagReport
+from cellos_common.nodes.diagnostics import OK, WARN, DiagReport
 from cellos_common.nodes.operator_action import OperatorActions
 from cellos_energy.core.site_budget import line_part
 from cellos_energy.nodes.convert_energy import signal_from_msg
@@ -332,7 +332,6 @@ class ExecutorNode(CellosNode):
             self._energy_sub = self.create_subscription(EnergySignalMsg, p.energy_feed_topic, self._on_energy,
                                                         qos.latched_state())
         self._worker_note = ''
-        self._health = (True, '')
         self.diagnostics.add('scheduling', self._diag_scheduling)
         self.diagnostics.add('models', self._diag_models)
         self.diagnostics.add('cells', self._diag_cells)
@@ -348,7 +347,7 @@ class ExecutorNode(CellosNode):
             new = compute_limit(budget, p.power_idle_w, p.power_busy_w, p.workers)
         except (ValueError, TypeError, ArithmeticError) as e:
             self._count('energy signals refused')
-            self._throttled('warning', f'energy signal refused: {e}')
+            self.reject('energy signal', str(e))
             return
         limit, self._limit, self._budget_why = self._limit, new, why
         if limit is None or limit.power_cap_w != self._limit.power_cap_w:
@@ -380,7 +379,7 @@ class ExecutorNode(CellosNode):
         self.engine = ExecutorEngine(self.registry, self._scheduler_config(self.params),
                                      self._publish_result, policy=self.params.policy,
                                      clock=time.monotonic, workers=self.params.workers,
-                                     log=self.get_logger().error, thread_setup=thread_setup)
+                                     log=self.get_logger().error, thread_setup=thread_setup, spawn=self.supervise)
         if self._limit is not None:
             self.engine.duty_cycle = self._limit.duty_cycle
         if prio:
@@ -464,7 +463,7 @@ class ExecutorNode(CellosNode):
     def _on_refused(self, cell_ns: str, msg: InferenceRequest) -> None:
         self._count('requests from unknown cells')
         why = self.access.why_refused(cell_ns)
-        self._throttled('warning', f'request on {request_topic(cell_ns)}: {why}')
+        self.reject('request from an unknown cell', f'{request_topic(cell_ns)}: {why}')
         job, _ = request_to_job(msg, topic_cell_ns=cell_ns, arrival=time.monotonic(), wall_now=_wall_ns() * 1e-9,
                                 max_request_bytes=0)
         self._answer(Outcome.reject(job, Status.REJECTED, why))
@@ -477,8 +476,8 @@ class ExecutorNode(CellosNode):
         job.transport = _Reply(wall_ns, job.transport, int(msg.shm_output_offset), int(msg.shm_output_size))
         if refusal is not None:
             self._count(f'requests refused ({refusal.status.name})')
-            self._throttled('warning', f'request #{job.request_id} on {request_topic(cell_ns)} refused: '
-                                       f'{refusal.reason}')
+            self.reject(f'request ({refusal.status.name})',
+                        f'#{job.request_id} on {request_topic(cell_ns)}: {refusal.reason}')
             return self._answer(Outcome.reject(job, refusal.status, refusal.reason))
         self._count('requests in shared memory' if job.transport.region is not None else 'requests inline')
         engine = self.engine
@@ -526,6 +525,7 @@ class ExecutorNode(CellosNode):
         if cell not in self.access.served:
             resp.message = self.access.why_refused(cell)
             self._count('regions refused')
+            self.reject('register_shm', f'from {cell}: {resp.message}')
             return resp
         try:
             if req.release:
@@ -538,7 +538,7 @@ class ExecutorNode(CellosNode):
         except RegionError as e:
             self._count('regions refused')
             resp.message = str(e)
-            self._throttled('warning', f'register_shm from {cell}: {e}')
+            self.reject('register_shm', f'from {cell}: {e}')
             return resp
         for r in replaced:
             self._drain_region(r.handle, 'the cell registered a new shared-memory region')
@@ -570,7 +570,7 @@ class ExecutorNode(CellosNode):
                          else self.registry.load(spec)[0])
         except RegistryError as e:
             resp.success, resp.message = False, str(e)
-            self.get_logger().error(f'load_model: {e}')
+            self.reject('load_model', str(e))
             self._registry_change('load_failed', name=req.name, path=spec.path if spec else req.path, cause='service',
                                   reason=str(e))
             self.actions.record('~/load_model', 'load_model', target=req.name, request=req, success=False,
@@ -589,6 +589,7 @@ class ExecutorNode(CellosNode):
                      else self.registry.unload(req.model))
         except RegistryError as e:
             resp.success, resp.message = False, str(e)
+            self.reject('unload_model', str(e))
             self.actions.record('~/unload_model', 'unload_model', target=req.model, request=req, success=False,
                                 message=resp.message)
             return resp
@@ -608,21 +609,10 @@ class ExecutorNode(CellosNode):
         return resp
 
     # -- status -------------------------------------------------------------------------
-    def _supervise(self) -> None:
-        engine = self.engine
-        if engine is None:
-            return
-        healthy, why = engine.health()
-        if not healthy:
-            self._health = (False, why)
-            restarted = engine.restart_dead_workers()
-            self.get_logger().error(f'{why}; restarted {", ".join(restarted)}')
-
     def _publish_status(self) -> None:
         engine = self.engine
         if engine is None:
             return
-        self._supervise()
         snap = engine.snapshot()
         watts, measured = self._power(snap)
         self._status_pub.publish(executor_status(
@@ -639,7 +629,7 @@ class ExecutorNode(CellosNode):
         values = {'policy': self.params.policy, 'backend': self.registry.backend.describe(),
                   'mean_batch_size': snap.mean_batch_size, 'max_batch_seen': snap.max_batch_seen,
                   'served': snap.served, 'rejected': snap.rejected, 'power_budget': self._budget_why,
-                  'worker_errors': self.engine.worker_errors, 'worker_restarts': self.engine.worker_restarts,
+                  'worker_errors': self.engine.worker_errors,
                   'thread_priority': self._worker_note or (f'SCHED_FIFO {self.params.thread_priority}'
                                                            if self.params.thread_priority else 'normal')}
         if self._limit is not None:
@@ -652,10 +642,6 @@ class ExecutorNode(CellosNode):
                                f'{c.batch_wait_ms[0]:.2f}/{c.batch_wait_ms[1]:.2f}',
                            f'{c.cell_ns} compute_ms p50/p99': f'{c.compute_ms[0]:.2f}/{c.compute_ms[1]:.2f}',
                            f'{c.cell_ns} statuses': c.by_status})
-        healthy, why = self._health
-        if not healthy:
-            self._health = (True, '')    # ERROR for one report after each death
-            return DiagReport(ERROR, f'inference worker died and was restarted: {why}', values)
         if self.engine.last_worker_error:
             values['last_worker_error'] = self.engine.last_worker_error
         return DiagReport(OK, f'{len(snap.cells)} cell(s), {snap.served} served', values)
