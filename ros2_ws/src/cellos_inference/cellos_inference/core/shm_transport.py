@@ -73,6 +73,23 @@ def _align(n: int) -> int:
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
+def _pack(mm, pos: int, end: int, items) -> tuple[list[TensorRef], int] | None:
+    """Copy (name, array) items little-endian into ``mm`` from ``pos``, each aligned: (refs, the
+    position after them), or None when they do not fit before ``end``.
+    """
+    refs = []
+    for name, a in items:
+        a = np.ascontiguousarray(a)
+        if a.dtype.byteorder == '>':
+            a = a.astype(a.dtype.newbyteorder('<'))
+        if pos + a.nbytes > end:
+            return None
+        np.frombuffer(mm, np.uint8, a.nbytes, pos)[:] = a.reshape(-1).view(np.uint8)
+        refs.append(TensorRef(name, a.dtype.name, tuple(a.shape), pos, a.nbytes))
+        pos = _align(pos + a.nbytes)
+    return refs, pos
+
+
 @dataclass(frozen=True)
 class TensorRef:
     name: str
@@ -142,16 +159,10 @@ class ClientRegion:
         None when they do not fit (the request then travels inline).
         """
         pos, end = self.slot_range(slot)
-        refs = []
-        for name, a in arrays.items():
-            a = np.ascontiguousarray(a)
-            if a.dtype.byteorder == '>':
-                a = a.astype(a.dtype.newbyteorder('<'))
-            if pos + a.nbytes > end:
-                return None
-            np.frombuffer(self.mm, np.uint8, a.nbytes, pos)[:] = a.reshape(-1).view(np.uint8)
-            refs.append(TensorRef(name, a.dtype.name, tuple(a.shape), pos, a.nbytes))
-            pos = _align(pos + a.nbytes)
+        packed = _pack(self.mm, pos, end, arrays.items())
+        if packed is None:
+            return None
+        refs, pos = packed
         return refs, pos, max(0, end - pos)
 
     def read(self, ref: TensorRef) -> np.ndarray:
@@ -216,17 +227,8 @@ class ServerRegion:
         end = offset + capacity
         if not (HEADER_BYTES <= offset and end <= self.size):
             return None
-        pos, refs = offset, []
-        for name, a in outputs:
-            a = np.ascontiguousarray(a)
-            if a.dtype.byteorder == '>':
-                a = a.astype(a.dtype.newbyteorder('<'))
-            if pos + a.nbytes > end:
-                return None
-            np.frombuffer(self.mm, np.uint8, a.nbytes, pos)[:] = a.reshape(-1).view(np.uint8)
-            refs.append(TensorRef(name, a.dtype.name, tuple(a.shape), pos, a.nbytes))
-            pos = _align(pos + a.nbytes)
-        return refs
+        packed = _pack(self.mm, offset, end, outputs)
+        return None if packed is None else packed[0]
 
     def owner_alive(self) -> bool:
         if self.pidfd < 0:
