@@ -58,7 +58,7 @@ def test_shared_memory_and_inline_paths_regions_owned_and_reclaimed(processes, r
     shm, inline = CellClient(ros_probe, '/line1/cell1'), CellClient(ros_probe, '/line1/cell2')
     ready(shm)
     ready(inline)
-    wait_for(lambda: 'shared memory' in diag_values(ros_probe, '/line1/cell1/arbiter').get('transport', ''),
+    wait_for(lambda: 'shared memory' in diag_values(ros_probe, '/line1/cell1/arbiter: arbiter').get('transport', ''),
              10, what='cell1 registered its region')
     for client in (shm, inline):
         for k in range(4):
@@ -72,7 +72,7 @@ def test_shared_memory_and_inline_paths_regions_owned_and_reclaimed(processes, r
                                and int(v.get('requests inline', 0)) >= 5 else None)(
         diag_values(ros_probe, '/gpu0/executor: cells')), 5, what='both paths counted')
     assert int(counts['regions registered']) >= 1
-    assert 'inline' in diag_values(ros_probe, '/line1/cell2/arbiter')['transport']
+    assert 'inline' in diag_values(ros_probe, '/line1/cell2/arbiter: arbiter')['transport']
 
     # a region serves only the cell that registered it: cell1's region named on cell2's topic
     own = ClientRegion('line1/cell1', 2, 4096)
@@ -224,13 +224,13 @@ def test_forged_results_and_gate_states_do_not_reach_the_task(processes, ros_pro
     assert r.status == Status.OK and r.backend == 'onnxruntime-cpu' and r.compute_ms > 0
     assert result_outputs(r)['scores'].shape == (1, 8)
     values = wait_for(lambda: (lambda v: v if int(v.get('result refused (not from the executor)', 0)) >= 1
-                               else None)(diag_values(ros_probe, '/line1/cell1/arbiter')), 5,
+                               else None)(diag_values(ros_probe, '/line1/cell1/arbiter: arbiter')), 5,
                       what='forged results counted')
     assert values['executor'] == 'reachable'
 
     gate = ros_probe.node.create_publisher(GateState, '/line1/cell1/energy/gate', qos.latched_state())
     gate.publish(GateState(line_id='line1', cell_id='cell1', level=4, reason='forged'))   # latched, bad level
-    wait_for(lambda: int(diag_values(ros_probe, '/line1/cell1/arbiter').get('gate states refused', 0)) >= 1, 5,
+    wait_for(lambda: int(diag_values(ros_probe, '/line1/cell1/arbiter: arbiter').get('gate states refused', 0)) >= 1, 5,
              what='bad gate level refused')
     assert client.result(client.send('affine', X)).status == Status.OK       # the arbiter lives on
 

@@ -298,12 +298,12 @@ class ExecutorNode(CellosNode):
         if p.shm and not shm_ok:
             log.warning(f'shared-memory requests off: {shm_why}')
         self.counts: dict[str, int] = {}
-        # The process spins a pool of as many threads as cores (2 here). Request intake takes one
-        # request at a time (its own exclusive group, never every thread: a flood queued the
-        # lifecycle services, the status heartbeat and list_models behind it for seconds), and a
-        # model load (seconds to minutes) holds only its own group, so whatever else waits for a
-        # thread waits behind at most one request's intake.
-        self._requests_group = MutuallyExclusiveCallbackGroup()
+        # The process spins a pool of as many threads as cores (2 here). Each cell's request intake
+        # is an exclusive group of its own: one cell, however much it sends, takes one thread at
+        # most (the others' intake, the lifecycle services and the status heartbeat keep the
+        # rest). A model load (seconds; minutes for a TensorRT build) holds only its own group,
+        # never list_models or register_shm.
+        self._intake_groups: dict[str, MutuallyExclusiveCallbackGroup] = {}
         self._models_group = MutuallyExclusiveCallbackGroup()
         self._service_group = MutuallyExclusiveCallbackGroup()
         self._subs, self._pubs = {}, {}
@@ -423,7 +423,7 @@ class ExecutorNode(CellosNode):
         handler = self._on_refused if refuse else self._on_request
         self._subs[cell_ns] = self.create_subscription(
             InferenceRequest, request_topic(cell_ns), lambda msg, cell_ns=cell_ns: handler(cell_ns, msg),
-            qos.inference(), callback_group=self._requests_group)
+            qos.inference(), callback_group=self._intake_groups.setdefault(cell_ns, MutuallyExclusiveCallbackGroup()))
         if refuse:
             self.get_logger().warning(f'{self.access.why_refused(cell_ns)}: its requests are answered REJECTED')
         else:
@@ -431,6 +431,7 @@ class ExecutorNode(CellosNode):
 
     def _remove_cell(self, cell_ns: str) -> None:
         sub, pub = self._subs.pop(cell_ns, None), self._pubs.pop(cell_ns, None)
+        self._intake_groups.pop(cell_ns, None)
         if sub is not None:
             self.destroy_subscription(sub)
         if pub is not None:
