@@ -43,7 +43,7 @@ def start_line(processes, **plant):
         'autostart': True, 'period_ms': PERIOD_MS, 'cells': list(CELLS), 'state_rate_hz': 10.0,
         'backpressure_latency_cycles': LATENCY_CYCLES})
     processes.start('plant', sys.executable, namespace=LINE, extra_args=['-m', 'cellos_line.nodes.plant_node'],
-                    params={'autostart': True, 'cells': list(CELLS), 'period_ms': PERIOD_MS,
+                    params={'autostart': True, 'cells': list(CELLS),
                             'buffer_capacity': CAPACITY, 'work_median_periods': 0.5, 'work_tail_probability': 0.02,
                             **plant})
 

@@ -78,7 +78,7 @@ def test_line_locks_loses_and_relocks_cells(processes, line_probe):
     start_cell(processes, 'cell_02')
     start_cell(processes, 'cell_03', clock_offset_ms=30.0)   # a cell whose clock is 30 ms off
     for c in ('cell_01', 'cell_03'):
-        line_probe.subscribe(CellCycle, f'{LINE}/{c}/timing/cycle', qos.cycle_report(PERIOD_MS / 1e3), key=c)
+        line_probe.subscribe(CellCycle, f'{LINE}/{c}/timing/cycle', qos.cycle_report(), key=c)
     bring_up(line_probe, 'coordinator', *[f'{c}/timing' for c in cells])
     wait_for(lambda: all_locked(line_probe, cells), LOCK_S, what='all cells locked')
 
@@ -101,7 +101,7 @@ def test_line_locks_loses_and_relocks_cells(processes, line_probe):
 
     # SIGKILL one cell: reported lost within 2 periods of its last cycle, the others keep their lock
     lost_before = {c: cell(latest_state(line_probe), c).lost_count for c in ('cell_01', 'cell_03')}
-    line_probe.subscribe(CellCycle, f'{LINE}/cell_02/timing/cycle', qos.cycle_report(PERIOD_MS / 1e3),
+    line_probe.subscribe(CellCycle, f'{LINE}/cell_02/timing/cycle', qos.cycle_report(),
                          key='cell_02')
     time.sleep(0.5)
     kill_at = time.time()
@@ -138,7 +138,7 @@ def test_cells_free_run_without_the_coordinator_and_relock_when_it_returns(proce
     start_coordinator(processes)
     for c in cells:
         start_cell(processes, c)
-        line_probe.subscribe(CellCycle, f'{LINE}/{c}/timing/cycle', qos.cycle_report(PERIOD_MS / 1e3), key=c)
+        line_probe.subscribe(CellCycle, f'{LINE}/{c}/timing/cycle', qos.cycle_report(), key=c)
     bring_up(line_probe, 'coordinator', *[f'{c}/timing' for c in cells])
     wait_for(lambda: all_locked(line_probe, cells), LOCK_S, what='all cells locked')
 

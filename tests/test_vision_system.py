@@ -222,7 +222,7 @@ def test_cycle_ticks_from_the_timing_node_drive_inspections(processes, ros_probe
     """
     processes.start('timing', 'timing_node', namespace=CELL, params={'autostart': True, 'period_ms': 50.0})
     processes.start('vision', 'vision_node', namespace=CELL, params={
-        'autostart': True, 'trigger': 'cycle', 'cycle_period_ms': 50.0, 'inspect_every': 4,
+        'autostart': True, 'trigger': 'cycle', 'inspect_every': 4,
         'deadline_ms': 60.0, 'result_grace_ms': 20.0})
     ros_probe.subscribe(Inspection, f'{CELL}/vision/inspection', qos.status(), key='insp')
     got = wait_for(lambda: (lambda m: m if len(m) >= 8 else None)(ros_probe.received('insp')), 40.0,

@@ -28,5 +28,10 @@ def node_class(executable: str):
 
 
 def executor_kind(executables) -> str:
-    """single-threaded when every node of the process says its callbacks never block (SPIN)."""
-    return 'single' if all(node_class(e).SPIN == 'single' for e in executables) else 'multi'
+    """The executor a process of these nodes spins with (each node's SPIN): events when every node
+    asks for it, single-threaded when no callback of any of them blocks, else multi-threaded.
+    """
+    kinds = {node_class(e).SPIN for e in executables}
+    if kinds == {'events'}:
+        return 'events'
+    return 'single' if kinds <= {'single', 'events'} else 'multi'

@@ -153,8 +153,7 @@ def cell_nodes(line: str, cell: str, *, period_ms: float | None = None, with_arb
                                       'executor_status_topic': f'{EXECUTOR_NS}/executor/status'})))
     out.append(NodeSpec('timing_node', 'timing', ns, ('line',), _managed(timing)))
     if with_vision:
-        vision = {'cycle_period_ms': float(period_ms)} if period_ms is not None else {}
-        out.append(NodeSpec('vision_node', 'vision', ns, ('vision',), _managed(vision)))
+        out.append(NodeSpec('vision_node', 'vision', ns, ('vision',), _managed({})))
     return out
 
 
@@ -208,8 +207,6 @@ def line_nodes(line: str = 'line1', cells: int = 4, *, period_ms: float | None =
     out.append(NodeSpec('coordinator_node', 'coordinator', _ns(line), ('line',), _managed(coordinator)))
     if with_flow:  # the plant simulation; a real plant's PLC bridge publishes plant/state instead
         plant = {'cells': list(ids)}
-        if period_ms is not None:
-            plant['period_ms'] = float(period_ms)
         out.append(NodeSpec('plant_node', 'plant', _ns(line), ('line',), _managed(plant)))
     for c in ids:
         out += cell_nodes(line, c, period_ms=period_ms, with_arbiter=with_executor,

@@ -1,5 +1,10 @@
 """The runner's view of a line: lifecycle bring-up, live progress and the final summary,
 from the line state and the cells' raw cycle stamps.
+
+Phase figures use the cycles a cell reports locked, each start taken back to the
+coordinator's clock with the cell's estimated clock offset (from the line state): cells on
+other hosts have their own clocks. The live line shows the last LIVE_WINDOW_S; the summary
+the whole run (up to WINDOW_CYCLES per cell).
 """
 from __future__ import annotations
 
@@ -19,8 +24,8 @@ from cellos_common.nodes.lifecycle_client import LifecycleClient
 from cellos_common.core import gate_level
 from cellos_line.nodes.line_markers import cell_state_name
 
-LOCKED = CellCycle.STATE_LOCKED
-WINDOW_CYCLES = 3000   # per cell, for the phase figures
+WINDOW_CYCLES = 3000   # per cell, for the summary's phase figures
+LIVE_WINDOW_S = 2.0    # the live line's phase figures
 
 
 class LineMonitor:
@@ -33,9 +38,11 @@ class LineMonitor:
         self.executor.add_node(self.node)
         self.lock = threading.Lock()
         self.state: LineState | None = None
-        self.stamps = {c: {} for c in cells}               # cell -> {cycle index: start ns}, locked cycles
-        self.order = {c: deque() for c in cells}
-        self.jitter = {c: deque(maxlen=WINDOW_CYCLES) for c in cells}
+        # cell -> {cycle index: start ns on the coordinator's clock}, locked cycles only
+        self.stamps = {c: {} for c in cells}
+        self.order = {c: deque() for c in cells}             # (monotonic receipt time, cycle index)
+        self.jitter = {c: deque(maxlen=WINDOW_CYCLES) for c in cells}   # (receipt time, actual - intended)
+        self.clock_offsets_ns: dict[str, float] = {}
         self.cycles = defaultdict(int)
         self.started = time.monotonic()
         self.first_all_locked: float | None = None
@@ -70,26 +77,31 @@ class LineMonitor:
     def _on_state(self, msg: LineState):
         with self.lock:
             self.state = msg
+            self.clock_offsets_ns = {c.cell_id: c.clock_offset_ms * 1e6 for c in msg.cells}
             if self.first_all_locked is None and msg.cells_known == len(self.cells) and \
                     msg.cells_locked == len(self.cells):
                 self.first_all_locked = time.monotonic() - self.started
 
     def _on_cycle(self, cell: str, msg: CellCycle):
+        now = time.monotonic()
         with self.lock:
             self.cycles[cell] += 1
-            if msg.state != LOCKED:
+            offset = self.clock_offsets_ns.get(cell)
+            if not msg.locked or offset is None:
                 return
-            self.jitter[cell].append(msg.cycle_start_ns - msg.intended_start_ns)
-            self.stamps[cell][msg.cycle_index] = msg.cycle_start_ns
-            self.order[cell].append(msg.cycle_index)
+            self.jitter[cell].append((now, msg.cycle_start_ns - msg.intended_start_ns))
+            self.stamps[cell][msg.cycle_index] = msg.cycle_start_ns - int(offset)
+            self.order[cell].append((now, msg.cycle_index))
             if len(self.order[cell]) > WINDOW_CYCLES:
-                self.stamps[cell].pop(self.order[cell].popleft(), None)
+                self.stamps[cell].pop(self.order[cell].popleft()[1], None)
 
     def _on_inspection(self, cell: str, msg: Inspection):
         v = {Inspection.VERDICT_PASS: 'pass', Inspection.VERDICT_FAIL: 'fail'}.get(msg.verdict, 'undecided')
         with self.lock:
             t = self.verdicts[cell]
             t[v] += 1
+            if v == 'undecided':
+                t['undecided_' + undecided_kind(msg.reason)] += 1
             if v != 'undecided' and msg.has_ground_truth:
                 t['judged'] += 1
                 t['correct'] += msg.defect_class == msg.ground_truth_class
@@ -125,8 +137,8 @@ class LineMonitor:
             elapsed = time.monotonic() - self.started
             if s is None:
                 return f't={elapsed:5.1f}s waiting for the coordinator'
-            fig = self._figures()
-        phase = f'phase p99 {fig.phase_p99_ms:.3f} ms' if fig.ticks else 'phase -'
+            fig = self._figures(since=time.monotonic() - LIVE_WINDOW_S)
+        phase = f'phase p99 ({LIVE_WINDOW_S:g} s) {fig.phase_p99_ms:.3f} ms' if fig.ticks else 'phase -'
         return (f't={elapsed:5.1f}s | {cells_text(s, len(self.cells))} | {phase} | period {s.period_ms:.1f} ms'
                 + flow_text(s))
 
@@ -135,8 +147,15 @@ class LineMonitor:
             return {}
         return {c.cell_id: int(c.schedule_offset_ms * 1e6) for c in self.state.cells}
 
-    def _figures(self):
-        return figures(self.stamps, self.jitter, self._offsets())
+    def _figures(self, since: float | None = None):
+        """Phase figures over the cycles received since ``since`` (monotonic; None: all kept)."""
+        if since is None:
+            stamps, jitter = self.stamps, {c: [j for _, j in js] for c, js in self.jitter.items()}
+        else:
+            stamps = {c: {k: self.stamps[c][k] for t, k in self.order[c] if t >= since and k in self.stamps[c]}
+                      for c in self.cells}
+            jitter = {c: [j for t, j in js if t >= since] for c, js in self.jitter.items()}
+        return figures(stamps, jitter, self._offsets())
 
     def run(self, stop: threading.Event, duration: float, check_children) -> str | None:
         """Progress until ``stop``, ``duration`` or a problem ``check_children`` returns (returned)."""
@@ -169,7 +188,7 @@ class LineMonitor:
             per_cell = {}
             for c in self.cells:
                 phase = next((p for p in (s.cells if s else []) if p.cell_id == c), None)
-                jit = [abs(j) / 1e6 for j in self.jitter[c]]
+                jit = [abs(j) / 1e6 for _, j in self.jitter[c]]
                 err = [abs(e) / 1e6 for e in errors.get(c, [])]
                 per_cell[c] = {
                     'state': cell_state_name(phase) if phase else 'never seen',
@@ -180,10 +199,14 @@ class LineMonitor:
                     'coordinator_p99_ms': round(phase.phase_error_p99_ms, 4) if phase else None,
                     'jitter_p99_ms': round(percentile(jit, 0.99), 4) if jit else None,
                     'clock_offset_ms': round(phase.clock_offset_ms, 3) if phase else None,
+                    'clock_skew_ppm': round(phase.clock_skew_ppm, 2) if phase else None,
                     'schedule_offset_ms': round(phase.schedule_offset_ms, 3) if phase else None,
                     'held': bool(phase and phase.held),
                     'lost': phase.lost_count if phase else 0,
                     'relocked': phase.relock_count if phase else 0,
+                    'missed_cycles': phase.missed_cycles if phase else 0,
+                    'thread_priority': phase.thread_priority if phase else 0,
+                    'realtime_refused': bool(phase and phase.realtime_refused),
                     'cycles': self.cycles[c],
                 }
             return {
@@ -196,6 +219,10 @@ class LineMonitor:
                 'floor_p99_ms': round(fig.floor_p99_ms, 4),
                 'phase_p50_ms': round(fig.phase_p50_ms, 4), 'phase_p99_ms': round(fig.phase_p99_ms, 4),
                 'ratio_to_floor': round(fig.ratio, 3) if fig.ticks else None,
+                'realtime': {'coordinator_priority': s.thread_priority if s else 0,
+                             'coordinator_refused': bool(s and s.realtime_refused),
+                             'cells_refused': [c for c, v in per_cell.items() if v['realtime_refused']],
+                             'clock_mode': s.clock_mode if s else None},
                 'per_cell': per_cell,
                 'flow': flow_figures(s),
                 'inspection': self._inspection_figures(),
@@ -213,6 +240,7 @@ class LineMonitor:
             n = t['pass'] + t['fail'] + t['undecided']
             if n:
                 out[c] = {'inspected': n, 'pass': t['pass'], 'fail': t['fail'], 'undecided': t['undecided'],
+                          'undecided_time': t['undecided_time'], 'undecided_review': t['undecided_review'],
                           'accuracy': round(t['correct'] / t['judged'], 4) if t['judged'] else None}
         return out
 
@@ -252,12 +280,26 @@ class LineMonitor:
                          f"{f(v['jitter_p99_ms'], '10.3f'):>10}{f(v['clock_offset_ms'], '17.3f'):>17}"
                          f"{f(v.get('schedule_offset_ms'), '17.3f'):>17}"
                          f"{v['lost']:>6}{v['relocked']:>8}{v['cycles']:>8}")
+        rt = s.get('realtime') or {}
+        prios = sorted({v.get('thread_priority', 0) for v in s['per_cell'].values()})
+        lines.append('real-time: cycle threads '
+                     + ('/'.join(f'SCHED_FIFO {p}' if p else 'normal priority' for p in prios) or '-')
+                     + (f", REFUSED on {', '.join(rt['cells_refused'])}" if rt.get('cells_refused') else '')
+                     + '; coordinator ' + (f"SCHED_FIFO {rt['coordinator_priority']}" if rt.get('coordinator_priority')
+                                           else 'normal priority')
+                     + (' (REFUSED)' if rt.get('coordinator_refused') else '')
+                     + f"; missed cycles (stalls) {sum(v.get('missed_cycles', 0) for v in s['per_cell'].values())}"
+                     + f"; clocks: {rt.get('clock_mode') or '-'}")
         insp = s.get('inspection') or {}
         if insp:
             tot = {k: sum(v[k] for v in insp.values()) for k in ('inspected', 'pass', 'fail', 'undecided')}
             accs = [v['accuracy'] for v in insp.values() if v['accuracy'] is not None]
+            late = sum(v.get('undecided_time', 0) for v in insp.values())
+            review = sum(v.get('undecided_review', 0) for v in insp.values())
             lines.append(f"inspection: {tot['inspected']} camera frames (not the plant's parts): {tot['pass']} pass, "
-                         f"{tot['fail']} fail, {tot['undecided']} undecided; verdict accuracy vs ground truth "
+                         f"{tot['fail']} fail, {tot['undecided']} undecided ({late} for lack of time "
+                         f"= {100 * late / max(1, tot['inspected']):.2f} %, {review} low confidence for review); "
+                         "verdict accuracy vs ground truth "
                          + ', '.join(f"{c} {v['accuracy']:.3f}" for c, v in insp.items() if v['accuracy'] is not None)
                          + (f" (mean {sum(accs) / len(accs):.3f})" if accs else ''))
         if s.get('compute_share'):
@@ -290,6 +332,19 @@ class LineMonitor:
             n.destroy_node()
         self.executor.shutdown()
         self.node.destroy_node()
+
+
+TIME_WORDS = ('late', 'busy', 'timed out', 'timeout', 'deadline', 'expired')
+
+
+def undecided_kind(reason: str) -> str:
+    """time: no verdict for lack of time (late, busy, timed out); review: a low-confidence
+    verdict left to a person; other: a bad frame, a rejected request, shutting down.
+    """
+    r = reason.lower()
+    if r.startswith('low confidence'):
+        return 'review'
+    return 'time' if any(w in r for w in TIME_WORDS) else 'other'
 
 
 def flow_figures(s: LineState | None) -> dict | None:

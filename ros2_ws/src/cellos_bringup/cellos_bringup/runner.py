@@ -68,6 +68,9 @@ what the live line and the summary show:
   inspection: camera frames vision inspected (every inspect_every-th cycle of each cell,
                 vision.yaml), PASS / FAIL / UNDECIDED; the synthetic camera's frames are not
                 the plant simulation's parts, so the two counts differ
+  real-time: how the cycle threads and the coordinator's receive path are scheduled
+                (SCHED_FIFO <priority>, or normal priority where the OS REFUSED it: docs/realtime.md);
+                missed cycles: ticks cells skipped after a stall (never run late in a burst)
   audit: the line's recording (log/audit/<line>_<UTC time>/, README "Audit"): its files and
                 size, and the commands that query it (cellos_lineage) and draw it
                 (cellos_audit_report)

@@ -15,29 +15,41 @@ P = 20_000_000  # 20 ms
 
 
 class SimCell:
-    def __init__(self, cell_id, clock_offset_ns, start_ns, rng, jitter_ns=50_000):
+    def __init__(self, cell_id, clock_offset_ns, start_ns, rng, jitter_ns=50_000, skew=0.0, t0=0):
         self.id, self.off, self.rng, self.jitter = cell_id, clock_offset_ns, rng, jitter_ns
-        self.cycle = CycleClock(CycleConfig(P), start_ns + clock_offset_ns)
+        self.skew, self.t0 = skew, t0
+        self.cycle = CycleClock(CycleConfig(P), self.clock(start_ns))
         self.session = rng.getrandbits(32)
-        self.sync = (0, 0, 0, 0)
-        self.intended, self.wake = self.cycle.advance(start_ns + clock_offset_ns)
+        self.intended, self.wake = self.cycle.advance(self.clock(start_ns))
         self.starts = {}   # index -> true start (coordinator/true clock)
 
+    def clock(self, true_ns):
+        """This cell's clock at a true (coordinator) time: offset plus a rate error."""
+        return int(true_ns + self.off + (true_ns - self.t0) * self.skew)
+
+    def true_time(self, cell_ns):
+        return int(self.t0 + (cell_ns - self.off - self.t0) / (1.0 + self.skew))
+
     def true_wake(self):
-        return self.wake - self.off
+        return self.true_time(self.wake)
 
 
 def run_line(n_cells=4, seconds=4.0, offsets_ns=None, seed=1, delay_ns=300_000, mode='aligned',
-             coordinator_down=None, kill=None):
+             coordinator_down=None, kill=None, skews=None, stall=None, **config):
+    """``stall``: (cell id, true time, seconds) the cell's thread sleeps through."""
     rng = random.Random(seed)
     t0 = 1_000_000_000_000
-    line = LineCoordinator(LineConfig(P, offset_mode=mode), t0)
+    line = LineCoordinator(LineConfig(P, offset_mode=mode, **config), t0)
     offsets_ns = offsets_ns or [0] * n_cells
-    cells = [SimCell(f'cell_{i}', offsets_ns[i], t0 + rng.randrange(P), rng) for i in range(n_cells)]
+    skews = skews or [0.0] * n_cells
+    cells = [SimCell(f'cell_{i}', offsets_ns[i], t0 + rng.randrange(P), rng, skew=skews[i], t0=t0)
+             for i in range(n_cells)]
     pending = []  # (deliver_at_true, cell, correction, t3)
     events = []
+    answers = 0
     t = t0
     end = t0 + int(seconds * 1e9)
+    stalled = set()
     while t < end:
         # next event: earliest cell wake or pending delivery
         alive = [c for c in cells if not (kill and c.id == kill[0] and c.true_wake() >= kill[1])]
@@ -48,19 +60,29 @@ def run_line(n_cells=4, seconds=4.0, offsets_ns=None, seed=1, delay_ns=300_000, 
         for p in [p for p in pending if p[0] <= t]:
             pending.remove(p)
             _, cell, corr, t3 = p
-            t4 = t + cell.off
-            cell.sync = (corr.echo_t1_ns, corr.recv_t2_ns, t3, t4)
+            t4 = cell.clock(t)
+            cell.cycle.exchange.on_echo(corr.echo_t1_ns, corr.recv_t2_ns, t3, t4)
             if corr.period_ns:
                 cell.cycle.on_correction(corr.anchor_ns, corr.anchor_index, corr.period_ns, corr.command, t4)
         for cell in alive:
             if cell.true_wake() > t:
                 continue
+            if stall and cell.id == stall[0] and t >= stall[1] and cell.id not in stalled:
+                stalled.add(cell.id)
+                t_resume = t + int(stall[2] * 1e9)
+                cell.wake = cell.clock(t_resume)   # the thread sleeps through
+                continue
             actual_true = t + cell.rng.randrange(cell.jitter)
-            actual = actual_true + cell.off
+            actual = cell.clock(actual_true)
+            if cell.cycle.stalled(actual):
+                cell.wake = cell.cycle.skip_to(actual)
+                continue
             cell.cycle.on_started(actual, cell.wake)
             cell.starts[cell.cycle.index] = (actual_true, cell.cycle.state)
             report = CycleReport(cell.id, cell.session, cell.cycle.index, actual, cell.cycle.intended_ns,
-                                 cell.cycle.period_ns, int(cell.cycle.state), actual + 10_000, cell.sync)
+                                 cell.cycle.period_ns, int(cell.cycle.state), actual + 10_000,
+                                 cell.cycle.exchange.stamps, locked=cell.cycle.locked,
+                                 missed_cycles=cell.cycle.missed_cycles)
             recv = actual_true + 10_000 + delay_ns
             down = coordinator_down and coordinator_down[0] <= recv < coordinator_down[1]
             if not down:
@@ -68,9 +90,11 @@ def run_line(n_cells=4, seconds=4.0, offsets_ns=None, seed=1, delay_ns=300_000, 
                 if ev:
                     events.append((recv, ev))
                 if corr is not None:
+                    answers += 1
                     pending.append((recv + 50_000 + delay_ns, cell, corr, recv + 50_000))
             events += [(t, e) for e in line.check_lost(t)]
-            cell.intended, cell.wake = cell.cycle.advance(actual + 100_000)
+            cell.intended, cell.wake = cell.cycle.advance(cell.clock(actual_true + 100_000))
+    line.answers = answers
     return line, cells, events
 
 
@@ -96,7 +120,7 @@ def test_clock_offsets_are_estimated_and_locked_through():
     offs = [0, 30_000_000, -7_500_000, 123_456_789]
     line, cells, _ = run_line(offsets_ns=offs)
     for c, off in zip(cells, offs):
-        est = line.cells[c.id].offset.offset_ns
+        est = line.cells[c.id].offset.offset_at(line.cells[c.id].last_recv_ns)
         assert abs(est - off) < 100_000, (c.id, est, off)
         assert line.cells[c.id].locked
     last = max(cells[0].starts)
@@ -122,12 +146,13 @@ def test_no_cycle_is_skipped_or_repeated_while_slewing():
         assert min(intervals) > 0.88 * P and max(intervals) < 1.12 * P
 
 
-def test_killed_cell_is_lost_within_two_periods_and_others_stay_locked():
+def test_killed_cell_is_lost_within_lost_after_periods_and_others_stay_locked():
     t0 = 1_000_000_000_000
     kill_at = t0 + 2_000_000_000
     line, cells, events = run_line(kill=('cell_2', kill_at))
     lost = [t for t, e in events if "'cell_2' lost" in e]
-    assert lost and lost[0] - kill_at <= 2 * P
+    # the timer in the sim is the cells' wake-ups (the node has DDS's deadline timer)
+    assert lost and lost[0] - kill_at <= 2.5 * P + P
     assert [t.cell_id for t in line.cells.values() if not t.locked] == ['cell_2']
 
 
@@ -200,7 +225,7 @@ def test_duplicate_cell_id_is_ignored_and_restart_is_accepted():
     assert line.on_report(r, 1_000)[0] is not None
     corr, ev = line.on_report(CycleReport('c', 2, 0, 0, 0, P, 0, 2), 2_000)
     assert corr is None and 'duplicate' in ev
-    line.check_lost(10 * P)
+    assert line.check_lost(10 * P)
     corr, ev = line.on_report(CycleReport('c', 2, 0, 0, 0, P, 0, 3), 10 * P + 1)
     assert corr is not None and 'restarted' in ev
 
@@ -233,3 +258,20 @@ def test_period_change_keeps_phase():
     ok, _ = line.set_period(P // 2, 5 * P)
     assert ok and line.schedule.tick(line.schedule.nearest_index(5 * P)) == before
     assert not line.set_period(0, 0)[0]
+
+
+def test_rate_is_estimated_within_a_few_ppm_from_ten_seconds_of_noisy_exchanges():
+    rng = random.Random(3)
+    est = OffsetEstimator()
+    skew, offset0, t = 50e-6, 250_000_000, 10**12
+    for _ in range(100):    # 10 s at 10 Hz, one-way delays 0.2-1.2 ms
+        up, down = rng.randint(200_000, 1_200_000), rng.randint(200_000, 1_200_000)
+        cell = lambda true: int(true + offset0 + (true - 10**12) * skew)  # noqa: E731
+        t1 = cell(t)
+        t2 = t + up
+        t3 = t2 + 50_000
+        t4 = cell(t3 + down)
+        est.add(sample(t1, t2, t3, t4))
+        t += 100_000_000
+    assert abs(est.skew_ppm - 50.0) < 10.0, est.skew_ppm
+    assert abs(est.offset_at(t) - (offset0 + (t - 10**12) * skew)) < 300_000

@@ -98,3 +98,28 @@ def test_parts_are_conserved_after_every_step_whatever_happens(cells, cap, steps
         assert s.conserved, s
         assert all(0 <= x.level <= x.capacity for x in s.stations)
         assert check_snapshot(s, ids) == ''
+
+
+def test_the_start_interlock_takes_no_part_it_could_not_release():
+    f = LineFlow(CELLS, 1, interlock=True)
+    for _ in range(6):
+        f.step('cell_01', False, one())       # cell_02 never steps: its buffer fills once
+    s = f.snapshot()
+    assert s.station('cell_02').level == 1 and s.overflows == 0 and s.dropped == 0 and s.conserved
+    assert s.station('cell_01').blocked_cycles >= 4 and not s.station('cell_01').busy
+    f.step('cell_02', False, one(5))           # room again: cell_01 takes its next part
+    f.step('cell_01', False, one())
+    assert f.snapshot().station('cell_01').busy
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**31), st.lists(st.integers(1, 3), min_size=3, max_size=3))
+def test_with_the_interlock_no_order_of_cycle_starts_overflows_a_buffer(seed, caps):
+    import random
+    rng = random.Random(seed)
+    f = LineFlow(CELLS, dict(zip(CELLS, caps)), interlock=True)
+    for _ in range(300):
+        c = rng.choice(CELLS)
+        f.step(c, rng.random() < 0.1, lambda: rng.randint(1, 4), rng.randint(1, 3))
+        assert f.snapshot().conserved
+    assert f.snapshot().overflows == 0

@@ -46,11 +46,14 @@ class _ProcessExit:
         self.stopping = threading.Event()   # on the way out: a thread ending badly now changes nothing
         self.code = 0
         self.reason = ''
+        self.waiters: list[threading.Event] = []   # spin_nodes' stop events: woken, never polled
 
     def request(self, code: int, reason: str) -> None:
         if not self.event.is_set():
             self.code, self.reason = code, reason
             self.event.set()
+            for w in list(self.waiters):
+                w.set()
 
 
 _process_exit = _ProcessExit()
@@ -383,10 +386,16 @@ def spin_nodes(nodes, *, executor: str = 'multi', threads: int | None = None,
     spinner.start()
     code = 0   # stopped as asked
     try:
-        while not stop.wait(0.2) and not _process_exit.event.is_set():
-            pass
+        # no polling: a thread of this process that wakes at normal priority can be preempted
+        # holding the interpreter lock, and a real-time thread of the node then waits for it
+        _process_exit.waiters.append(stop)
+        if _process_exit.event.is_set():
+            stop.set()
+        stop.wait()   # set by a signal handler, by the spinner when it ends, or by request_exit
     finally:
         _process_exit.stopping.set()
+        if stop in _process_exit.waiters:
+            _process_exit.waiters.remove(stop)
         stop.set()
         ex.shutdown(timeout_sec=5.0)
         spinner.join()
@@ -401,7 +410,10 @@ def spin_nodes(nodes, *, executor: str = 'multi', threads: int | None = None,
 
 def _spin(executor, stop: threading.Event) -> None:
     try:
-        executor.spin()
+        # what Executor.spin() does; rclpy 9.1's EventsExecutor.spin() busy-loops and never
+        # fires a timer, while its spin_once() works
+        while not stop.is_set() and executor.context.ok():
+            executor.spin_once(timeout_sec=1.0)   # shutdown() wakes it at once
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except Exception:

@@ -1,9 +1,10 @@
 """Every QoS profile of the graph, in one table. README "QoS" mirrors this file.
 
 topic                        reliability  durability       depth  deadline / liveliness
-cell_i/timing/cycle          best effort  volatile         5      1 x period offered, 1.25 x requested; automatic, 1 s
-    latest report matters, a late retransmit is worse than none; the deadline tells the
-    coordinator a cell is lost
+cell_i/timing/cycle          best effort  volatile         5      none; automatic, 1 s
+    latest report matters, a late retransmit is worse than none; no DDS deadline: its timer
+    would be restarted by every report on both sides (1600 a second at 32 cells x 50 Hz),
+    the coordinator times the silence itself (core.line_coordinator.check_lost)
 cell_i/timing/cycle (watch)  best effort  volatile         50     none requested
     monitors: match any period, keep a burst
 cell_i/timing/correction     best effort  volatile         1      none offered; automatic, 1 s
@@ -34,25 +35,19 @@ from rclpy.qos import (DurabilityPolicy, HistoryPolicy, LivelinessPolicy, QoSPro
                        ReliabilityPolicy)
 
 
-# offered by the timing node (one report per period); a subscriber requests as much or more.
-# Misses of the offered deadline (a late wake-up) are not handled: only the requested side acts.
-CYCLE_DEADLINE_PERIODS = 1.0
-
-
-def cycle_report(period_s: float, deadline_periods: float = CYCLE_DEADLINE_PERIODS, depth: int = 5) -> QoSProfile:
-    """depth 1: the plant simulation, which after a stall must step each cell once on its latest
-    report (with the cycles missed), not replay a backlog the coordinator never saw.
+def cycle_report(depth: int = 5) -> QoSProfile:
+    """depth 1: the coordinator and the plant simulation, which after a stall must take each
+    cell's latest report (with the cycles missed), not replay a backlog.
     """
     return QoSProfile(
         history=HistoryPolicy.KEEP_LAST, depth=depth,
         reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE,
-        deadline=Duration(seconds=deadline_periods * period_s),
         liveliness=LivelinessPolicy.AUTOMATIC, liveliness_lease_duration=Duration(seconds=1.0))
 
 
 def cycle_watch() -> QoSProfile:
-    """For tools that only watch the cycle reports (the runner's monitor, tests): no deadline
-    requested, so it matches a timing node of any period.
+    """For tools that only watch the cycle reports (the runner's monitor, tests): a deeper
+    queue, to keep a burst.
     """
     return _keep_last(50, reliable=False)
 

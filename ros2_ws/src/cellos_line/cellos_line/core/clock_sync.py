@@ -4,7 +4,14 @@ t1: cell sends (cell clock), t2: coordinator receives, t3: coordinator answers (
 clock), t4: cell receives (cell clock). RFC 5905: offset = ((t2 - t1) + (t3 - t4)) / 2 is the
 coordinator clock minus the cell clock; delay = (t4 - t1) - (t3 - t2). The error of one sample
 is at most delay / 2, so, as NTP's clock filter does, the estimate follows the sample of least
-delay among the recent ones, and a linear fit over the filtered samples gives the rate (skew).
+delay among the recent ones (carried to the latest sample at the fitted rate), and a linear fit
+over the least-delay sample of every block of ``block`` exchanges gives the rate (skew): a point
+per block, so the fit has points at a steady pace whatever the delays do.
+
+Both ends of the exchange live here: ``CellExchange`` is the cell's (the last complete
+exchange, returned in its next reports), ``OffsetEstimator`` the coordinator's, one per cell.
+Exchanges need not run at the cycle rate: the coordinator answers at its own sync rate, and a
+report carrying an exchange already counted is ignored.
 """
 from __future__ import annotations
 
@@ -29,26 +36,55 @@ def sample(t1: int, t2: int, t3: int, t4: int) -> SyncSample | None:
     return SyncSample(offset_ns=-((t2 - t1) + (t3 - t4)) / 2.0, delay_ns=float(delay), at_ns=t3)
 
 
+class CellExchange:
+    """The cell's end: the coordinator's echo of one of its reports (t1, t2, t3) and when the
+    echo arrived (t4, cell clock). Reports carry the last complete exchange.
+    """
+
+    def __init__(self):
+        self.stamps: tuple[int, int, int, int] = (0, 0, 0, 0)
+
+    def on_echo(self, t1: int, t2: int, t3: int, t4: int) -> None:
+        if t1 and t2 and t3 and t4 >= t1:
+            self.stamps = (t1, t2, t3, t4)
+
+
 class OffsetEstimator:
     def __init__(self, window: int = 32, skew_window: int = 64, max_skew_ppm: float = 100.0,
-                 step_ns: float = 1e6):
+                 step_ns: float = 1e6, block: int = 4):
         self._step_ns = step_ns
         self._outliers = 0
         self._recent: deque[SyncSample] = deque(maxlen=window)
         self._filtered: deque[SyncSample] = deque(maxlen=skew_window)
+        self._block: list[SyncSample] = []
+        self._block_size = block
         self._max_skew = max_skew_ppm * 1e-6
         self.offset_ns: float | None = None
         self.delay_ns: float | None = None
         self.skew = 0.0
+        self._best: SyncSample | None = None
+        self._last_t1 = 0
 
     @property
     def ready(self) -> bool:
         return self.offset_ns is not None
 
+    def add_exchange(self, stamps: tuple[int, int, int, int]) -> bool:
+        """A cell report's exchange; one already counted (same t1) is ignored."""
+        if not stamps[0] or stamps[0] == self._last_t1:
+            return False
+        self._last_t1 = stamps[0]
+        return self.add(sample(*stamps))
+
+    @property
+    def skew_ppm(self) -> float:
+        return self.skew * 1e6
+
     def add(self, s: SyncSample | None) -> bool:
         if s is None:
             return False
-        if self.offset_ns is not None and abs(s.offset_ns - self.offset_ns) > max(4 * s.delay_ns, self._step_ns):
+        jump = abs(s.offset_ns - self.offset_at(s.at_ns)) if self.offset_ns is not None else 0.0
+        if jump > max(4 * s.delay_ns, self._step_ns):
             # a clock step (or a wild sample): two in a row means the clock really stepped
             self._outliers += 1
             if self._outliers < 2:
@@ -56,11 +92,13 @@ class OffsetEstimator:
             self.reset()
         self._outliers = 0
         self._recent.append(s)
-        best = min(self._recent, key=lambda x: x.delay_ns)
-        if not self._filtered or best is not self._filtered[-1]:
-            self._filtered.append(best)
-        self.offset_ns, self.delay_ns = best.offset_ns, s.delay_ns
-        self.skew = self._fit_skew()
+        self._block.append(s)
+        if len(self._block) >= self._block_size:
+            self._filtered.append(min(self._block, key=lambda x: x.delay_ns))
+            self._block = []
+            self.skew = self._fit_skew()
+        self._best = min(self._recent, key=lambda x: x.delay_ns)
+        self.offset_ns, self.delay_ns = self.offset_at(s.at_ns), s.delay_ns
         return True
 
     def _fit_skew(self) -> float:
@@ -79,12 +117,10 @@ class OffsetEstimator:
 
     def offset_at(self, t_ns: int) -> float:
         """Offset extrapolated to coordinator time t (cell = coordinator + offset)."""
-        if self.offset_ns is None:
+        if self._best is None:
             raise RuntimeError('no sync sample yet')
-        if not self._filtered:
-            return self.offset_ns
-        last = self._filtered[-1]
-        return last.offset_ns + self.skew * (t_ns - last.at_ns)
+        return self._best.offset_ns + self.skew * (t_ns - self._best.at_ns)
 
     def reset(self) -> None:
-        self.__init__(self._recent.maxlen, self._filtered.maxlen, self._max_skew * 1e6, self._step_ns)
+        self.__init__(self._recent.maxlen, self._filtered.maxlen, self._max_skew * 1e6, self._step_ns,
+                      self._block_size)

@@ -13,7 +13,7 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 
 from cellos_line.core.backpressure import backpressure_holds
-from cellos_line.core.clock_sync import OffsetEstimator, sample
+from cellos_line.core.clock_sync import OffsetEstimator
 from cellos_line.core.cycle_clock import Command, CycleState
 from cellos_line.core.line_flow import FlowSnapshot, check_snapshot
 from cellos_line.core.schedule import Schedule, stagger_offsets
@@ -30,9 +30,10 @@ class CycleReport:
     state: int
     cell_send_ns: int
     sync: tuple[int, int, int, int] = (0, 0, 0, 0)
-    parts_done: int = 0
-    busy: bool = False
-    overrun: bool = False
+    locked: bool = False
+    missed_cycles: int = 0
+    thread_priority: int = 0
+    realtime_refused: bool = False
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,9 @@ class Correction:
     recv_t2_ns: int
 
 
+CLOCK_MODES = ('exchange', 'system')
+
+
 @dataclass(frozen=True)
 class LineConfig:
     period_ns: int
@@ -55,10 +59,16 @@ class LineConfig:
     custom_offsets_ms: dict = field(default_factory=dict)
     expected_cells: tuple = ()
     accept_unknown_cells: bool = True
-    lost_after_periods: float = 1.25
-    lock_threshold_ns: int = 1_000_000
-    window: int = 500
+    lost_after_periods: float = 2.5
+    common_silence_periods: float = 10.0  # most cells silent at once: lost only after this long
+    sync_interval_ns: int = 100_000_000   # a locked cell's reports are answered this often; 0: every one
+    clock_mode: str = 'exchange'          # system: PTP/chrony discipline the clocks, offsets taken as 0
+    window_ns: int = 2_000_000_000        # phase error percentiles over this much recent time
     backpressure_latency_cycles: int = 2
+
+    def __post_init__(self):
+        if self.clock_mode not in CLOCK_MODES:
+            raise ValueError(f"unknown clock mode '{self.clock_mode}' ({' | '.join(CLOCK_MODES)})")
 
 
 OPERATOR, DRIFT, BACKPRESSURE = 'operator', 'drift', 'backpressure'   # hold sources
@@ -74,10 +84,12 @@ class CellTrack:
     first_seen_ns: int
     last_recv_ns: int = 0
     last_send_ns: int = 0
+    last_answer_ns: int = 0
+    schedule_sent: int = -1  # version of the line schedule last sent to this cell
     cycle_index: int = 0
     state: int = CycleState.STARTING
     phase_error_ns: float = 0.0
-    errors_ns: deque = field(default_factory=lambda: deque(maxlen=500))
+    errors_ns: deque = field(default_factory=deque)   # (recv_ns, phase error) over the window
     offset: OffsetEstimator = field(default_factory=OffsetEstimator)
     held: bool = False
     hold_reason: str = ''
@@ -87,11 +99,11 @@ class CellTrack:
     relock_count: int = 0
     locked: bool = False
     lock_time_s: float | None = None
-    needs_relock: bool = False
     period_ns: int = 0
-    parts_done: int = 0
+    missed_cycles: int = 0
+    thread_priority: int = 0
+    realtime_refused: bool = False
     rejected: int = 0
-    overrun: bool = False
     last_report: CycleReport | None = None
     last_report_recv_ns: int = 0
 
@@ -102,6 +114,7 @@ class LineCoordinator:
             raise ValueError(f'line period must be > 0, got {config.period_ns} ns')
         self.config = config
         self.schedule = Schedule(now_ns - now_ns % config.period_ns, config.period_ns)
+        self.schedule_version = 0
         self.cells: dict[str, CellTrack] = {}
         self.offsets: dict[str, int] = {}
         self.duplicates = 0
@@ -114,6 +127,10 @@ class LineCoordinator:
         self.flow_recv_ns = 0
         self.plant_rejected = 0
         self.plant_status = ''
+        self._last_check_ns = 0
+        self.late_checks = 0     # lost checks skipped because this process was stalled
+        self.common_silences = 0  # times most cells went silent at once
+        self._common_silence = False
         self._recompute_offsets()
 
     # -- schedule ---------------------------------------------------------------------------
@@ -122,14 +139,18 @@ class LineCoordinator:
         return expected + sorted(c for c in self.cells if c not in expected)
 
     def _recompute_offsets(self) -> None:
-        self.offsets = stagger_offsets(self._order(), self.schedule.period_ns, self.config.offset_mode,
-                                       self.config.custom_offsets_ms, len(self.config.expected_cells))
+        offsets = stagger_offsets(self._order(), self.schedule.period_ns, self.config.offset_mode,
+                                  self.config.custom_offsets_ms, len(self.config.expected_cells))
+        if offsets != self.offsets:
+            self.offsets = offsets
+            self.schedule_version += 1
 
     def set_period(self, period_ns: int, now_ns: int) -> tuple[bool, str]:
         if period_ns <= 0:
             return False, f'period must be > 0, got {period_ns / 1e6:.3f} ms'
         self.schedule = self.schedule.rebased(now_ns, period_ns)
         self.config = replace(self.config, period_ns=period_ns)
+        self.schedule_version += 1
         self._recompute_offsets()
         return True, f'line period {period_ns / 1e6:.3f} ms from cycle {self.schedule.nearest_index(now_ns)}'
 
@@ -138,6 +159,14 @@ class LineCoordinator:
         self.config = replace(self.config, offset_mode=mode,
                               custom_offsets_ms=dict(custom_ms or self.config.custom_offsets_ms))
         self._recompute_offsets()
+
+    def clock_offset_at(self, t: CellTrack, t_ns: int) -> float:
+        """The offset the schedule uses for a cell: estimated, or 0 where the system clocks are
+        trusted (clock_mode system: the estimate is only the residual, monitored).
+        """
+        if self.config.clock_mode == 'system':
+            return 0.0
+        return t.offset.offset_at(t_ns)
 
     # -- reports ----------------------------------------------------------------------------
     def on_report(self, r: CycleReport, recv_ns: int) -> tuple[Correction | None, str]:
@@ -151,7 +180,6 @@ class LineCoordinator:
                 self.unknown += 1
                 return None, f"report from unknown cell '{r.cell_id}' ignored"
             track = self.cells[r.cell_id] = CellTrack(r.cell_id, r.session, recv_ns)
-            track.errors_ns = deque(maxlen=self.config.window)
             self._recompute_offsets()
             self._refresh_hold(r.cell_id, count=False)
             event = f"cell '{r.cell_id}' discovered"
@@ -164,75 +192,103 @@ class LineCoordinator:
             track.session = r.session
             track.offset.reset()
             track.errors_ns.clear()
-            track.locked, track.needs_relock = False, True
+            track.locked = False
             track.last_send_ns = 0
+            track.schedule_sent = -1
             event = f"cell '{r.cell_id}' restarted (session {r.session:#x})"
         elif r.cell_send_ns <= track.last_send_ns:
             self.out_of_order += 1
             track.rejected += 1
             return None, ''
         if track.lost:
-            track.lost, track.needs_relock = False, True
-            event = event or f"cell '{r.cell_id}' back"
+            track.lost = False
+            event = event or f"cell '{r.cell_id}' back after {(recv_ns - track.last_recv_ns) / 1e6:.0f} ms"
         track.last_recv_ns, track.last_send_ns = recv_ns, r.cell_send_ns
         track.cycle_index, track.state, track.period_ns = r.cycle_index, r.state, r.period_ns
-        track.parts_done = r.parts_done
-        track.overrun = r.overrun
+        track.missed_cycles = r.missed_cycles
+        track.thread_priority, track.realtime_refused = r.thread_priority, r.realtime_refused
         track.last_report, track.last_report_recv_ns = r, recv_ns
-        track.offset.add(sample(*r.sync))
+        track.offset.add_exchange(r.sync)
 
         if track.offset.ready:
             off = self.offsets.get(r.cell_id, 0)
-            start = r.cell_start_ns - track.offset.offset_at(recv_ns)
+            start = r.cell_start_ns - self.clock_offset_at(track, recv_ns)
             err = self.schedule.phase_error(int(start), off)
             track.phase_error_ns = err
-            track.errors_ns.append(err)
-            # median of the last few: one late wake-up (timer jitter) does not unlock a cell
-            recent = sorted(abs(e) for e in list(track.errors_ns)[-5:])
-            # a held cell keeps its cycle on the schedule: it reports HELD, not LOCKED; a locked
-            # cell stays locked until its median error passes twice the threshold (hysteresis)
-            bound = self.config.lock_threshold_ns * (2 if track.locked else 1)
-            locked = (r.state in (CycleState.LOCKED, CycleState.HELD)
-                      and recent[len(recent) // 2] <= bound)
-            if locked and not track.locked:
-                if track.lock_time_s is None:
-                    track.lock_time_s = (recv_ns - track.first_seen_ns) / 1e9
-                if track.needs_relock:
-                    track.relock_count += 1
-                    track.needs_relock = False
-                    event = event or f"cell '{r.cell_id}' re-locked"
-            track.locked = locked
+            track.errors_ns.append((recv_ns, err))
+            while track.errors_ns and track.errors_ns[0][0] < recv_ns - self.config.window_ns:
+                track.errors_ns.popleft()
+        # lock is the cell's judgement (the one place, with its lock_threshold_ms)
+        if r.locked and not track.locked:
+            if track.lock_time_s is None:
+                track.lock_time_s = (recv_ns - track.first_seen_ns) / 1e9
+            else:
+                track.relock_count += 1
+                event = event or f"cell '{r.cell_id}' re-locked"
+        track.locked = r.locked
+        if not self._answer_due(track, r, recv_ns):
+            return None, event
         return self._correction(track, r, recv_ns), event
+
+    def _answer_due(self, t: CellTrack, r: CycleReport, recv_ns: int) -> bool:
+        """Answer every report of a cell that is not locked or has not got the current
+        schedule; a locked one at the sync interval (the clock exchange's own rate).
+        """
+        return (not r.locked or r.state not in (CycleState.LOCKED, CycleState.HELD)
+                or t.schedule_sent != self.schedule_version or t.resync > 0
+                or recv_ns - t.last_answer_ns >= self.config.sync_interval_ns)
 
     def _correction(self, track: CellTrack, r: CycleReport, recv_ns: int) -> Correction:
         command = Command.HOLD if track.held else Command.RELEASE
         if track.resync > 0:
             track.resync -= 1
             command = Command.RESYNC
-        if not track.offset.ready:
+        track.last_answer_ns = recv_ns
+        if not track.offset.ready and self.config.clock_mode != 'system':
             return Correction(track.cell_id, track.session, 0, 0, 0, command, track.hold_reason,
                               r.cell_send_ns, recv_ns)
+        track.schedule_sent = self.schedule_version
         index = self.schedule.nearest_index(recv_ns) + 1
         tick = self.schedule.tick(index, self.offsets.get(track.cell_id, 0))
-        skew = track.offset.skew
+        skew = track.offset.skew if self.config.clock_mode != 'system' else 0.0
         return Correction(
             cell_id=track.cell_id, session=track.session,
-            anchor_ns=int(round(tick + track.offset.offset_at(tick))), anchor_index=index,
+            anchor_ns=int(round(tick + self.clock_offset_at(track, tick))), anchor_index=index,
             period_ns=int(round(self.schedule.period_ns * (1.0 + skew))),
             command=command, reason=track.hold_reason, echo_t1_ns=r.cell_send_ns, recv_t2_ns=recv_ns)
 
-    def check_lost(self, now_ns: int, factor: float = 1.0, cell_id: str | None = None) -> list[str]:
-        """Cells silent for ``factor * lost_after_periods`` periods are lost. The node calls it
-        for one cell, factor 1, on that cell's QoS deadline event (raised by DDS only when no
-        report arrived in time), and for every cell with a wide factor from a backup timer (a
-        busy coordinator's timer fires late, after reports it has not taken yet).
+    def check_lost(self, now_ns: int, every_ns: int = 0) -> list[str]:
+        """Cells silent for ``lost_after_periods`` periods are lost. The node calls it from a
+        timer every ``every_ns``. Two kinds of silence say more about this side than about the
+        cells:
+
+        - a check that comes more than twice ``every_ns`` late: this process was stalled, and
+          reports may be waiting behind the check; it judges nothing, the next check does;
+        - several cells silent at once (three or more, and at least a quarter of the line):
+          one side stalled, most likely this one (its DDS participant pauses while it matches
+          many new participants, e.g. cells or tools starting); they are lost only after
+          ``common_silence_periods``. A single failure (a dead cell, a cut link) is judged at
+          ``lost_after_periods``.
         """
-        lost_after = factor * self.config.lost_after_periods * self.schedule.period_ns
+        late = every_ns and self._last_check_ns and now_ns - self._last_check_ns > 2 * every_ns
+        self._last_check_ns = now_ns
+        if late:
+            self.late_checks += 1
+            return []
+        period = self.schedule.period_ns
+        lost_after = self.config.lost_after_periods * period
+        live = [t for t in self.cells.values() if not t.lost]
+        silent = [t for t in live if now_ns - t.last_recv_ns > lost_after]
+        if len(silent) >= 3 and 4 * len(silent) >= len(live):
+            if not self._common_silence:
+                self.common_silences += 1
+            self._common_silence = True
+            lost_after = max(lost_after, self.config.common_silence_periods * period)
+        else:
+            self._common_silence = False
         events = []
-        for t in self.cells.values():
-            if cell_id is not None and t.cell_id != cell_id:
-                continue
-            if not t.lost and now_ns - t.last_recv_ns > lost_after:
+        for t in silent:
+            if now_ns - t.last_recv_ns > lost_after:
                 t.lost, t.locked = True, False
                 t.lost_count += 1
                 events.append(f"cell '{t.cell_id}' lost: no report for "
@@ -340,8 +396,14 @@ class LineCoordinator:
     def state_of(self, t: CellTrack) -> int:
         return LOST if t.lost else t.state
 
-    def error_percentiles_ms(self, t: CellTrack) -> tuple[float, float]:
-        if not t.errors_ns:
+    def error_percentiles_ms(self, t: CellTrack, now_ns: int | None = None) -> tuple[float, float]:
+        """|phase error| p50 and p99 over the window (the last ``window_ns`` before now)."""
+        since = (now_ns if now_ns is not None else t.last_recv_ns) - self.config.window_ns
+        a = sorted(abs(e) for at, e in t.errors_ns if at >= since)
+        if not a:
             return 0.0, 0.0
-        a = sorted(abs(e) for e in t.errors_ns)
         return a[len(a) // 2] / 1e6, a[min(len(a) - 1, int(0.99 * len(a)))] / 1e6
+
+    def offset_now_ms(self, t: CellTrack, now_ns: int) -> float:
+        """Estimated cell clock minus coordinator clock now (0 before the first exchange)."""
+        return t.offset.offset_at(now_ns) / 1e6 if t.offset.ready else 0.0

@@ -6,8 +6,14 @@ A station steps at each cycle start of its cell: a part whose work is done moves
 next station's input buffer, or out of the line after the last station); then, if the
 station is free, not held and has a part waiting, it takes one and works on it for the
 cycles its work time needs. The first station is fed on demand by the line's infeed (no
-buffer). A part that arrives at a full buffer is an overflow: it is dropped (counted). The
-plant itself never looks ahead; keeping buffers from overflowing is the coordinator's job.
+buffer). A part that arrives at a full buffer is an overflow: it is dropped (counted).
+
+With ``interlock`` (a real station's start interlock, as a PLC has it) a station takes a new
+part only while the next buffer has room for it: nothing else fills that buffer, so the part
+can always be released, whatever the timing of the coordinator's holds; each refusal counts
+as a blocked cycle. The coordinator's backpressure holds are line policy on top of it (they
+hold a cell before its interlock has to). Without it (the policy alone, as the flow benchmark
+and property tests study it) only the holds keep buffers from overflowing.
 
 Invariant, after every step: parts_in = parts_out + in_buffers + in_cells + dropped.
 """
@@ -31,6 +37,7 @@ class Station:
     starved_cycles: int = 0
     held_cycles: int = 0
     overruns: int = 0
+    blocked_cycles: int = 0  # free, not held, a part waiting, the next buffer full: the interlock
     cycle: int = 0           # cycles this station has stepped
     finish_cycle: int = 0
 
@@ -99,7 +106,7 @@ class StepEvent:
 
 
 class LineFlow:
-    def __init__(self, cells: Sequence[str], capacities: int | Mapping[str, int]):
+    def __init__(self, cells: Sequence[str], capacities: int | Mapping[str, int], interlock: bool = False):
         if not cells:
             raise ValueError('a line needs at least one cell')
         if len(set(cells)) != len(cells):
@@ -110,6 +117,7 @@ class LineFlow:
             self.add_cell(c, capacities if isinstance(capacities, int) else capacities.get(c))
         self.parts_in = self.parts_out = self.dropped = self.overflows = 0
         self.seq = 0
+        self.interlock = interlock
 
     def add_cell(self, cell_id: str, capacity: int | None) -> None:
         """Append a station at the end of the line (the first one is infeed-fed)."""
@@ -146,6 +154,8 @@ class LineFlow:
         if not s.busy:
             if held:
                 s.held_cycles += 1
+            elif (i == 0 or s.level > 0) and self._blocked(i):
+                s.blocked_cycles += 1
             elif i == 0 or s.level > 0:
                 if i == 0:
                     self.parts_in += 1
@@ -160,6 +170,13 @@ class LineFlow:
                 s.starved_cycles += 1
         self.seq += 1
         return events
+
+    def _blocked(self, i: int) -> bool:
+        """The start interlock: the next buffer has no room for this station's part."""
+        if not self.interlock or i == len(self.stations) - 1:
+            return False
+        nxt = self.stations[i + 1]
+        return nxt.level >= nxt.capacity
 
     def _pass_on(self, i: int) -> StepEvent:
         cell = self.stations[i].cell_id

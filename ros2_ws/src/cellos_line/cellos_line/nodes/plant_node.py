@@ -1,11 +1,12 @@
 """Plant simulation (one per line, e.g. /line1/plant): the line's buffers and part motion.
 
 Steps each cell's station at every ``<line>/<cell>/timing/cycle`` report, with heavy-tailed
-work times (core.inference_timing). A cell starts a new part only while it runs under the
-coordinator: state LOCKING or LOCKED (HELD, STARTING and FREE_RUNNING start none) and its last
-correction at most ``lease_periods`` old (from the report's own sync_t4 and send stamps, both
-on the cell's clock). The lease makes a stalled coordinator hold the line instead of letting
-cells run on a stale release: no hold could reach them. Publishes
+work times (core.work_times). A cell starts a new part only while it runs under the
+coordinator: state LOCKING or LOCKED (HELD, STARTING and FREE_RUNNING start none; a cell
+free-runs once the coordinator's corrections stop for its coordinator_timeout_ms, so a stalled
+coordinator holds the line instead of letting cells run on a stale release), and, with
+``start_interlock``, only while the next buffer has room for the part (the station's own
+interlock: a part started can always be released). Publishes
 ``plant/state`` (PlantState) after every step that moved a part or changed a hold, and at
 ``state_rate_hz``. A PLC bridge replaces
 this node by publishing the same topic (docs/plant_contract.md).
@@ -35,8 +36,6 @@ PARAMS = [
               min=1, max=100000, unit='parts'),
     ParamSpec('buffer_capacities', 0, "the cell's input buffer capacity; 0: buffer_capacity", keys='cells',
               min=0, max=100000, unit='parts'),
-    ParamSpec('period_ms', 20.0, 'nominal cycle period of the cells (QoS of the cycle reports only)',
-              min=0.0, max=60000.0, min_exclusive=True, unit='ms'),
     ParamSpec('seed', 1, 'work time seed (each cell has its own stream)', min=0, max=2**31 - 1),
     ParamSpec('work_median_periods', 0.6, 'median work time of a part', min=0.0, max=1000.0,
               min_exclusive=True, unit='periods'),
@@ -51,8 +50,8 @@ PARAMS = [
     ParamSpec('long_hold_every_parts', 0, 'a long hold every this many parts of long_hold_cell (0: never)',
               min=0, max=10**9),
     ParamSpec('long_hold_periods', 0.0, 'length of a long hold', min=0.0, max=1e6, unit='periods'),
-    ParamSpec('lease_periods', 1.5, "a cell starts no new part when the coordinator's last correction "
-              'is older than this', min=1.0, max=1000.0, unit='periods'),
+    ParamSpec('start_interlock', True, "a station takes a part only while the next buffer has room for it "
+              "(a station's own interlock); false: only the coordinator's holds prevent overflows"),
     ParamSpec('state_rate_hz', 5.0, 'plant/state heartbeat (it is also sent after every step)',
               min=0.1, max=1000.0, unit='Hz'),
     ParamSpec('discovery_period_s', 0.5, 'how often to look for cells when cells is empty',
@@ -124,13 +123,13 @@ class PlantNode(CellosNode):
 
     def _add(self, cell: str) -> None:
         if self.flow is None:
-            self.flow = LineFlow([cell], 0)
+            self.flow = LineFlow([cell], 0, interlock=self.params.start_interlock)
         else:
             self.flow.add_cell(cell, self.capacities.get(cell, self.params.buffer_capacity))
         self._work[cell] = self._work_for(cell)
         self._subs[cell] = self.create_subscription(
             CellCycle, f'{self.line_ns}/{cell}/timing/cycle', lambda m, c=cell: self._on_cycle(c, m),
-            qos.cycle_report(self.params.period_ms / 1e3, 100.0, depth=1))
+            qos.cycle_report(depth=1))
 
     def _build(self, cells: list[str]) -> None:
         for c in cells:
@@ -166,8 +165,7 @@ class PlantNode(CellosNode):
         else:
             elapsed = 1
         self._last[cell] = (msg.session, msg.cycle_index)
-        lease_ok = msg.sync_t4_ns > 0 and msg.send_ns - msg.sync_t4_ns <= self.params.lease_periods * msg.period_ns
-        may_start = msg.state in UNDER_COORDINATION and lease_ok
+        may_start = msg.state in UNDER_COORDINATION
         for e in self.flow.step(cell, not may_start, self._work[cell].next_cycles, elapsed):
             if e.kind == 'overflow':
                 self.get_logger().error(e.text)
@@ -194,6 +192,7 @@ class PlantNode(CellosNode):
         for st in s.stations:
             values[f'{st.cell_id}.buffer'] = f'{st.level}/{st.capacity}'
             values[f'{st.cell_id}.starved_cycles'] = st.starved_cycles
+            values[f'{st.cell_id}.blocked_cycles'] = st.blocked_cycles
         if s.overflows:
             return DiagReport(WARN, f'{s.overflows} overflow(s), {s.dropped} part(s) dropped', values)
         return DiagReport(OK, f'{s.parts_out} parts out, {s.in_buffers} in buffers', values)

@@ -52,9 +52,6 @@ PARAMS = [
     ParamSpec('trigger', 'cycle', "what starts an inspection: the cell's cycle tick, a local timer "
               '(no timing node), or every frame arriving on the image topic',
               choices=('cycle', 'timer', 'frame'), read_only=True),
-    ParamSpec('cycle_period_ms', 20.0, "the timing node's period: sets the cycle subscription's QoS "
-              'deadline (must not be shorter than the timing node\'s)', min=1.0, max=10000.0,
-              unit='ms', read_only=True),
     ParamSpec('inspect_every', 1, 'inspect on every n-th cycle (cycle_index % n == 0)', min=1, max=10000),
     ParamSpec('timer_rate_hz', 10.0, 'inspection rate with trigger=timer', min=0.1, max=1000.0,
               unit='Hz', read_only=True),
@@ -212,7 +209,7 @@ class VisionNode(CellosNode):
                 Image, p.image_topic, self._on_image, qos.camera_in(), callback_group=group))
         if p.trigger == 'cycle':
             self._entities.append(self.create_subscription(
-                CellCycle, 'timing/cycle', self._on_cycle, qos.cycle_report(p.cycle_period_ms / 1e3),
+                CellCycle, 'timing/cycle', self._on_cycle, qos.cycle_report(),
                 callback_group=group))
         elif p.trigger == 'timer':
             self._entities.append(self.create_timer(1.0 / p.timer_rate_hz, self._inspect, callback_group=group))
