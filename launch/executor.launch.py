@@ -1,7 +1,9 @@
 """The shared inference executor of one GPU host: `ros2 launch cellos_bringup executor.launch.py`.
 
 Starts the executor in /<namespace> (default /gpu0) and a lifecycle_manager there that
-brings it up. Cells are served as their arbiters appear (discover_cells) and as listed.
+brings it up. It serves the cells listed (``cells``, or the params file's ``cells`` and
+``allowed_cells`` patterns); any other cell is answered REJECTED (``discover_cells`` opens it
+to every process on the domain: an explicit choice).
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction

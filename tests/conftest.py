@@ -81,7 +81,8 @@ class Processes:
         self.procs: dict[str, subprocess.Popen] = {}
 
     def start(self, key: str, exe: str, *ros_args: str, params: dict | None = None,
-              namespace: str | None = None, extra_args=()) -> subprocess.Popen:
+              namespace: str | None = None, extra_args=(), env: dict | None = None) -> subprocess.Popen:
+        """``env``: variables added to this process's environment for the node (e.g. libfaketime)."""
         # the process's output is its log here: no second copy in ROS_LOG_DIR
         cmd = [executable(exe), *extra_args, '--ros-args', '--disable-external-lib-logs']
         if namespace:
@@ -90,7 +91,8 @@ class Processes:
             cmd += ['-p', f'{k}:={_ros_value(v)}']
         cmd += list(ros_args)
         log = open(self.log_dir / f'{key.replace("/", "_")}.log', 'ab')
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, **env} if env else None)
         self.procs[key] = proc
         return proc
 

@@ -48,6 +48,14 @@ class CellClient:
         self.pub.publish(msg)
         return key
 
+    def send_msg(self, msg, task='inspection') -> tuple:
+        """Publish a request built by the caller (malformed on purpose, or huge); tracked like send."""
+        key = (task, msg.request_id)
+        with self.lock:
+            self.sent[key] = (time.time(), time.time() + 60.0)
+        self.pub.publish(msg)
+        return key
+
     def result(self, key, timeout=5.0):
         end = time.monotonic() + timeout
         while time.monotonic() < end:

@@ -169,7 +169,7 @@ def test_statuses_isolation_services(processes, ros_probe, models):
     assert cells['line1/cell2'].compute_ms_p50 > 0 and status.max_batch_seen >= 1
 
     assert processes.stop('executor') == 0                # clean Ctrl-C
-    r = c1.result(c1.send('affine', X, deadline_s=1.0), WAIT_S)
+    r = c1.result(c1.send('slow', IMG, deadline_s=1.0), WAIT_S)
     assert r.status == Status.TIMEOUT and r.reason
 
 

@@ -5,9 +5,7 @@ integers, unknown enum values, empty and huge strings and arrays, and mutants of
 messages). After each node family: every process is alive, the line is locked again, parts are
 conserved, and the refused inputs are counted in the family's 'boundary' diagnostics.
 
-One test per node family. The inference family is marked xfail until its nodes validate what
-they take in (the reason names the scenario and who fixes it); it runs late, so what it breaks
-cannot fail the families before it.
+One test per node family; each family must leave the line whole.
 """
 from __future__ import annotations
 
@@ -55,12 +53,6 @@ def test_energy_family(line):
     assert not any(result['faults'].values()), f"exceptions reached the boundary: {result['faults']}"
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    'arbiter: a GateState with level 13 on energy/gate raises ValueError in GateLevel() (caught at the boundary as '
-    'a fault, not refused and counted); executor: an EnergySignal with a 50000-slot forecast raises in '
-    "signal_from_msg (not checked by the executor), load_model with path '~nouser/m.onnx' raises RuntimeError "
-    "'Could not determine home directory' outside the registry's error type; neither counts refused inputs: "
-    'fixed by issue 10'))
 def test_inference_family(line):
     result = fuzz(line, 'inference')
     assert not any(result['faults'].values()), f"exceptions reached the boundary: {result['faults']}"

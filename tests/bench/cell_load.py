@@ -1,12 +1,13 @@
 """One cell process for the executor benchmark: the cell's arbiter and a closed-loop task
 composed in one process (as a cell host runs them), requests over DDS to the executor.
 
-python cell_load.py --model M --size S --window W --control DIR --out F.json
+python cell_load.py --model M --size S --window W --control DIR --go NAME --out F.json
     --ros-args -r __ns:=/line1/cellN -p autostart:=true ...
 The task probes until the path works, then writes F.json.ready and keeps ``window``
-requests in flight while DIR/go exists (the benchmark closes the gate to time ONNX Runtime
-alone in between); DIR/stop ends it. Writes every result received: send/receive time,
-status, the executor's queue / batch-wait / compute split.
+requests in flight while DIR/NAME exists (the benchmark closes the gate to time ONNX Runtime
+alone in between; a number written in the file replaces ``window``); DIR/stop ends it. Writes
+every result received: send/receive wall time, status, the executor's queue / batch-wait /
+compute split and its arrival and publish stamps (the per-request breakdown).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from cellos_common.core.cell_names import split_cell_ns
 from cellos_common.nodes import qos
 from cellos_inference.nodes.arbiter_node import ArbiterNode
 from cellos_common.nodes.base import spin_nodes
+from cellos_common.nodes.convert_time import time_to_s
 from cellos_inference.nodes.convert_inference import make_request
 from cellos_interfaces.msg import InferenceRequest, InferenceResult
 
@@ -32,7 +34,7 @@ class LoadTask(Node):
     def __init__(self, a, stop: threading.Event):
         super().__init__('load_task')
         self.a, self.stop = a, stop
-        self.go, self.end = os.path.join(a.control, 'go'), os.path.join(a.control, 'stop')
+        self.go, self.end = os.path.join(a.control, a.go), os.path.join(a.control, 'stop')
         self.line_id, self.cell_id = split_cell_ns(self.get_namespace())
         self.image = np.random.default_rng(0).standard_normal((1, 3, a.size, a.size)).astype(np.float32)
         self.pub = self.create_publisher(InferenceRequest, 'arbiter/request', qos.inference())
@@ -61,10 +63,20 @@ class LoadTask(Node):
             elif os.path.exists(self.end) or time.time() > self.t_limit:
                 self.stop.set()
 
+    def window(self) -> int:
+        """0 while the gate is closed; else the number in the gate file, or --window."""
+        try:
+            with open(self.go) as f:
+                text = f.read().strip()
+        except OSError:
+            return 0
+        return int(text) if text.isdigit() else self.a.window
+
     def top_up(self):
         with self.lock:
-            if self.ready and os.path.exists(self.go):
-                while len(self.sent) < self.a.window:
+            if self.ready:
+                window = self.window()
+                while len(self.sent) < window:
                     self.send()
 
     def on_result(self, msg):
@@ -78,8 +90,9 @@ class LoadTask(Node):
                 open(self.a.out + '.ready', 'w').close()
                 return
             self.records.append((sent, now, msg.status, msg.queue_ms, msg.batch_wait_ms,
-                                 msg.compute_ms, msg.batch_size))
-            if os.path.exists(self.go):
+                                 msg.compute_ms, msg.batch_size, time_to_s(msg.received),
+                                 time_to_s(msg.header.stamp)))
+            if len(self.sent) < self.window():
                 self.send()
 
 
@@ -89,6 +102,7 @@ def main():
     ap.add_argument('--size', type=int, required=True)
     ap.add_argument('--window', type=int, default=4)
     ap.add_argument('--control', required=True, help='folder with the go / stop files')
+    ap.add_argument('--go', default='go', help='name of this cell\'s gate file in the control folder')
     ap.add_argument('--max-s', type=float, default=90.0, help='give up after this long')
     ap.add_argument('--out', required=True)
     ap.add_argument('--executor', default='single', choices=('single', 'multi'),

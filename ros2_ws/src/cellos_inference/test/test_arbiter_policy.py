@@ -74,3 +74,35 @@ def test_result_after_timeout_is_dropped():
     fid = p.to_forward(0.0, True)[0].forward_id
     assert len(p.expire(0.2)) == 1
     assert p.on_result(fid) is None
+
+
+def test_gate_refuses_an_unknown_level_and_keeps_its_own():
+    import pytest
+    from cellos_common.core.gate_level import GateLevel
+    from cellos_inference.core.arbiter_policy import EnergyGate
+    g = EnergyGate()
+    g.set(GateLevel.ECO, 'peak')
+    with pytest.raises(ValueError, match='gate level 4'):
+        g.set(4, 'forged')
+    assert g.level == GateLevel.ECO and g.reason == 'peak'
+
+
+def test_results_only_from_the_executor_publisher_bound_at_first_contact():
+    from cellos_inference.core.arbiter_policy import ResultSource
+    src = ResultSource()
+    executor = {b'E1'}
+    assert src.accept(b'X', lambda: executor) == (False, 'publisher is not the executor')
+    assert src.accept(b'E1', lambda: executor) == (True, 'bound')
+    assert src.accept(b'E1', lambda: set()) == (True, '')         # bound: no graph lookup needed
+    executor.add(b'E2')                                           # a second "executor" while E1 lives
+    assert src.accept(b'E2', lambda: executor)[0] is False
+    executor.discard(b'E1')                                       # the executor restarted
+    assert src.accept(b'E2', lambda: executor) == (True, 'bound')
+    assert src.accept(b'', lambda: executor)[0] is False and src.refused == 3
+
+
+def test_unknown_result_status_is_counted_not_raised():
+    from cellos_inference.core.arbiter_policy import ArbiterConfig, ArbiterPolicy
+    pol = ArbiterPolicy(ArbiterConfig('line1/cell_01'))
+    pol.count(14)
+    assert pol.counts == {'status 14': 1}

@@ -49,7 +49,7 @@ def engine(tmp_path):
 def job(rid, x=None, cell='c1', model='affine', deadline=None, name='x', **kw):
     x = np.full((1, 4), float(rid), np.float32) if x is None else x
     return Job(rid, cell, 't', model, kw.get('prio', Priority.NORMAL),
-               deadline if deadline is not None else time.time() + 5.0, 0.0,
+               deadline if deadline is not None else time.monotonic() + 5.0, 0.0,
                [RawTensor(name, x.dtype.name, x.shape, x.tobytes())])
 
 
@@ -77,7 +77,7 @@ def test_bad_inputs_each_get_their_status(engine):
     j.inputs[0].data = j.inputs[0].data[:8]
     eng.submit(j)
     eng.submit(job(5, x=np.array([[np.nan, 0, 0, 0]], np.float32)))
-    eng.submit(job(6, deadline=time.time() - 0.001))
+    eng.submit(job(6, deadline=time.monotonic() - 0.001))
     j = job(7)
     j.priority = None
     eng.submit(j)
@@ -103,7 +103,7 @@ def conv_engine(tmp_path, queue_limit):
 def test_queue_full_and_shutdown_answer_everything(tmp_path):
     eng, got, x = conv_engine(tmp_path, 3)
     for i in range(10):
-        eng.submit(job(i, x=x, model='conv', name='image', deadline=time.time() + 60))
+        eng.submit(job(i, x=x, model='conv', name='image', deadline=time.monotonic() + 60))
     eng.stop()
     out = got.wait(10)
     statuses = [out[('c1', i)].status for i in range(10)]
@@ -117,7 +117,7 @@ def test_queue_full_and_shutdown_answer_everything(tmp_path):
 def test_unload_answers_queued_requests(tmp_path):
     eng, got, x = conv_engine(tmp_path, 50)
     for i in range(20):
-        eng.submit(job(i, x=x, model='conv', name='image', deadline=time.time() + 60))
+        eng.submit(job(i, x=x, model='conv', name='image', deadline=time.monotonic() + 60))
     eng.unload_model('conv')
     out = got.wait(20)
     eng.stop()
@@ -128,11 +128,100 @@ def test_unload_answers_queued_requests(tmp_path):
 def test_a_power_budget_below_one_stream_rests_the_worker_but_never_critical_work(engine):
     from cellos_inference.core.executor_scheduler import Batch
     from cellos_inference.core.power_model import compute_limit
-    eng, _ = engine
+    eng, got = engine
     limit = compute_limit(budget_w=35.0, idle_w=20.0, busy_w_per_stream=60.0, max_streams=1)
     assert limit.duty_cycle == pytest.approx(0.25)
     eng.duty_cycle = limit.duty_cycle
-    for prio, want in ((Priority.NORMAL, 0.06), (Priority.CRITICAL, 0.0)):
-        t0 = time.monotonic()
-        eng._rest_for_power(Batch('affine', [], prio, 0.0), compute_s=0.02)
-        assert time.monotonic() - t0 == pytest.approx(want, abs=0.015)
+    eng._rest_for_power(Batch('affine', [], Priority.CRITICAL, 0.0), compute_s=0.2)
+    assert eng._rest_until < time.monotonic()             # critical work is never followed by a rest
+    eng._rest_for_power(Batch('affine', [], Priority.NORMAL, 0.0), compute_s=0.2)
+    assert eng._rest_until - time.monotonic() == pytest.approx(0.6, abs=0.05)
+    t0 = time.monotonic()
+    eng.submit(job(1, deadline=t0 + 5.0))                  # normal: waits for the rest to end
+    eng.submit(job(2, prio=Priority.CRITICAL, deadline=t0 + 5.0, cell='c2'))
+    out = got.wait(1)
+    assert list(out) == [('c2', 2)] and time.monotonic() - t0 < 0.3   # critical ran during the rest
+    got.wait(2)
+    assert time.monotonic() - t0 >= 0.5
+
+
+def test_unload_waits_for_the_run_in_progress_and_replace_never_breaks_it(tmp_path):
+    """The registry closes a model only after the runs holding it end (lease)."""
+    reg = ModelRegistry(OnnxRuntimeBackend(), default_max_batch=1)
+    reg.load(ModelSpec('conv', testmodels.conv_net(tmp_path / 'c.onnx', size=96, channels=32)))
+    closed = []
+    with reg.lease('conv') as entry:
+        entry.model.close = lambda: closed.append(time.monotonic())
+        t = threading.Thread(target=reg.unload, args=('conv',))
+        t.start()
+        time.sleep(0.1)
+        assert reg.resolve('conv') is None and not closed     # gone for new requests, open for this run
+        entry.model.run({'image': np.zeros((1, 3, 96, 96), np.float32)})
+    t.join(5)
+    assert closed
+
+
+def test_a_worker_error_answers_the_batch_and_the_worker_goes_on(engine):
+    eng, got = engine
+    real = eng.scheduler.complete
+    calls = {'n': 0}
+
+    def flaky(batch, compute_s, now):
+        calls['n'] += 1
+        if calls['n'] == 1:
+            raise ZeroDivisionError('boom')
+        return real(batch, compute_s, now)
+    eng.scheduler.complete = flaky
+    eng.submit(job(1))
+    out = got.wait(1)
+    assert out[('c1', 1)].status == Status.INTERNAL and 'boom' in out[('c1', 1)].reason
+    assert eng.worker_errors == 1 and eng._workers[0].deaths == 0
+    eng.submit(job(2))
+    assert got.wait(2)[('c1', 2)].status == Status.OK
+
+
+def test_a_dead_worker_is_reported_and_restarted(engine):
+    """An error escaping the worker's loop (here: its own recovery fails too) is a SupervisedThread
+    death: the batch in hand is not lost silently, the thread is counted dead and runs again.
+    """
+    eng, got = engine
+    real = eng.scheduler.complete
+    calls = {'n': 0}
+
+    def broken(batch, compute_s, now):
+        calls['n'] += 1
+        if calls['n'] <= 2:                   # the run's completion and the recovery's
+            raise ZeroDivisionError('boom')
+        return real(batch, compute_s, now)
+    eng.scheduler.complete = broken
+    eng.submit(job(3))
+    worker = eng._workers[0]
+    deadline = time.monotonic() + 3.0
+    while worker.restarts < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert worker.deaths == 1 and worker.restarts == 1 and 'ZeroDivisionError' in worker.last_error
+    healthy, text = worker.health()
+    assert not healthy and 'inference-0' in text
+    out = got.wait(1)
+    assert out[('c1', 3)].status == Status.INTERNAL and 'boom' in out[('c1', 3)].reason
+    eng.submit(job(4))
+    assert got.wait(2)[('c1', 4)].status == Status.OK
+
+
+def test_reconfigure_takes_the_lock_and_applies(engine):
+    from cellos_inference.core.executor_scheduler import SchedulerConfig
+    eng, _ = engine
+    eng.reconfigure(SchedulerConfig(weights={'c1': 3.0}, max_queue_per_cell=2, fair_window_s=0.5))
+    assert eng.config.weight('c1') == 3.0 and eng.config.max_queue_per_cell == 2
+
+
+def test_a_real_time_worker_rests_before_the_kernel_would_freeze_it(engine):
+    eng, got = engine
+    eng.rt_budget = 0.05
+    for _ in range(3):
+        eng._pace(0.03)                        # 90 ms of compute within a second, budget 50 ms
+    assert eng._rest_until - time.monotonic() == pytest.approx(0.041, abs=0.01)
+    eng.rt_budget = None
+    eng._rest_until = 0.0
+    eng._pace(10.0)
+    assert eng._rest_until == 0.0

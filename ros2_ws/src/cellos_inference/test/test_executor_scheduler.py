@@ -198,3 +198,83 @@ def test_fifo_baseline_ignores_priority_and_deadline():
     s.submit(job(1, prio=Priority.BACKGROUND, deadline=100), 0)
     s.submit(job(2, prio=Priority.CRITICAL, deadline=0.001), 0)
     assert [b.jobs[0].request_id for b in run_all(s)] == [1, 2]
+
+
+def test_critical_reserve_cuts_non_critical_batches_to_fit_the_tightest_critical_budget():
+    s = sched(max_batch=8, critical_horizon_s=10.0, reserve_margin_s=0.0)
+    assert s.submit(job(1, prio=Priority.CRITICAL, deadline=0.045, arrival=0.0), 0.0) is None
+    b = s.poll(0.0).batch
+    assert b.priority == Priority.CRITICAL
+    s.started(b, 0.0)
+    s.complete(b, b.estimate_s, 0.01)
+    for i in range(8):
+        s.submit(job(10 + i, deadline=100.0), 0.01)
+    # a critical request may arrive any moment with 45 ms budget and 10 ms compute: 35 ms of slack,
+    # so a normal batch takes 3 requests (30 ms), not 8 (80 ms)
+    assert abs(s.critical_slack(0.01) - 0.035) < 1e-9
+    assert s.poll(0.01).batch.items == 3
+    # once no critical request was seen for the horizon, batches are full again
+    assert s.poll(20.0).batch.items == 5
+
+
+def test_critical_reserve_off_and_never_below_one_request():
+    s = sched(max_batch=8, critical_reserve=False)
+    s.submit(job(1, prio=Priority.CRITICAL, deadline=0.015), 0.0)
+    s.poll(0.0)
+    for i in range(8):
+        s.submit(job(10 + i, deadline=5.0), 0.0)
+    assert s.poll(0.0).batch.items == 8
+    s = sched(max_batch=8)
+    s.submit(job(1, prio=Priority.CRITICAL, deadline=0.012), 0.0)
+    s.poll(0.0)
+    for i in range(8):
+        s.submit(job(10 + i, deadline=5.0), 0.0)
+    assert s.poll(0.0).batch.items == 1          # no slack at all: one at a time, never starved
+
+
+def test_model_unloaded_between_lookups_is_answered_not_raised():
+    service = ServiceTime(alpha=1.0)
+    service.observe(1, SERVICE_S)
+    state = {'loaded': True, 'calls': 0}
+
+    def cost(model_id):
+        state['calls'] += 1
+        return (service, 4) if state['loaded'] else None
+    s = FairScheduler(SchedulerConfig(max_queue_delay_s=0.0), cost)
+    assert s.submit(job(1, deadline=5.0), 0.0) is None
+    state['loaded'] = False                       # unload right after _expire looked
+    orig = s._expire
+    s._expire = lambda now: (state.__setitem__('loaded', True), orig(now), state.__setitem__('loaded', False))[1]
+    d = s.poll(0.0)
+    assert d.batch is None and [o.status for o in d.expired] == [Status.UNKNOWN_MODEL]
+    state['loaded'] = False
+    assert s.submit(job(2, deadline=5.0), 0.0).status == Status.UNKNOWN_MODEL
+
+
+def test_zero_negative_and_nan_weights_never_divide_by_zero():
+    cfg = SchedulerConfig(weights={'a': 0.0, 'b': -1.0, 'c': float('nan'), 'd': 'x'})
+    assert cfg.weight('a') > 0 and cfg.weight('b') > 0 and cfg.weight('c') == 1.0 and cfg.weight('d') == 1.0
+    s = FairScheduler(cfg, costs(1))
+    for i, c in enumerate('abcd'):
+        s.submit(job(i, c), 0.0)
+    assert len(list(run_all(s))) == 4
+
+
+def test_idle_cells_leave_no_state_behind():
+    s = sched()
+    s.submit(job(1, 'gone'), 0.0)
+    list(run_all(s))
+    s.forget('gone')
+    assert 'gone' not in s.queue_depths() and all('gone' not in s.vtime[p] for p in Priority)
+
+
+def test_a_clock_stepping_back_never_makes_every_request_late():
+    """busy_until lives on the executor clock; if that clock stepped back (it is monotonic, but the
+    rule holds whatever it is), the work ahead is never more than the batches in flight.
+    """
+    s = sched(max_batch=1)
+    s.submit(job(1, deadline=1000.0), 1000.0 - 0.5)
+    b = s.poll(999.5).batch
+    s.started(b, 999.5)                       # busy until 999.51
+    assert s.busy_for(970.0) == SERVICE_S     # 30 s back: still one batch, not 29.5 s
+    assert s.submit(job(2, deadline=970.05), 970.0) is None

@@ -82,3 +82,24 @@ def test_shipped_models_resolve_from_their_package(tmp_path):
     assert resolve_model_path('rel.onnx', tmp_path) == tmp_path / 'rel.onnx'
     with pytest.raises(RegistryError, match="no Python package 'nosuchpkg'"):
         resolve_model_path('pkg://nosuchpkg/x.onnx', tmp_path)
+
+
+def test_bad_paths_and_names_are_registry_errors_never_others(models, tmp_path):
+    reg = ModelRegistry(OnnxRuntimeBackend(), max_models=2)
+    for path in ('~nouser_xyz/m.onnx', str(tmp_path), 'bad\0path', str(tmp_path / 'none.onnx')):
+        with pytest.raises(RegistryError):
+            reg.load(ModelSpec('m', path))
+    unreadable = tmp_path / 'locked.onnx'
+    unreadable.write_bytes(b'x')
+    unreadable.chmod(0)
+    with pytest.raises(RegistryError):       # root reads it anyway: then the backend refuses the bytes
+        reg.load(ModelSpec('m', str(unreadable)))
+    for name in ('', 'a' * 200, 'a b', '../x'):
+        with pytest.raises(RegistryError, match='not a name'):
+            reg.load(ModelSpec(name, models['affine']))
+    reg.load(ModelSpec('a', models['affine']))
+    reg.load(ModelSpec('b', models['affine3']))
+    with pytest.raises(RegistryError, match='max_models 2'):
+        reg.load(ModelSpec('c', models['conv']))
+    assert reg.load(ModelSpec('a', models['conv']))[1] is not None     # a replacement is not one more
+    assert reg.resolve('x' * 500) is None and reg.resolve('') is None

@@ -10,14 +10,15 @@ import testmodels
 from cellos_inference.core.backends.plan_cache import PlanCache, PlanKey
 from cellos_inference.core.backends.selection import (BackendUnavailable, GpuProbe, choose_backend,
                                                       make_backend, probe_gpu)
-from cellos_inference.core.backends.tensorrt_backend import precision_for
+from cellos_inference.core.backends.base import BackendError
+from cellos_inference.core.backends.tensorrt_backend import batch_profile, precision_for, static_batch
 
-KEY = PlanKey('ab' * 32, 'NVIDIA H100 80GB HBM3', '10.3.0', 'fp16', 8)
+KEY = PlanKey('ab' * 32, 'NVIDIA H100 80GB HBM3', '10.3.0', 'fp16', 8, compute_capability='9.0', recipe=2)
 
 
 @pytest.mark.parametrize('field, value', [('model_sha256', 'cd' * 32), ('gpu_name', 'NVIDIA L4'),
                                           ('tensorrt_version', '10.4.0'), ('precision', 'fp32'),
-                                          ('max_batch', 16)])
+                                          ('max_batch', 16), ('compute_capability', '8.9'), ('recipe', 3)])
 def test_every_key_part_changes_the_plan_file(field, value):
     other = PlanKey(**{**KEY.__dict__, field: value})
     assert other.filename() != KEY.filename() and other.digest() != KEY.digest()
@@ -25,7 +26,7 @@ def test_every_key_part_changes_the_plan_file(field, value):
 
 def test_filename_is_readable_and_safe():
     name = KEY.filename()
-    assert name.startswith('abababababababab-nvidia_h100_80gb_hbm3-trt10.3.0-fp16-b8-')
+    assert name.startswith('abababababababab-nvidia_h100_80gb_hbm3-sm9.0-trt10.3.0-fp16-b8-r2-')
     assert '/' not in name and name.endswith('.plan')
 
 
@@ -59,6 +60,19 @@ def test_precision_choice():
     assert precision_for('on', False) == 'fp16' and precision_for('off', True) == 'fp32'
     with pytest.raises(ValueError):
         precision_for('bf16', True)
+
+
+def test_profiles_dynamic_and_static_batch_dimensions():
+    assert batch_profile('x', (-1, 3, 8, 8), 8) == (8, ((1, 3, 8, 8), (4, 3, 8, 8), (8, 3, 8, 8)))
+    assert batch_profile('x', (1, 3, 8, 8), 8) == (1, None)          # static: no profile, batch fixed
+    with pytest.raises(BackendError, match='only the batch dimension'):
+        batch_profile('x', (-1, -1, 8), 8)
+    with pytest.raises(BackendError, match='scalar'):
+        batch_profile('x', (), 8)
+    assert static_batch({'a': (8, ((1,), (4,), (8,)))}) is None
+    assert static_batch({'a': (1, None), 'b': (1, None)}) == 1
+    with pytest.raises(BackendError, match='mix static and dynamic'):
+        static_batch({'a': (1, None), 'b': (8, ((1,), (4,), (8,)))})
 
 
 GPU = GpuProbe('10.3.0', True, 'NVIDIA H100')

@@ -6,6 +6,13 @@ forwards is tracked until exactly one result has gone back to the task: the exec
 result, or TIMEOUT at the request's deadline (or at once when the executor is lost with
 the request in flight). Requests accepted while no executor is reachable wait here and
 go out when it returns, or time out at their deadline.
+
+Times here are the arbiter's monotonic clock: the node converts a task's wall-clock deadline
+once, on arrival (task and arbiter share a host and its clock), so a step of the wall clock
+neither expires every request nor makes a lost executor look alive.
+
+``ResultSource`` is the trust rule for results: only the executor the arbiter talks to may
+answer. Without DDS-Security this is a tripwire, not authentication (module docstring there).
 """
 from __future__ import annotations
 
@@ -38,7 +45,12 @@ class EnergyGate:
     safety_tasks: frozenset = frozenset({'inspection'})
 
     def set(self, level: int, reason: str = '') -> None:
-        self.level, self.reason = GateLevel(level), reason
+        """ValueError for a level that is not a GateLevel (the gate keeps its level)."""
+        try:
+            level = GateLevel(level)
+        except ValueError:
+            raise ValueError(f'gate level {level} is not one of {[int(g) for g in GateLevel]}') from None
+        self.level, self.reason = level, reason[:256]
 
     def __call__(self, priority: Priority, task: str) -> tuple[bool, str]:
         if priority in GATE_ALLOWS[self.level]:
@@ -67,6 +79,7 @@ class Pending:
     deadline: float
     payload: Any = None          # what the shell forwards (the request message)
     forwarded: bool = False
+    slot: int | None = None      # its shared-memory slot while forwarded that way
 
 
 @dataclass
@@ -94,7 +107,10 @@ class ArbiterPolicy:
 
     # -- requests from the cell's tasks -----------------------------------------------------
     def count(self, status: int) -> None:
-        name = Status(status).name
+        try:
+            name = Status(status).name
+        except ValueError:
+            name = f'status {status}'
         self.counts[name] = self.counts.get(name, 0) + 1
 
     def _refuse(self, request_id, task, model, status, reason) -> Admission:
@@ -160,3 +176,37 @@ class ArbiterPolicy:
     def outcome(self, p: Pending, status: Status, reason: str) -> Outcome:
         self.count(status)
         return Outcome(p.request_id, self.config.cell_ns, p.task, p.model, Status(status), reason)
+
+
+class ResultSource:
+    """Results are accepted only from the executor's own publisher.
+
+    Bound at first contact: the first result's publisher GID (from the message info) is
+    accepted only if the graph shows that GID as a publisher of the executor's node (its
+    name from the status topic); it is then bound. A result from any other GID is refused
+    and counted. When the bound publisher leaves the graph (the executor restarted), the next
+    executor publisher is bound the same way.
+
+    Without DDS-Security this is a tripwire, not authentication: a process on the domain can
+    name its node like the executor and publish. It catches a stray or careless publisher,
+    and a forger must impersonate the executor's node name while the executor is down.
+    With SROS2 (docs/trust_model.md) the permissions stop the forger.
+    """
+
+    def __init__(self):
+        self.bound: bytes | None = None
+        self.refused = 0
+
+    def accept(self, gid: bytes, executor_gids) -> tuple[bool, str]:
+        """``executor_gids()``: the GIDs the graph shows for the executor's publishers now."""
+        if gid and gid == self.bound:
+            return True, ''
+        gids = executor_gids()
+        if gid and gid in gids and (self.bound is None or self.bound not in gids):
+            self.bound = gid
+            return True, 'bound'
+        self.refused += 1
+        if not gid:
+            return False, 'no publisher GID in the message info'
+        return False, ('publisher is not the executor' if gid not in gids else
+                       'another executor publisher is bound')

@@ -4,46 +4,71 @@ No ROS here: the node hands in Jobs and gets Outcomes through ``on_result`` (cal
 the submitting thread for immediate refusals, from the delivery thread for everything else,
 so the inference worker goes on to the next batch while results are published).
 Inference runs only in the worker thread(s). Every submitted Job produces exactly one
-Outcome, including at shutdown and when its model is unloaded.
+Outcome, including at shutdown, when its model is unloaded and when a worker fails.
+
+Times are on ``clock``, the monotonic clock by default: sleeps, timeouts and ages must not
+move with a wall-clock step. The node converts a request's wall-clock deadline once.
+
+Workers are supervised twice: an exception inside the loop answers the batch in hand
+INTERNAL, is counted and the loop goes on; a thread that still dies (an error escaping the
+loop itself) is a SupervisedThread's death (cellos_common.core.supervised_thread): counted,
+restarted with backoff, and past its budget the node's process exits non-zero. The node
+passes its ``supervise`` as ``spawn`` so deaths show in its 'boundary' diagnostics.
 """
 from __future__ import annotations
 
 import threading
 import time
+import traceback
 from collections import deque
 from typing import Callable
 
 import numpy as np
 
+from cellos_common.core.supervised_thread import SupervisedThread
 from cellos_inference.core.executor_scheduler import POLICIES, Batch, SchedulerConfig
 from cellos_inference.core.executor_stats import ExecutorStats
 from cellos_inference.core.inference_types import Priority, Job, Outcome, Status
 from cellos_inference.core.model_registry import ModelEntry, ModelRegistry, ModelSpec
 from cellos_inference.core.tensor_check import batch_key, check_inputs
 
+RECONFIGURABLE = ('weights', 'default_weight', 'max_queue_per_cell', 'max_queue_delay_s', 'fair_window_s',
+                  'critical_reserve', 'critical_horizon_s', 'reserve_margin_s')
+
 
 class ExecutorEngine:
     def __init__(self, registry: ModelRegistry, config: SchedulerConfig,
                  on_result: Callable[[Outcome], None], *, policy: str = 'fair',
-                 clock: Callable[[], float] = time.time, workers: int = 1, log=None):
+                 clock: Callable[[], float] = time.monotonic, workers: int = 1, log=None,
+                 thread_setup: Callable[[str], None] | None = None,
+                 spawn: Callable[[str, Callable[[threading.Event], None]], SupervisedThread] | None = None):
         self.registry = registry
         self.config = config
         self.on_result = on_result
         self.clock = clock
         self.log = log or (lambda msg: None)
+        # runs first in each thread of the engine, with its role ('worker' | 'delivery'): priority
+        self.thread_setup = thread_setup
         self.stats = ExecutorStats()
         self.backend = registry.backend.name
         self.scheduler = POLICIES[policy](config, self._cost)
         self._cv = threading.Condition()
         self._stop = False
         self.duty_cycle = 1.0   # share of time the worker may compute (site power budget)
-        self._in_flight = 0
-        self._workers = [threading.Thread(target=self._work, name=f'inference-{i}', daemon=True)
-                         for i in range(workers)]
+        # share of each second a real-time (SCHED_FIFO) worker may compute: the kernel freezes a
+        # real-time thread that used its budget (sched_rt_runtime_us, 95 %) for the rest of the
+        # second; the worker rests before that, at a moment of its choosing (None: not real-time)
+        self.rt_budget: float | None = None
+        self._busy: deque = deque()      # (end, compute seconds) of the last second's batches
+        self._rest_until = 0.0
+        self.worker_errors = 0
+        self.last_worker_error = ''
+        spawn = spawn or (lambda name, target: SupervisedThread(name, target))
+        self._workers = [spawn(f'inference-{i}', self._work) for i in range(workers)]
         self._outbox: deque = deque()
         self._outbox_cv = threading.Condition()
         self._delivery_stop = False
-        self._delivery = threading.Thread(target=self._deliver, name='delivery', daemon=True)
+        self._delivery = spawn('delivery', self._deliver)
 
     def _cost(self, model_id: str):
         entry = self.registry.resolve(model_id)
@@ -57,20 +82,27 @@ class ExecutorEngine:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Refuse new work, answer everything queued SHUTTING_DOWN, finish the batch in flight."""
+        for t in (*self._workers, self._delivery):   # asked to stop first: leaving is not a death
+            t.stop(timeout=0)
         with self._cv:
             refused = self.scheduler.shutdown()
             self._stop = True
             self._cv.notify_all()
         self._send(refused)
         for w in self._workers:
-            if w.is_alive():
-                w.join(timeout)
+            w.stop(timeout)
         with self._outbox_cv:
             self._delivery_stop = True
             self._outbox_cv.notify()
-        if self._delivery.is_alive():
-            self._delivery.join(timeout)
+        self._delivery.stop(timeout)
         self._send(self._take_outbox())   # never started, or timed out: deliver here
+
+    def reconfigure(self, config: SchedulerConfig) -> None:
+        """Apply changed scheduling settings, under the lock the worker decides under."""
+        with self._cv:
+            for name in RECONFIGURABLE:
+                setattr(self.config, name, getattr(config, name))
+            self._cv.notify_all()
 
     # -- models ---------------------------------------------------------------------
     def load_model(self, spec: ModelSpec) -> ModelEntry:
@@ -85,9 +117,19 @@ class ExecutorEngine:
         return entry
 
     def _drop_model(self, model_id: str, reason: str) -> None:
+        self.drain_where(lambda j: j.model_id == model_id, Status.UNKNOWN_MODEL, reason)
+
+    def drain_where(self, which, status: Status, reason: str) -> int:
+        """Answer every queued job ``which`` selects with ``status``; how many."""
         with self._cv:
-            gone = self.scheduler.drain(lambda j: j.model_id == model_id, Status.UNKNOWN_MODEL, reason)
+            gone = self.scheduler.drain(which, status, reason)
         self._send(gone)
+        return len(gone)
+
+    def forget_cell(self, cell_ns: str) -> None:
+        with self._cv:
+            self.scheduler.forget(cell_ns)
+        self.stats.forget(cell_ns)
 
     # -- requests -------------------------------------------------------------------
     def submit(self, job: Job) -> None:
@@ -115,6 +157,10 @@ class ExecutorEngine:
                 self._cv.notify()
         self._send(displaced + ([refused] if refused is not None else []))
 
+    def answer(self, outcome: Outcome) -> None:
+        """Deliver an outcome decided outside the engine (a request refused on arrival), counted."""
+        self._send([outcome])
+
     def _send(self, outcomes) -> None:
         for o in outcomes:
             o.backend = o.backend or self.backend
@@ -122,14 +168,14 @@ class ExecutorEngine:
             try:
                 self.on_result(o)
             except Exception as e:  # a broken publisher must not kill the worker
-                self.log(f'result delivery failed for {o.cell_ns}#{o.request_id}: {e}')
+                self.log(f'result delivery failed for {o.cell_ns}#{o.request_id}: {type(e).__name__}: {e}')
 
     def _post(self, outcomes) -> None:
         """From the worker: hand results to the delivery thread."""
         if not outcomes:
             return
         with self._outbox_cv:
-            direct = self._delivery_stop     # delivery thread gone (stop timed out a worker)
+            direct = self._delivery_stop or not self._delivery.alive
             if not direct:
                 self._outbox.extend(outcomes)
                 self._outbox_cv.notify()
@@ -142,7 +188,8 @@ class ExecutorEngine:
             self._outbox.clear()
         return out
 
-    def _deliver(self) -> None:
+    def _deliver(self, stop: threading.Event) -> None:
+        self._setup('delivery')
         while True:
             with self._outbox_cv:
                 while not self._outbox and not self._delivery_stop:
@@ -154,37 +201,90 @@ class ExecutorEngine:
             self._send(out)
 
     # -- worker ---------------------------------------------------------------------
-    def _work(self) -> None:
+    def _setup(self, role: str) -> None:
+        if self.thread_setup is not None:
+            try:
+                self.thread_setup(role)
+            except Exception as e:
+                self.log(f'{role} thread set-up failed (runs without it): {type(e).__name__}: {e}')
+
+    def _work(self, stop: threading.Event) -> None:
+        self._setup('worker')
         while True:
-            with self._cv:
-                while True:
-                    if self._stop:
-                        return
-                    now = self.clock()
-                    d = self.scheduler.poll(now)
-                    if d.batch is not None:
-                        self.scheduler.started(d.batch, now)
-                    if d.batch is not None or d.expired:
-                        break
-                    self._cv.wait(None if d.wait_until is None else max(0.0, d.wait_until - now))
-            self._post(d.expired)
-            if d.batch is not None:
-                compute_s = self._run(d.batch)
-                self._rest_for_power(d.batch, compute_s)
+            batch = None
+            try:
+                d = self._next()
+                if d is None:
+                    return
+                self._post(d.expired)
+                batch = d.batch
+                if batch is not None:
+                    compute_s = self._run(batch)
+                    batch = None
+                    self._rest_for_power(d.batch, compute_s)
+                    self._pace(compute_s)
+            except Exception as e:  # supervised: answer what was in hand, count, go on
+                self.worker_errors += 1
+                self.last_worker_error = f'{type(e).__name__}: {e}'
+                self.log(f'inference worker error (recovered): {self.last_worker_error}\n'
+                         + ''.join(traceback.format_exc(limit=4)))
+                if batch is not None:   # answered first: should the recovery fail too, nothing in hand is lost
+                    self._post([Outcome.reject(j, Status.INTERNAL, f'executor worker error: {self.last_worker_error}')
+                                for j in batch.jobs])
+                    with self._cv:
+                        self.scheduler.complete(batch, 0.0, self.clock())
+                time.sleep(0.001)
+
+    def _next(self):
+        """Wait for the next decision with a batch or expired outcomes; None: stop."""
+        with self._cv:
+            while True:
+                if self._stop:
+                    return None
+                now = self.clock()
+                resting = now < self._rest_until
+                d = self.scheduler.poll(now, only_critical=resting)
+                if d.batch is not None:
+                    self.scheduler.started(d.batch, now)
+                if d.batch is not None or d.expired:
+                    return d
+                wake = d.wait_until
+                if resting:
+                    wake = self._rest_until if wake is None else min(wake, self._rest_until)
+                self._cv.wait(None if wake is None else max(0.0, wake - now))
 
     def _rest_for_power(self, batch: Batch, compute_s: float) -> None:
-        """Under a site power budget below one busy stream, idle after each batch so the busy
-        share stays at ``duty_cycle``. Critical work never waits for the budget.
+        """Under a site power budget below one busy stream, rest after each non-critical batch so
+        the busy share stays at ``duty_cycle``. Only critical work may run during the rest (it
+        never waits for the budget).
         """
         duty = self.duty_cycle
         if duty >= 1.0 or batch.priority == Priority.CRITICAL or not compute_s:
             return
         rest = compute_s * (1.0 / max(duty, 0.05) - 1.0)
         with self._cv:
-            self._cv.wait_for(lambda: self._stop, timeout=rest)
+            self._rest_until = max(self._rest_until, self.clock() + rest)
+
+    def _pace(self, compute_s: float) -> None:
+        """A real-time worker rests when its compute over the last second nears ``rt_budget``
+        (critical work still runs during the rest, inside the kernel's remaining margin).
+        """
+        if self.rt_budget is None:
+            return
+        now = self.clock()
+        self._busy.append((now, compute_s))
+        while self._busy and self._busy[0][0] < now - 1.0:
+            self._busy.popleft()
+        used = sum(s for _, s in self._busy)
+        if used > self.rt_budget:
+            with self._cv:
+                self._rest_until = max(self._rest_until, now + used - self.rt_budget + 0.001)
 
     def _run(self, batch: Batch) -> float:
-        entry = self.registry.resolve(batch.model_id)
+        with self.registry.lease(batch.model_id) as entry:
+            return self._run_leased(batch, entry)
+
+    def _run_leased(self, batch: Batch, entry: ModelEntry | None) -> float:
         outcomes = []
         if entry is None:
             outcomes = [Outcome.reject(j, Status.UNKNOWN_MODEL, f'model {j.model!r} was unloaded')
@@ -221,7 +321,8 @@ class ExecutorEngine:
             else:
                 o = Outcome(j.request_id, j.cell_ns, j.task, entry.id, Status.OK,
                             outputs=[(n, out[row:row + j.items])
-                                     for n, out in zip(entry.model.outputs, outputs)])
+                                     for n, out in zip(entry.model.outputs, outputs)],
+                            arrival=j.arrival, transport=j.transport)
                 if now > j.deadline:   # ran, but late: the outputs go along with the status
                     o.status = Status.DEADLINE
                     o.reason = f'completed {1e3 * (now - j.deadline):.1f} ms after its deadline'
@@ -229,6 +330,7 @@ class ExecutorEngine:
             o.queue_ms = 1e3 * (start - j.arrival)
             o.batch_wait_ms = 1e3 * (batch.dispatched_at - start)
             o.compute_ms = 1e3 * compute_s
+            o.estimate_ms = 1e3 * batch.estimate_s
             o.batch_size = items
             row += j.items
             outcomes.append(o)

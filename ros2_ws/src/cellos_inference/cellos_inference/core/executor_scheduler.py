@@ -24,7 +24,13 @@ reads a clock or sleeps. Two policies share one interface:
      already has ``max_queue_per_cell`` queued (a higher-class request displaces the cell's
      lowest-class one instead, which is answered QUEUE_FULL); SHUTTING_DOWN after ``shutdown()``.
      Queued requests that can no longer make their deadline are answered DEADLINE instead
-     of being run late.
+     of being run late;
+  6. critical reserve: a non-critical batch is cut to the size whose modelled compute still
+     lets a critical request arriving the moment it starts meet its deadline: the tightest
+     critical budget (deadline - arrival) seen in the last ``critical_horizon_s``, less the
+     compute of the largest critical burst seen then, less ``reserve_margin_s``. One
+     non-critical request always may run (else critical traffic would starve the rest), so
+     the reserve holds while a single non-critical request fits in that slack.
 
 ``FifoScheduler`` (the baseline): arrival order, same batching and queue limit, no classes,
 no shares, no deadline awareness.
@@ -42,6 +48,9 @@ from cellos_inference.core.service_time import ServiceTime
 CostLookup = Callable[[str], 'tuple[ServiceTime, int] | None']
 
 
+MIN_WEIGHT = 1e-3
+
+
 @dataclass
 class SchedulerConfig:
     weights: dict = field(default_factory=dict)    # cell_ns -> weight
@@ -49,9 +58,18 @@ class SchedulerConfig:
     max_queue_per_cell: int = 32
     max_queue_delay_s: float = 0.002
     fair_window_s: float = 0.02
+    critical_reserve: bool = True
+    critical_horizon_s: float = 10.0
+    reserve_margin_s: float = 0.002
 
     def weight(self, cell: str) -> float:
-        return float(self.weights.get(cell, self.default_weight))
+        """Never zero, negative or NaN: a weight divides virtual time."""
+        w = self.weights.get(cell, self.default_weight)
+        try:
+            w = float(w)
+        except (TypeError, ValueError):
+            w = 1.0
+        return w if w >= MIN_WEIGHT else (MIN_WEIGHT if w == w else 1.0)
 
 
 @dataclass
@@ -96,16 +114,20 @@ class _SchedulerBase:
         self._seq = 0
         self._depth: dict[str, int] = defaultdict(int)
         self.busy_until = 0.0   # estimated end of the batch(es) in flight
+        self._in_flight: dict[int, float] = {}   # id(batch) -> its modelled compute
 
     # -- shared admission -------------------------------------------------------------
-    def _precheck(self, job: Job) -> Outcome | None:
+    def _precheck(self, job: Job, cost) -> Outcome | None:
+        """``cost``: the model's cost, looked up once by the caller (an unload may run in
+        between two lookups).
+        """
         if self.shutting_down:
             return Outcome.reject(job, Status.SHUTTING_DOWN, 'executor is shutting down')
-        if self._depth[job.cell_ns] >= self.config.max_queue_per_cell:
+        if self._depth.get(job.cell_ns, 0) >= self.config.max_queue_per_cell:
             return Outcome.reject(job, Status.QUEUE_FULL,
                                   f'cell {job.cell_ns} already has {self._depth[job.cell_ns]} '
                                   f'requests queued (limit {self.config.max_queue_per_cell})')
-        if self.cost(job.model_id) is None:
+        if cost is None:
             return Outcome.reject(job, Status.UNKNOWN_MODEL, f'model {job.model!r} is not loaded')
         return None
 
@@ -116,9 +138,14 @@ class _SchedulerBase:
 
     def _dequeued(self, job: Job) -> None:
         self._depth[job.cell_ns] -= 1
+        if self._depth[job.cell_ns] <= 0:
+            del self._depth[job.cell_ns]     # a cell's state lives only while it has work queued
 
     def queue_depths(self) -> dict[str, int]:
-        return {c: n for c, n in self._depth.items()}
+        return {c: n for c, n in self._depth.items() if n}
+
+    def forget(self, cell: str) -> None:
+        """Drop what is kept of a cell that is gone (nothing of it may be queued)."""
 
     def queued(self) -> int:
         return sum(self._depth.values())
@@ -147,9 +174,17 @@ class _SchedulerBase:
 
     def started(self, batch: Batch, now: float) -> None:
         self.busy_until = max(self.busy_until, now) + batch.estimate_s
+        self._in_flight[id(batch)] = batch.estimate_s
 
     def complete(self, batch: Batch, compute_s: float, now: float) -> None:
-        self.busy_until = now if self.busy_until <= now + 1e-9 else self.busy_until
+        self._in_flight.pop(id(batch), None)
+        self.busy_until = now if self.busy_until <= now + 1e-9 or not self._in_flight else self.busy_until
+
+    def busy_for(self, now: float) -> float:
+        """Work in flight still to run: never more than the batches in flight (a clock that stepped
+        back must not make every request look late).
+        """
+        return min(max(0.0, self.busy_until - now), sum(self._in_flight.values()))
 
     def shutdown(self) -> list[Outcome]:
         self.shutting_down = True
@@ -169,6 +204,15 @@ class FairScheduler(_SchedulerBase):
         self.vtime: dict[Priority, dict[str, float]] = {p: defaultdict(float) for p in Priority}
         self._vclock: dict[Priority, float] = {p: 0.0 for p in Priority}
         self._displaced: list[Outcome] = []
+        self._critical_seen: deque = deque()   # (time, slack_s) of recent critical requests
+
+    def forget(self, cell: str) -> None:
+        if any(self._queues[p].get(cell) for p in Priority):
+            return
+        for p in Priority:
+            self._queues[p].pop(cell, None)
+            self.vtime[p].pop(cell, None)
+        self._depth.pop(cell, None)
 
     # -- admission ------------------------------------------------------------------
     def _displace_for(self, job: Job) -> bool:
@@ -191,14 +235,17 @@ class FairScheduler(_SchedulerBase):
         return out
 
     def submit(self, job: Job, now: float) -> Outcome | None:
-        if (not self.shutting_down and self._depth[job.cell_ns] >= self.config.max_queue_per_cell
-                and self.cost(job.model_id) is not None):
+        cost = self.cost(job.model_id)
+        if (not self.shutting_down and self._depth.get(job.cell_ns, 0) >= self.config.max_queue_per_cell
+                and cost is not None):
             self._displace_for(job)
-        refused = self._precheck(job)
+        refused = self._precheck(job, cost)
         if refused is not None:
             return refused
-        service, max_batch = self.cost(job.model_id)
-        ahead = max(0.0, self.busy_until - now) + self._work_ahead(job, max_batch)
+        service, max_batch = cost
+        if job.priority == Priority.CRITICAL:
+            self._note_critical(job, now, service)
+        ahead = self.busy_for(now) + self._work_ahead(job, max_batch)
         finish = now + ahead + service.estimate(job.items)
         if finish > job.deadline:
             return Outcome.reject(job, Status.DEADLINE,
@@ -212,6 +259,23 @@ class FairScheduler(_SchedulerBase):
         self._enqueued(job)
         cells[job.cell_ns].append(job)
         return None
+
+    # -- critical reserve -------------------------------------------------------------
+    def _note_critical(self, job: Job, now: float, service) -> None:
+        """Remember how much slack a critical request arriving now would leave: its budget
+        less the compute of every critical request queued with it (a burst batches).
+        """
+        burst = job.items + sum(q.items for jobs in self._queues[Priority.CRITICAL].values() for q in jobs)
+        self._critical_seen.append((now, job.deadline - now - service.estimate(burst)))
+
+    def critical_slack(self, now: float) -> float | None:
+        """How long a non-critical batch may run, or None when no critical work is expected."""
+        seen = self._critical_seen
+        while seen and seen[0][0] < now - self.config.critical_horizon_s:
+            seen.popleft()
+        if not seen or not self.config.critical_reserve:
+            return None
+        return min(s for _, s in seen) - self.config.reserve_margin_s
 
     def _work_ahead(self, job: Job, max_batch: int) -> float:
         """Queued compute (s) that runs before ``job``: every higher class; in its own class
@@ -277,9 +341,14 @@ class FairScheduler(_SchedulerBase):
         floor = min(busy.values())
         return [c for c, v in busy.items() if v <= floor + self.config.fair_window_s]
 
-    def poll(self, now: float) -> Decision:
+    def poll(self, now: float, only_critical: bool = False) -> Decision:
+        """The next batch, or when to look again. ``only_critical``: the worker rests for the
+        power budget, and only critical work may interrupt the rest.
+        """
         decision = Decision(expired=self._expire(now))
         for p in Priority:
+            if only_critical and p != Priority.CRITICAL:
+                break
             cells = self.eligible_cells(p)
             if not cells:
                 continue
@@ -287,13 +356,21 @@ class FairScheduler(_SchedulerBase):
             candidates = sorted((j for c in cells for j in self._queues[p][c]),
                                 key=lambda j: (j.deadline, j.seq))
             head = candidates[0]
-            service, max_batch = self.cost(head.model_id)
+            cost = self.cost(head.model_id)
+            if cost is None:   # unloaded since _expire looked: answered at the next poll
+                decision.expired += self.drain(lambda j: j.model_id == head.model_id, Status.UNKNOWN_MODEL,
+                                               f'model {head.model!r} was unloaded')
+                decision.wait_until = now
+                return decision
+            service, max_batch = cost
             jobs, items = [], 0
             for j in candidates:
                 if j.model_id == head.model_id and j.batch_key == head.batch_key \
                         and items + j.items <= max_batch:
                     jobs.append(j)
                     items += j.items
+            if p != Priority.CRITICAL:
+                jobs, items = self._within_reserve(jobs, service, now)
             if self._held(decision, jobs, max_batch, self.queued() > len(jobs), now, service):
                 return decision
             for j in jobs:
@@ -304,6 +381,16 @@ class FairScheduler(_SchedulerBase):
             decision.batch = Batch(head.model_id, jobs, p, now, est)
             return decision
         return decision
+
+    def _within_reserve(self, jobs: list, service, now: float) -> tuple[list, int]:
+        """Cut a non-critical batch to what the critical reserve allows (at least one job)."""
+        items = sum(j.items for j in jobs)
+        slack = self.critical_slack(now)
+        if slack is None:
+            return jobs, items
+        while len(jobs) > 1 and service.estimate(items) > slack:
+            items -= jobs.pop().items
+        return jobs, items
 
     def _charge(self, p: Priority, jobs: list, seconds: float) -> None:
         items = sum(j.items for j in jobs)
@@ -339,23 +426,26 @@ class FifoScheduler(_SchedulerBase):
         return []
 
     def submit(self, job: Job, now: float) -> Outcome | None:
-        refused = self._precheck(job)
+        refused = self._precheck(job, self.cost(job.model_id))
         if refused is not None:
             return refused
         self._enqueued(job)
         self._queue.append(job)
         return None
 
-    def poll(self, now: float) -> Decision:
+    def poll(self, now: float, only_critical: bool = False) -> Decision:
         decision = Decision()
-        while self._queue and self.cost(self._queue[0].model_id) is None:
+        while self._queue:
+            cost = self.cost(self._queue[0].model_id)
+            if cost is not None:
+                break
             j = self._queue.popleft()
             self._dequeued(j)
             decision.expired.append(Outcome.reject(j, Status.UNKNOWN_MODEL, f'model {j.model!r} was unloaded'))
-        if not self._queue:
+        if not self._queue or only_critical:
             return decision
         head = self._queue[0]
-        service, max_batch = self.cost(head.model_id)
+        service, max_batch = cost
         jobs, items = [], 0
         for j in self._queue:
             if j.model_id != head.model_id or j.batch_key != head.batch_key \

@@ -50,6 +50,7 @@ class ExecutorStats:
         self._by_status = defaultdict(lambda: defaultdict(int))
         self._batches = deque(maxlen=samples)
         self.max_batch_seen = 0
+        self._gone_served = self._gone_rejected = 0
 
     def record(self, outcome: Outcome) -> None:
         with self._lock:
@@ -60,6 +61,14 @@ class ExecutorStats:
                     (outcome.queue_ms, outcome.batch_wait_ms, outcome.compute_ms))
             else:
                 self._rejected[outcome.cell_ns] += 1
+
+    def forget(self, cell: str) -> None:
+        """A pruned cell: its counters go (the executor's totals keep what it was served)."""
+        with self._lock:
+            for d in (self._lat, self._by_status):
+                d.pop(cell, None)
+            self._gone_served += self._served.pop(cell, 0)
+            self._gone_rejected += self._rejected.pop(cell, 0)
 
     def record_batch(self, now: float, cells_items: dict, items: int, compute_s: float) -> None:
         with self._lock:
@@ -87,5 +96,5 @@ class ExecutorStats:
                     *[(percentile(col, 50), percentile(col, 99)) for col in cols],
                     by_status=dict(self._by_status[c])))
             mean = float(np.mean(self._batches)) if self._batches else 0.0
-            return Snapshot(out, mean, self.max_batch_seen, sum(self._served.values()),
-                            sum(self._rejected.values()))
+            return Snapshot(out, mean, self.max_batch_seen, self._gone_served + sum(self._served.values()),
+                            self._gone_rejected + sum(self._rejected.values()))

@@ -46,7 +46,9 @@ class RawTensor:
 
 @dataclass
 class Job:
-    """One inference request inside the executor. Times are seconds on the executor clock."""
+    """One inference request inside the executor. Times are seconds on the executor's monotonic
+    clock (the node converts a request's wall-clock deadline once, on arrival).
+    """
 
     request_id: int
     cell_ns: str                    # the client cell's namespace, 'line1/cell_01': its fair-share key
@@ -62,6 +64,7 @@ class Job:
     batch_key: tuple = ()
     held_since: float | None = None  # first time a batch holding it was kept open for more
     seq: int = 0
+    transport: object = None        # how the request came and its answer goes (shared memory slot)
 
 
 @dataclass
@@ -80,13 +83,16 @@ class Outcome:
     compute_ms: float = 0.0
     batch_size: int = 0
     backend: str = ''
+    estimate_ms: float = 0.0     # the batch's modelled compute when it was dispatched
+    arrival: float = 0.0         # executor clock
+    transport: object = None     # the Job's
     energy_wh: float = 0.0          # set by the executor node (power_model.inference_energy_j)
     energy_source: str = ''
 
     @classmethod
     def reject(cls, job: Job, status: Status, reason: str, backend: str = '') -> 'Outcome':
         return cls(job.request_id, job.cell_ns, job.task, job.model_id or job.model,
-                   Status(status), reason, backend=backend)
+                   Status(status), reason, backend=backend, arrival=job.arrival, transport=job.transport)
 
 
 def as_array(t: RawTensor) -> np.ndarray:

@@ -1,7 +1,8 @@
 """On-disk cache of TensorRT plans.
 
-A plan is only valid for the exact ONNX content, GPU model, TensorRT version, precision and
-optimization profile it was built for, so all of them are in the key. Each plan has a JSON
+A plan is only valid for the exact ONNX content, GPU model and compute capability, TensorRT
+version, precision, optimization profile and build recipe (the builder flags the backend sets)
+it was built for, so all of them are in the key. Each plan has a JSON
 sidecar holding the key and the plan's own sha256: a truncated or foreign file is rebuilt,
 never deserialized. The folder is the user's choice (executor parameter trt_plan_cache); with
 none, plans are built at each start and kept nowhere.
@@ -21,16 +22,19 @@ class PlanKey:
     model_sha256: str
     gpu_name: str
     tensorrt_version: str
-    precision: str          # fp32 | fp16
+    precision: str          # fp32 | fp16 (TF32 cleared in both)
     max_batch: int
+    compute_capability: str = ''     # '8.9'
+    recipe: int = 0                  # tensorrt_backend.BUILD_RECIPE
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
 
     def filename(self) -> str:
         gpu = re.sub(r'[^A-Za-z0-9]+', '_', self.gpu_name).strip('_').lower() or 'gpu'
-        return (f'{self.model_sha256[:16]}-{gpu}-trt{self.tensorrt_version}-{self.precision}'
-                f'-b{self.max_batch}-{self.digest()[:8]}.plan')
+        sm = f'-sm{self.compute_capability}' if self.compute_capability else ''
+        return (f'{self.model_sha256[:16]}-{gpu}{sm}-trt{self.tensorrt_version}-{self.precision}'
+                f'-b{self.max_batch}-r{self.recipe}-{self.digest()[:8]}.plan')
 
 
 class PlanCache:
