@@ -31,6 +31,7 @@ from cellos_common.nodes.diagnostics import OK, WARN, DiagReport
 from cellos_inference.core.arbiter_policy import (ArbiterConfig, ArbiterPolicy, EnergyGate, Pending,
                                                   ResultSource)
 from cellos_inference.core.inference_types import Priority, Status
+from cellos_inference.core.model_aliases import ROLE_SEP
 from cellos_inference.core.shm_transport import ClientRegion, RegionError, boot_id, supported as shm_supported
 from cellos_inference.nodes.convert_inference import (MAX_ID, MAX_NAME, check_request_against, check_result,
                                                       outcome_to_result, ref_to_tensor, request_arrays,
@@ -191,7 +192,7 @@ class ArbiterNode(CellosNode):
                                      f'{self._max_request_bytes} per request')
         if any(t.shm_size for t in msg.inputs):
             return Status.REJECTED, 'a task sends its tensors inline; shared memory is between arbiter and executor'
-        if self._models:
+        if self._models and ROLE_SEP not in msg.model:   # a role (inspection@serving): the executor resolves it
             info = self._models.get(msg.model)
             if info is None and not (len(msg.model) >= 8 and any(k.startswith(msg.model.lower())
                                                                  for k in self._models if len(k) == 64)):
