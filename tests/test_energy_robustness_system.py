@@ -67,7 +67,8 @@ def test_openadr_over_tls_with_the_vtn_fingerprint(processes, ros_probe, pki):
 
         wait_for(lambda: (g := ros_probe.received('gate')) and not g[-1].safe_fallback
                  and g[-1].level == GateState.LEVEL_FULL, 40.0, what='gate FULL from the TLS feed')
-        sig = ros_probe.received('good')[-1]
+        sig = wait_for(lambda: (g := ros_probe.received('good')) and g[-1], 10.0,
+                       what="the TLS feed's signal at the probe (the gate may hear it first)")
         assert sig.source.startswith('openadr:https://127.0.0.1')
         vtn.add_event('SIMPLE', 'level', 2.0)
         wait_for(lambda: ros_probe.received('gate')[-1].level == GateState.LEVEL_CRITICAL_ONLY, 15.0,

@@ -24,14 +24,14 @@ from rclpy.node import Node
 from cellos_common.core.cell_names import split_cell_ns
 from cellos_common.nodes import qos
 from cellos_inference.nodes.arbiter_node import ArbiterNode
-from cellos_common.nodes.base import spin_nodes
+from cellos_common.nodes.base import Wakeup, spin_nodes
 from cellos_common.nodes.convert_time import time_to_s
 from cellos_inference.nodes.convert_inference import make_request
 from cellos_interfaces.msg import InferenceRequest, InferenceResult
 
 
 class LoadTask(Node):
-    def __init__(self, a, stop: threading.Event):
+    def __init__(self, a, stop: Wakeup):
         super().__init__('load_task')
         self.a, self.stop = a, stop
         self.go, self.end = os.path.join(a.control, a.go), os.path.join(a.control, 'stop')
@@ -61,7 +61,7 @@ class LoadTask(Node):
                 if not self.sent or time.time() - max(self.sent.values()) > 2.0:
                     self.send()
             elif os.path.exists(self.end) or time.time() > self.t_limit:
-                self.stop.set()
+                self.stop.poke()
 
     def window(self) -> int:
         """0 while the gate is closed; else the number in the gate file, or --window."""
@@ -109,12 +109,12 @@ def main():
                     help='rclpy executor of the cell process (its callbacks never block)')
     args, ros_args = ap.parse_known_args()
     rclpy.init(args=['cell_load', *ros_args], signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
-    stop = threading.Event()
+    stop = Wakeup()
     arbiter, task = ArbiterNode(), LoadTask(args, stop)
     if not arbiter.bring_up():
         raise SystemExit('arbiter did not come up')
     try:
-        spin_nodes([arbiter, task], executor=args.executor, stop=stop)
+        spin_nodes([arbiter, task], executor=args.executor, wake=stop)
     finally:
         with open(args.out, 'w') as f:
             json.dump({'records': task.records}, f)

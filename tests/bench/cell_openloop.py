@@ -24,7 +24,7 @@ from rclpy.node import Node
 
 from cellos_common.core.cell_names import split_cell_ns
 from cellos_common.nodes import qos
-from cellos_common.nodes.base import spin_nodes
+from cellos_common.nodes.base import Wakeup, spin_nodes
 from cellos_common.nodes.convert_time import time_to_s
 from cellos_inference.nodes.arbiter_node import ArbiterNode
 from cellos_inference.nodes.convert_inference import make_request
@@ -34,7 +34,7 @@ from executor_load import realtime_thread, sleep_until
 
 
 class OpenLoopTask(Node):
-    def __init__(self, a, plan, stop: threading.Event):
+    def __init__(self, a, plan, stop: Wakeup):
         super().__init__('load_task')
         self.a, self.plan, self.stop = a, plan, stop
         self.line_id, self.cell_id = split_cell_ns(self.get_namespace())
@@ -70,7 +70,7 @@ class OpenLoopTask(Node):
                                 'sent_w': time.time()}
             self.send(i, prio, deadline)
         time.sleep(self.a.drain_s)
-        self.stop.set()
+        self.stop.poke()
 
     def on_result(self, msg: InferenceResult) -> None:
         now_m, now_w = time.monotonic(), time.time()
@@ -105,14 +105,14 @@ def main():
     # would hold up the rest behind every other process of the machine
     refusal = realtime_thread(plan.get('priority', 0))
     rclpy.init(args=['cell_openloop', *ros_args], signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
-    stop = threading.Event()
+    stop = Wakeup()
     arbiter, task = ArbiterNode(), OpenLoopTask(args, plan, stop)
     if refusal:
         arbiter.get_logger().warning(refusal)
     if not arbiter.bring_up():
         raise SystemExit('arbiter did not come up')
     try:
-        spin_nodes([arbiter, task], executor='single', stop=stop)
+        spin_nodes([arbiter, task], executor='single', wake=stop)
     finally:
         with task.lock:
             rows = {k: v for k, v in task.rows.items() if k}

@@ -47,17 +47,43 @@ class _ProcessExit:
         self.stopping = threading.Event()   # on the way out: a thread ending badly now changes nothing
         self.code = 0
         self.reason = ''
-        self.waiters: list[threading.Event] = []   # spin_nodes' stop events: woken, never polled
+        self.waiters: list[Wakeup] = []   # spin_nodes' wake-ups: woken, never polled
 
     def request(self, code: int, reason: str) -> None:
         if not self.event.is_set():
             self.code, self.reason = code, reason
             self.event.set()
             for w in list(self.waiters):
-                w.set()
+                w.poke()
 
 
 _process_exit = _ProcessExit()
+
+
+class Wakeup:
+    """What wakes a process's main thread, safe to poke from a signal handler: a pipe, no lock.
+
+    A handler that calls Event.set() can run inside another Event.set() on the same thread (a
+    second SIGTERM, or Ctrl-C reaching the whole process group after the runner's own signal) and
+    deadlocks on the event's lock.
+    """
+
+    def __init__(self):
+        self._r, self._w = os.pipe()
+        os.set_blocking(self._w, False)
+
+    def poke(self, *_) -> None:
+        try:
+            os.write(self._w, b'\0')
+        except OSError:   # a full pipe is poked already; a closed one has nobody to wake
+            pass
+
+    def wait(self) -> None:
+        os.read(self._r, 4096)
+
+    def on_signals(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self.poke)
 
 
 def request_exit(reason: str, code: int = 1) -> None:
@@ -376,7 +402,7 @@ def make_executor(kind: str = 'multi', threads: int | None = None):
 
 
 def spin_nodes(nodes, *, executor: str = 'multi', threads: int | None = None,
-               stop: threading.Event | None = None) -> int:
+               wake: Wakeup | None = None) -> int:
     """Spin until Ctrl-C / SIGTERM / ``stop``; then stop the executor and take every node
     down (deactivate, cleanup, destroy) with nothing left spinning on their entities.
 
@@ -386,24 +412,24 @@ def spin_nodes(nodes, *, executor: str = 'multi', threads: int | None = None,
     ex = make_executor(executor, threads)
     for n in nodes:
         ex.add_node(n)
-    stop = stop or threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    wake = wake or Wakeup()   # main_for's has a byte in it if a signal came during the bring-up
+    wake.on_signals()
+    stop = threading.Event()
     watch_threads()
-    spinner = threading.Thread(target=_spin, args=(ex, stop), name='spin', daemon=False)
+    spinner = threading.Thread(target=_spin, args=(ex, stop, wake), name='spin', daemon=False)
     spinner.start()
     code = 0   # stopped as asked
     try:
         # no polling: a thread of this process that wakes at normal priority can be preempted
         # holding the interpreter lock, and a real-time thread of the node then waits for it
-        _process_exit.waiters.append(stop)
+        _process_exit.waiters.append(wake)
         if _process_exit.event.is_set():
-            stop.set()
-        stop.wait()   # set by a signal handler, by the spinner when it ends, or by request_exit
+            wake.poke()
+        wake.wait()   # poked by a signal handler, by the spinner when it ends, or by request_exit
     finally:
         _process_exit.stopping.set()
-        if stop in _process_exit.waiters:
-            _process_exit.waiters.remove(stop)
+        if wake in _process_exit.waiters:
+            _process_exit.waiters.remove(wake)
         stop.set()
         ex.shutdown(timeout_sec=5.0)
         spinner.join()
@@ -416,7 +442,7 @@ def spin_nodes(nodes, *, executor: str = 'multi', threads: int | None = None,
     return code
 
 
-def _spin(executor, stop: threading.Event) -> None:
+def _spin(executor, stop: threading.Event, wake: Wakeup) -> None:
     try:
         # what Executor.spin() does; rclpy 9.1's EventsExecutor.spin() busy-loops and never
         # fires a timer, while its spin_once() works
@@ -433,6 +459,7 @@ def _spin(executor, stop: threading.Event) -> None:
             # the executor returned by itself (its context shut down): not a requested stop
             _process_exit.request(1, 'the executor stopped spinning')
         stop.set()
+        wake.poke()
 
 
 def main_for(node_cls, args=None) -> int:
@@ -442,9 +469,8 @@ def main_for(node_cls, args=None) -> int:
     sys.setswitchinterval(0.0005)
     rclpy.init(args=args, signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
     # Ctrl-C during the autostart bring-up, or a thread dying there, is seen by spin_nodes
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    wake = Wakeup()
+    wake.on_signals()
     watch_threads()
     try:
         node = node_cls()
@@ -456,7 +482,7 @@ def main_for(node_cls, args=None) -> int:
     if node.autostart() and not node.bring_up():
         node.get_logger().error('autostart failed; the node stays up, unconfigured, for a lifecycle manager')
     try:
-        code = spin_nodes([node], executor=node_cls.SPIN, stop=stop)
+        code = spin_nodes([node], executor=node_cls.SPIN, wake=wake)
     finally:
         rclpy.try_shutdown()
     return code
