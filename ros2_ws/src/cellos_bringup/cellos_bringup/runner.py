@@ -226,6 +226,7 @@ def main(argv=None) -> int:
     if args.process:
         return run_process(args.process.split(','), extra)
     from cellos_bringup.line_monitor import LineMonitor  # rclpy only past this point
+    from cellos_common.nodes.base import set_on_signals
     import rclpy
     specs = line_plan(args)
     groups = processes(specs)
@@ -237,8 +238,7 @@ def main(argv=None) -> int:
         log_to_file(log_dir / 'composed.log')
     rclpy.init(args=init_args, signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    set_on_signals(stop)
 
     cells = plan.cell_ids(args.cells)
     print(f'cellos: line /{args.line}, {len(cells)} cells with '

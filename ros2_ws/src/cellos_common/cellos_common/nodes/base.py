@@ -86,6 +86,17 @@ class Wakeup:
             signal.signal(sig, self.poke)
 
 
+def set_on_signals(event: threading.Event) -> None:
+    """SIGINT / SIGTERM set ``event`` from a thread of their own, never from the handler (see Wakeup)."""
+    wake = Wakeup()
+    wake.on_signals()
+
+    def relay():
+        wake.wait()
+        event.set()
+    threading.Thread(target=relay, name='signals', daemon=True).start()
+
+
 def request_exit(reason: str, code: int = 1) -> None:
     """Make this process stop and exit with ``code`` (a node that cannot go on: its supervisor
     restarts the process). Takes effect under spin_nodes (main_for, the runner's processes).

@@ -22,7 +22,6 @@ manager leaves the nodes down until the next ~/startup.
 """
 from __future__ import annotations
 
-import signal
 import sys
 import threading
 import time
@@ -34,7 +33,7 @@ from rclpy.node import Node
 from std_srvs.srv import Trigger
 
 from cellos_common.core.params import ParameterError, ParamSpec, validate
-from cellos_common.nodes.base import Boundary
+from cellos_common.nodes.base import Boundary, set_on_signals
 from cellos_common.nodes.diagnostics import ERROR, OK, WARN, Diagnostics, DiagReport
 from cellos_common.nodes.lifecycle_client import STATE_LABELS, LifecycleClient, resolve_names
 from cellos_common.nodes.parameters import declare_params, read_values
@@ -237,8 +236,7 @@ def _spin(node, stop: threading.Event) -> None:
     # change): a bring-up blocks one thread while another serves the clients' responses
     executor = MultiThreadedExecutor(num_threads=2)
     executor.add_node(node)
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    set_on_signals(stop)
 
     def spin():
         try:
