@@ -33,8 +33,8 @@ from cellos_inference.core.arbiter_policy import (ArbiterConfig, ArbiterPolicy, 
 from cellos_inference.core.inference_types import Priority, Status
 from cellos_inference.core.model_aliases import ROLE_SEP
 from cellos_inference.core.shm_transport import ClientRegion, RegionError, boot_id, supported as shm_supported
-from cellos_inference.nodes.convert_inference import (MAX_ID, MAX_NAME, check_request_against, check_result,
-                                                      outcome_to_result, ref_to_tensor, request_arrays,
+from cellos_inference.nodes.convert_inference import (MAX_BUDGET_S, MAX_ID, MAX_NAME, check_request_against,
+                                                      check_result, outcome_to_result, ref_to_tensor, request_arrays,
                                                       request_bytes, result_refs, result_with_inline_outputs,
                                                       status_models)
 from cellos_interfaces.msg import ExecutorStatus, GateState, InferenceRequest, InferenceResult
@@ -173,8 +173,9 @@ class ArbiterNode(CellosNode):
         why = self._check_locally(msg)
         if why is not None:
             return self._refuse(msg, *why)
-        # task and arbiter share this host's clock: the deadline becomes monotonic once, here
-        deadline = now + (time_to_s(msg.deadline) - time.time())
+        # task and arbiter share this host's clock: the deadline becomes monotonic once, here, capped
+        # as the executor caps it (a deadline years ahead would not fit the forwarded message's Time)
+        deadline = now + min(time_to_s(msg.deadline) - time.time(), MAX_BUDGET_S)
         adm = self.policy.submit(request_id=msg.request_id, cell_ns=cell_ns(msg.line_id, msg.cell_id), task=msg.task,
                                  model=msg.model, priority=msg.priority, deadline=deadline, now=now, payload=msg)
         if adm.refusal is not None:
