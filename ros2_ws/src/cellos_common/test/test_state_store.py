@@ -3,7 +3,7 @@ import sqlite3
 
 import pytest
 
-from cellos_common.core.state_store import MEMORY, StateStore, StoreError, store_path
+from cellos_common.core.state_store import MEMORY, SqliteStore, StateStore, StoreError, store_path
 
 
 def test_values_survive_a_reopen_and_are_replaced(tmp_path):
@@ -42,3 +42,29 @@ def test_unusable_paths_and_values_are_errors(tmp_path):
     s = StateStore(MEMORY)
     with pytest.raises(ValueError):
         s.put('k', float('nan'))            # never a value the reader cannot take back
+
+
+class _TwoTables(SqliteStore):
+    SCHEMA = """CREATE TABLE IF NOT EXISTS a (k INTEGER PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS b (k INTEGER PRIMARY KEY)"""
+    KIND = 'two-table store'
+
+
+def test_a_schema_of_several_tables_and_a_transaction_that_fails_is_rolled_back(tmp_path):
+    path = str(tmp_path / 'two.sqlite3')
+    s = _TwoTables(path)
+    with s._transaction() as db:
+        db.execute('INSERT INTO a VALUES (1)')
+        db.execute('INSERT INTO b VALUES (1)')
+    with pytest.raises(StoreError, match='two-table store'):
+        with s._transaction() as db:
+            db.execute('INSERT INTO a VALUES (2)')
+            db.execute('INSERT INTO b VALUES (1)')          # a duplicate key: nothing of it is kept
+    with pytest.raises(KeyError):
+        with s._transaction() as db:
+            db.execute('INSERT INTO a VALUES (3)')
+            raise KeyError('the caller gives up')
+    s.close()
+    again = _TwoTables(path)
+    assert again._run('SELECT k FROM a') == [(1,)] and again._run('SELECT k FROM b') == [(1,)]
+    again.close()

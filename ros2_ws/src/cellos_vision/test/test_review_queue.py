@@ -4,6 +4,7 @@ import json
 import numpy as np
 import pytest
 
+from cellos_common.core.state_store import SqliteStore, StoreError
 from cellos_vision.core.labelled_set import LABELS, LabelledSet, read_labelled_set
 from cellos_vision.core.review_queue import ReviewError, ReviewQueue, encode_frame
 from cellos_vision.core.synthetic_camera import CLASSES, SyntheticCamera
@@ -89,3 +90,13 @@ def test_labelled_set_round_trip_and_each_item_once(tmp_path):
         read_labelled_set(tmp_path / 'set', ('ok',))
     with pytest.raises(ValueError, match='not a labelled set'):
         read_labelled_set(tmp_path / 'none')
+
+
+def test_the_queue_is_a_cellos_sqlite_store_and_its_errors_are_store_errors(tmp_path):
+    q = ReviewQueue('')
+    assert isinstance(q, SqliteStore) and not q.durable
+    q.close()
+    blocker = tmp_path / 'file'
+    blocker.write_text('x')
+    with pytest.raises(StoreError, match='review queue'):
+        ReviewQueue(str(blocker / 'sub' / 'review.sqlite3'))

@@ -13,6 +13,7 @@ import json
 import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 MEMORY = ''   # a store parameter with this value: kept in memory only, lost on a restart
@@ -34,8 +35,8 @@ def store_path(template: str, namespace: str) -> str:
 
 
 class SqliteStore:
-    """One SQLite file (or memory, for MEMORY) with the subclass's SCHEMA; every statement under
-    one lock (a node's callbacks and lifecycle transitions may run on different threads) and
+    """One SQLite file (or memory, for MEMORY) with the subclass's SCHEMA (one or more statements);
+    every statement under one lock (a node's callbacks and lifecycle transitions may run on different threads) and
     committed on return; sqlite3 and OS errors become StoreError naming the store.
     """
 
@@ -55,7 +56,7 @@ class SqliteStore:
                 if mode.lower() != 'wal':
                     raise StoreError(f'{self.KIND} {path}: journal mode {mode}, WAL refused')
             self._db.execute('PRAGMA synchronous=FULL')
-            self._db.execute(self.SCHEMA)
+            self._db.executescript(self.SCHEMA)
         except (sqlite3.Error, OSError) as e:
             raise StoreError(f'{self.KIND} {path}: {e}') from None
 
@@ -63,6 +64,23 @@ class SqliteStore:
         with self._lock:
             try:
                 return self._db.execute(sql, args).fetchall()
+            except sqlite3.Error as e:
+                raise StoreError(f'{self.KIND} {self.path}: {e}') from None
+
+    @contextmanager
+    def _transaction(self):
+        """The connection, for several statements committed together (BEGIN IMMEDIATE .. COMMIT)
+        under the lock; rolled back when anything raises.
+        """
+        with self._lock:
+            try:
+                self._db.execute('BEGIN IMMEDIATE')
+                try:
+                    yield self._db
+                    self._db.execute('COMMIT')
+                except BaseException:
+                    self._db.execute('ROLLBACK')
+                    raise
             except sqlite3.Error as e:
                 raise StoreError(f'{self.KIND} {self.path}: {e}') from None
 

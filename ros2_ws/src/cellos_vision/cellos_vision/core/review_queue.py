@@ -13,27 +13,23 @@ restarted queue gets the vision node's recent ones again) is queued once.
 
 A decision is committed here first, then appended to the labelled set, then marked exported: a
 crash in between leaves it unexported, and ``unexported()`` gives it to the next start.
-Journal WAL with synchronous=FULL, like the other stores of cellos: an operator's decision is
-on disk before the answer goes out.
+The file is a cellos_common SqliteStore (WAL, synchronous=FULL: an operator's decision is on disk
+before the answer goes out).
 """
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import cv2
 import numpy as np
 
-MEMORY = ''
+from cellos_common.core.state_store import SqliteStore
 PENDING, DECIDED, EVICTED = 'pending', 'decided', 'evicted'
 STATES = (PENDING, DECIDED, EVICTED)
 WHY = ('undecided', 'low_confidence')
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS review_items (
+_SCHEMA = """CREATE TABLE IF NOT EXISTS review_items (
     item_id INTEGER PRIMARY KEY AUTOINCREMENT,
     line_id TEXT NOT NULL, cell_id TEXT NOT NULL, part_id INTEGER NOT NULL, frame_sha256 TEXT NOT NULL,
     why TEXT NOT NULL, state TEXT NOT NULL CHECK (state IN ('pending', 'decided', 'evicted')),
@@ -50,10 +46,6 @@ _COLUMNS = ('item_id', 'line_id', 'cell_id', 'part_id', 'frame_sha256', 'why', '
 
 class ReviewError(ValueError):
     """A request the queue refuses (unknown item, decided already, bad label), with the reason."""
-
-
-class ReviewStoreError(RuntimeError):
-    """The store cannot be opened or written (path, permissions, disk full, corrupt file)."""
 
 
 @dataclass
@@ -92,32 +84,16 @@ def encode_frame(image: np.ndarray) -> bytes:
     return png.tobytes()
 
 
-class ReviewQueue:
+class ReviewQueue(SqliteStore):
+    SCHEMA = _SCHEMA
+    KIND = 'review queue'
+
     def __init__(self, path: str, capacity: int = 200, keep_decided: int = 2000):
         if capacity < 1 or keep_decided < 1:
             raise ValueError('capacity and keep_decided must be >= 1')
-        self.path = path or ':memory:'
-        self.durable = path != MEMORY
         self.capacity = capacity
         self.keep_decided = keep_decided
-        self._lock = threading.Lock()
-        try:
-            if self.durable:
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            if self.durable and self._db.execute('PRAGMA journal_mode=WAL').fetchone()[0].lower() != 'wal':
-                raise ReviewStoreError(f'{path}: WAL journal refused')
-            self._db.execute('PRAGMA synchronous=FULL')
-            self._db.executescript(_SCHEMA)
-        except (sqlite3.Error, OSError) as e:
-            raise ReviewStoreError(f'review queue {path}: {e}') from None
-
-    def _run(self, sql: str, args=()) -> list:
-        with self._lock:
-            try:
-                return self._db.execute(sql, args).fetchall()
-            except sqlite3.Error as e:
-                raise ReviewStoreError(f'review queue {self.path}: {e}') from None
+        super().__init__(path)
 
     def _entries(self, where: str, args=(), order: str = 'item_id', limit: int = -1) -> list[ReviewEntry]:
         rows = self._run(f'SELECT {", ".join(_COLUMNS)} FROM review_items WHERE {where} ORDER BY {order} LIMIT ?',
@@ -138,33 +114,22 @@ class ReviewQueue:
         """
         if why not in WHY:
             raise ReviewError(f'why {why!r}: one of {WHY}')
-        with self._lock:
-            try:
-                db = self._db
-                db.execute('BEGIN IMMEDIATE')
-                try:
-                    cur = db.execute(
-                        'INSERT OR IGNORE INTO review_items (line_id, cell_id, part_id, frame_sha256, why, state, '
-                        'queued_s, inspection, model_content_id, frame_png) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
-                        (line_id, cell_id, int(part_id), frame_sha256, why, PENDING, float(now),
-                         json.dumps(inspection), model_content_id, frame_png))
-                    item_id = cur.lastrowid if cur.rowcount else None
-                    evicted = [r[0] for r in db.execute(
-                        'SELECT item_id FROM review_items WHERE state = ? ORDER BY item_id DESC LIMIT -1 OFFSET ?',
-                        (PENDING, self.capacity)).fetchall()]
-                    for i in evicted:
-                        db.execute('UPDATE review_items SET state = ?, frame_png = NULL WHERE item_id = ?',
-                                   (EVICTED, i))
-                    if evicted:
-                        db.execute("INSERT INTO review_counters VALUES ('evicted', ?) ON CONFLICT(name) "
-                                   'DO UPDATE SET value = value + excluded.value', (len(evicted),))
-                    self._trim(db)
-                    db.execute('COMMIT')
-                except BaseException:
-                    db.execute('ROLLBACK')
-                    raise
-            except sqlite3.Error as e:
-                raise ReviewStoreError(f'review queue {self.path}: {e}') from None
+        with self._transaction() as db:
+            cur = db.execute(
+                'INSERT OR IGNORE INTO review_items (line_id, cell_id, part_id, frame_sha256, why, state, '
+                'queued_s, inspection, model_content_id, frame_png) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+                (line_id, cell_id, int(part_id), frame_sha256, why, PENDING, float(now),
+                 json.dumps(inspection), model_content_id, frame_png))
+            item_id = cur.lastrowid if cur.rowcount else None
+            evicted = [r[0] for r in db.execute(
+                'SELECT item_id FROM review_items WHERE state = ? ORDER BY item_id DESC LIMIT -1 OFFSET ?',
+                (PENDING, self.capacity)).fetchall()]
+            for i in evicted:
+                db.execute('UPDATE review_items SET state = ?, frame_png = NULL WHERE item_id = ?', (EVICTED, i))
+            if evicted:
+                db.execute("INSERT INTO review_counters VALUES ('evicted', ?) ON CONFLICT(name) "
+                           'DO UPDATE SET value = value + excluded.value', (len(evicted),))
+            self._trim(db)
         return item_id, sorted(evicted)
 
     def _trim(self, db) -> None:
@@ -224,7 +189,3 @@ class ReviewQueue:
     def mark_exported(self, item_id: int) -> None:
         """After the labelled set has the decision: the frame is no longer kept here."""
         self._run('UPDATE review_items SET exported = 1, frame_png = NULL WHERE item_id = ?', (int(item_id),))
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()

@@ -23,7 +23,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from sensor_msgs.msg import Image
 
 from cellos_common.core.params import ParameterError, ParamSpec
-from cellos_common.core.state_store import store_path
+from cellos_common.core.state_store import StoreError, store_path
 from cellos_common.nodes import qos
 from cellos_common.nodes.base import CellosNode, main_for
 from cellos_common.nodes.diagnostics import OK, WARN, DiagReport
@@ -33,7 +33,7 @@ from cellos_interfaces.srv import DecideReview, ListReviews
 from cellos_vision.core import vision_preprocess as vp
 from cellos_vision.core.inspection import ModelMeta
 from cellos_vision.core.labelled_set import LabelledSet
-from cellos_vision.core.review_queue import ReviewError, ReviewQueue, ReviewStoreError, encode_frame
+from cellos_vision.core.review_queue import ReviewError, ReviewQueue, encode_frame
 from cellos_vision.nodes.convert_review import feedback_msg, inspection_fields, item_msg, queue_msg
 from cellos_vision.nodes.convert_vision import BadFrame, array_to_image, image_to_array
 
@@ -75,7 +75,7 @@ class ReviewQueueNode(CellosNode):
         path = store_path(p.store, ns)
         try:
             self.queue = ReviewQueue(path, p.capacity, p.keep_decided)
-        except ReviewStoreError as e:
+        except StoreError as e:
             raise ParameterError(str(e)) from None
         self.labelled_dir = store_path(p.labelled_dir, ns)
         self.labelled = LabelledSet(self.labelled_dir)
@@ -117,7 +117,7 @@ class ReviewQueueNode(CellosNode):
                 line_id=i.line_id, cell_id=i.cell_id, part_id=i.part_id, frame_sha256=i.frame_sha256, why=msg.why,
                 inspection=inspection_fields(i), frame_png=encode_frame(image), model_content_id=msg.model_content_id,
                 now=time.time())
-        except (BadFrame, ReviewError, ReviewStoreError) as e:
+        except (BadFrame, ReviewError, StoreError) as e:
             self.refused += 1
             self.get_logger().error(f'review submission {i.line_id}/{i.cell_id} part {i.part_id} refused: {e}')
             return
@@ -150,7 +150,7 @@ class ReviewQueueNode(CellosNode):
                 raise ReviewError(f'label {req.label!r} is not one of {list(self.classes)}')
             entry = self.queue.decide(req.item_id, req.label, req.operator_name, req.reason, time.time())
             self._export(entry)
-        except (ReviewError, ReviewStoreError, OSError, ValueError) as e:
+        except (ReviewError, StoreError, OSError, ValueError) as e:
             resp.success, resp.message = False, str(e)
             self.get_logger().error(f'review/decide item {req.item_id}: {e}')
             self.actions.record('review/decide', 'review', target=target, reason=req.reason, request=req,
@@ -172,7 +172,7 @@ class ReviewQueueNode(CellosNode):
     def _export(self, entry) -> None:
         image = self.queue.frame(entry.item_id)
         if image is None:
-            raise ReviewStoreError(f'item {entry.item_id}: its frame is missing from the store')
+            raise StoreError(f'item {entry.item_id}: its frame is missing from the store')
         self.labelled.append(image, entry.label, entry.labelled_meta())
         self.queue.mark_exported(entry.item_id)
 
