@@ -6,9 +6,13 @@
   see the shared ros2-on-pip notes);
 - DeferJob with NaN, inf, negative or huge durations, or long ids, is refused with the reason;
   an oversized signal is refused and counted; nothing raises;
+- every numeric field of an EnergySignal at its extremes (inf, -inf, NaN, 1e308, 5e-324, the
+  Time limits...) through the gate's own callbacks: refused with a reason and counted, or taken,
+  never an exception (a 5e-324 s forecast step overflowed int() in the deferral planning);
 - the feed's VEN thread: one at most, stopped at deactivate, not lost by a runtime parameter
   change; plain HTTP refused unless allowed.
 """
+import copy
 import math
 import threading
 import time
@@ -26,6 +30,7 @@ from cellos_energy.nodes import energy_feed_node, energy_gate_node
 from cellos_energy.nodes.convert_energy import signal_to_msg
 from cellos_interfaces.msg import EnergySignal as EnergySignalMsg
 from cellos_interfaces.msg import GateState
+from builtin_interfaces.msg import Time
 from cellos_interfaces.srv import DeferJob
 from loopback_vtn import LoopbackVtn
 
@@ -134,6 +139,75 @@ def test_bad_deferred_jobs_and_signals_are_refused_with_a_reason(graph):
     assert wait_until(lambda: gate.tracker.rejected >= 1, 5.0)
     assert 'forecast of 5000 slots' in gate.tracker.last_rejection
     assert gate.tally.rejected_by_kind()['energy/defer'] == 6 and gate.tally.faults == 0
+
+
+EXTREMES = (math.inf, -math.inf, math.nan, 1e308, -1e308, 5e-324, -5e-324, 1e-300, 0.0, -0.0, -1.0)
+TIME_EXTREMES = (Time(sec=2**31 - 1, nanosec=999_999_999), Time(sec=-2**31), Time(sec=0, nanosec=2**32 - 1))
+
+
+def extreme_signals(good: EnergySignalMsg):
+    """(field, value, message): ``good`` with one numeric field (or one element of a number
+    array, or a stamp) at an extreme.
+    """
+    for name, kind in EnergySignalMsg.get_fields_and_field_types().items():
+        if kind == 'double':
+            values = [(v, {name: v}) for v in EXTREMES]
+        elif kind == 'sequence<double>':
+            values = [(v, {name: [v] + list(getattr(good, name))[1:]}) for v in EXTREMES]
+        elif kind == 'uint8':
+            values = [(v, {name: v}) for v in (4, 255)]
+        elif kind in ('builtin_interfaces/Time', 'std_msgs/Header'):
+            values = [(t, {name: t}) for t in TIME_EXTREMES]
+        else:
+            continue
+        for value, change in values:
+            m = copy.deepcopy(good)
+            for k, v in change.items():
+                if k == 'header':
+                    m.header.stamp = v
+                else:
+                    setattr(m, k, v)
+            yield name, value, m
+
+
+def test_extreme_values_in_every_numeric_field_of_a_signal_are_refused_or_taken_never_raise():
+    """The gate's callbacks called directly (no executor: an exception reaches the test instead
+    of the node's boundary), with a job held so the deferral planning runs on every signal.
+    """
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    gate = energy_gate_node.EnergyGateNode(context=context, namespace='/line1/cell_03',
+                                           parameter_overrides=[Parameter('job_store', value='')])
+    try:
+        assert gate.bring_up()
+        now = time.time()
+        good = signal(now, forecast=Forecast(60.0, 0.0, (40.0, 90.0) * 12, (100.0,) * 24),
+                      line_ids=('line1',), line_budget_w=(4000.0,))
+        deadline = rclpy.time.Time(seconds=int(now + 3600)).to_msg()
+        taken = refused = 0
+        for i, (name, value, msg) in enumerate(extreme_signals(good)):
+            before = (gate.tracker.accepted, gate.tracker.rejected)
+            gate._on_signal(msg)
+            resp = gate._on_defer(DeferJob.Request(job_id=f'job{i}', duration_s=600.0, latest_finish=deadline),
+                                  DeferJob.Response())
+            gate._tick()
+            if gate.tracker.rejected > before[1]:
+                refused += 1
+                assert gate.tracker.last_rejection, (name, value)
+            else:
+                assert gate.tracker.accepted == before[0] + 1, (name, value)
+                taken += 1
+            assert resp.accepted or resp.reason, (name, value)
+            gate._on_signal(good)                              # back to a good curve for the next one
+        assert gate.tally.faults == 0
+        assert gate.tally.rejected_by_kind()['energy signal'] == refused > 0 and taken > 0
+        step = [m for n, v, m in extreme_signals(good) if n == 'forecast_step_s' and v == 5e-324][0]
+        gate._on_signal(step)
+        assert 'forecast step 5e-324 s' in gate.tracker.last_rejection
+    finally:
+        gate.on_shutdown(None)
+        gate.destroy_node()
+        rclpy.shutdown(context=context)
 
 
 def feed_node(graph, url, **params):

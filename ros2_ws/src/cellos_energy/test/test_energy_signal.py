@@ -1,8 +1,12 @@
 import math
+import signal
+from contextlib import contextmanager
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from cellos_energy.core.energy_signal import (DR_HIGH, EnergySignal, Forecast, Override, SignalTracker,
+from cellos_energy.core.energy_signal import (DR_HIGH, EnergySignal, Forecast, Override, ScoreCurve, SignalTracker,
                                               apply_override, check_signal, make_override, override_from_record,
                                               override_record)
 
@@ -72,6 +76,10 @@ def test_override_raises_dr_and_expires():
     (dict(line_ids=tuple(f'l{i}' for i in range(65)), line_budget_w=(1.0,) * 65), '65 line budgets'),
     (dict(dr_end_s=math.inf), 'dr_end_s is not a finite'),
     (dict(forecast=Forecast(math.nan, 0.0, (), ())), 'forecast_step_s is not a finite'),
+    # so fine a step that (t - t0) / step is infinite: int() of it raised OverflowError in the gate
+    (dict(forecast=Forecast(5e-324, 0.0, (50.0,), ())), 'forecast step 5e-324 s must be in [0.001, 86400]'),
+    (dict(forecast=Forecast(1e-300, 0.0, (50.0,), ())), 'forecast step 1e-300 s'),
+    (dict(forecast=Forecast(1e-4, 0.0, (50.0,), ())), 'forecast step 0.0001 s'),
 ])
 def test_oversized_or_non_finite_signals_are_refused(kw, words):
     reason = check_signal(sig(**kw))
@@ -108,3 +116,42 @@ def test_overrides_are_checked_and_round_trip_through_their_record():
     for bad in ({}, {**override_record(ov), 'dr_level': 9}, {**override_record(ov), 'until_s': 'soon'}):
         with pytest.raises(ValueError):
             override_from_record(bad)
+
+
+# -- the score curve over a forecast -----------------------------------------------------------
+
+@contextmanager
+def at_most(seconds: float):
+    """TimeoutError when the block runs longer (a loop that would never end fails the test)."""
+    def expired(*_):
+        raise TimeoutError(f'still running after {seconds} s')
+    before = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, before)
+
+
+def test_the_mean_over_slots_ends_when_a_slot_edge_rounds_down():
+    """A step that is not a binary fraction (a trace hour at time compression 7): t0 + 2*step
+    rounds to just below the edge of slot 2, which looked like slot 1 again, for ever.
+    """
+    step, t0 = 3600.0 / 7, 1796200237.964627
+    assert (t0 + 2 * step - t0) // step == 1.0            # the rounding that held the loop in place
+    curve = ScoreCurve(t0, step, tuple(float(i) for i in range(48)))
+    with at_most(2.0):
+        assert curve.mean(t0 + 1.5 * step, t0 + 3.5 * step) == pytest.approx(2.0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(step=st.floats(1e-3, 86400.0), t0=st.floats(1.6e9, 2.1e9), start=st.floats(-50.0, 60.0),
+       length=st.floats(1e-3, 60.0), n=st.integers(1, 48))
+def test_the_mean_ends_and_stays_within_the_slot_scores(step, t0, start, length, n):
+    scores = tuple(float((i * 7919) % 101) for i in range(n))
+    curve = ScoreCurve(t0, step, scores)
+    a = t0 + start * step
+    with at_most(2.0):
+        m = curve.mean(a, a + length * step)
+    assert min(scores) - 1e-6 <= m <= max(scores) + 1e-6

@@ -56,13 +56,14 @@ class ScoreCurve:
             return 0.0
         if b <= a:
             return self.scores[self._slot(a)]
-        total, t = 0.0, a
+        total, t, i = 0.0, a, self._slot(a)
+        last = len(self.scores) - 1
         while t < b - 1e-12:
-            i = self._slot(t)
-            edge = self.t0_s + (i + 1) * self.step_s
-            end = b if i == len(self.scores) - 1 else min(b, edge)
-            total += self.scores[i] * (end - t)
-            t = end
+            # slot by slot, never the slot of the edge just reached: with a step that is not a binary
+            # fraction, t0 + (i+1)*step can round to just below the edge and fall back into slot i
+            end = b if i == last else min(b, self.t0_s + (i + 1) * self.step_s)
+            total += self.scores[i] * max(0.0, end - t)
+            t, i = max(t, end), i + 1
         return total / (b - a)
 
     def boundaries(self, a: float, b: float) -> list[float]:
@@ -101,6 +102,7 @@ class SignalLimits:
     budget_max_w: float = 1e8
     max_age_s: float = 3600.0
     max_forecast_slots: int = 2000      # a day-ahead at 5 min steps is 576
+    min_forecast_step_s: float = 1e-3   # finer than any gate checks (check_period_s >= 10 ms)
     max_forecast_step_s: float = 86400.0
     max_lines: int = 64                 # lines sharing one site budget
     max_text: int = 256                 # characters of an id, a source or an event id
@@ -167,8 +169,9 @@ def check_signal(sig: EnergySignal, limits: SignalLimits = SignalLimits(), now_s
                 f'{sig.power_budget_w:.1f} W')
     fc = sig.forecast
     if fc.price_per_mwh:
-        if not (math.isfinite(fc.step_s) and 0 < fc.step_s <= limits.max_forecast_step_s):
-            return f'forecast step {fc.step_s} s must be in (0, {limits.max_forecast_step_s:.0f}]'
+        if not (math.isfinite(fc.step_s) and limits.min_forecast_step_s <= fc.step_s <= limits.max_forecast_step_s):
+            return (f'forecast step {fc.step_s!r} s must be in [{limits.min_forecast_step_s:g}, '
+                    f'{limits.max_forecast_step_s:.0f}]')
         if not 0.0 <= fc.offset_s <= fc.step_s:
             return f'forecast offset {fc.offset_s} s outside [0, step]'
         if fc.carbon_g_per_kwh and len(fc.carbon_g_per_kwh) != len(fc.price_per_mwh):
