@@ -150,8 +150,11 @@ def test_oversized_and_malformed_requests_answered_others_keep_their_rate(proces
     ready(sender)
 
     def victim_rate(seconds, misses=None):
-        """Closed loop, one request at a time: requests answered OK per second. Each is answered
-        within its 2 s deadline plus 3 s (a loaded CI machine); a miss (DEADLINE) is kept in ``misses``."""
+        """Closed loop, one request at a time: requests answered OK per second.
+
+        Each is answered within its 2 s deadline plus 3 s (a loaded CI machine); a miss (DEADLINE)
+        is kept in ``misses``.
+        """
         n, end = 0, time.monotonic() + seconds
         while time.monotonic() < end:
             t0 = time.monotonic()
