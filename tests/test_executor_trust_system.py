@@ -25,8 +25,6 @@ import testmodels
 from diagnostic_msgs.msg import DiagnosticArray
 
 from conftest import wait_for
-
-HERE = Path(__file__).resolve().parent
 from inference_client import CellClient
 from test_executor_system import IMG, X, models, ready, start_executor  # noqa: F401 (fixture)
 
@@ -38,6 +36,8 @@ from cellos_inference.nodes.convert_inference import make_request, result_output
 from cellos_interfaces.msg import GateState, InferenceResult, Tensor
 from cellos_interfaces.srv import ListModels, LoadModel, RegisterShm
 
+
+HERE = Path(__file__).resolve().parent
 
 def diag_values(probe, name_part: str) -> dict:
     """Key values of the latest /diagnostics status whose name contains ``name_part``."""
