@@ -39,6 +39,7 @@ from cellos_interfaces.srv import ListModels, LoadModel, RegisterShm
 
 HERE = Path(__file__).resolve().parent
 
+
 def diag_values(probe, name_part: str) -> dict:
     """Key values of the latest /diagnostics status whose name contains ``name_part``."""
     for array in reversed(probe.received('diag')):
