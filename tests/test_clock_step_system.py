@@ -31,6 +31,10 @@ STEP_S = 5.0
 LOCK_S = 45.0
 SETTLE_S = 4.0
 MAX_GAP_S = 1.5        # a backward step of 5 s left unhandled silences a cell for 5 s
+# the shipped priorities (config/line.yaml): at normal priority, a busy CI machine stalls the
+# preloaded cell's cycle thread for 100-230 ms at a time (libfaketime reads its file at every
+# clock call), and those real stalls cost re-locks that no step caused
+COORD_PRIO, CELL_PARAMS = 70, {'period_ms': PERIOD_MS, 'thread_priority': 80}
 MAX_PER_S = 40         # 20 cycles a second; a forward step of 5 s left unhandled runs 100 at once
 
 pytestmark = pytest.mark.skipif(not LIBFAKETIME.exists(),
@@ -85,9 +89,9 @@ def test_wall_clock_steps_on_a_cell_and_on_the_coordinator(processes, ros_probe,
     p.subscribe(LineState, f'{LINE}/line_state', qos.latched_state(), key='line_state')
     coord_rc, cell_rc = tmp_path / 'coordinator.faketime', tmp_path / 'cell_01.faketime'
     start_faked(processes, 'coordinator', 'coordinator_node', coord_rc, LINE,
-                {'period_ms': PERIOD_MS, 'cells': CELLS, 'state_rate_hz': 10.0})
-    start_faked(processes, 'cell_01', 'timing_node', cell_rc, f'{LINE}/cell_01', {'period_ms': PERIOD_MS})
-    processes.start('cell_02', 'timing_node', namespace=f'{LINE}/cell_02', params={'period_ms': PERIOD_MS})
+                {'period_ms': PERIOD_MS, 'cells': CELLS, 'state_rate_hz': 10.0, 'thread_priority': COORD_PRIO})
+    start_faked(processes, 'cell_01', 'timing_node', cell_rc, f'{LINE}/cell_01', CELL_PARAMS)
+    processes.start('cell_02', 'timing_node', namespace=f'{LINE}/cell_02', params=CELL_PARAMS)
     failed = LifecycleClient(p.node).bring_up([f'{LINE}/{n}' for n in ('coordinator', *[f'{c}/timing' for c in CELLS])],
                                               timeout=30.0)
     assert not failed, f'bring-up failed for {failed}'

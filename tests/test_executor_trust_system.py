@@ -12,9 +12,12 @@ executor do not go together), so a system test with it would test libfaketime.
 """
 from __future__ import annotations
 
+import json
 import os
+import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,6 +35,9 @@ from cellos_inference.core.shm_transport import ClientRegion, boot_id, supported
 from cellos_inference.nodes.convert_inference import make_request, result_outputs
 from cellos_interfaces.msg import GateState, InferenceResult, Tensor
 from cellos_interfaces.srv import ListModels, LoadModel, RegisterShm
+
+
+HERE = Path(__file__).resolve().parent
 
 
 def diag_values(probe, name_part: str) -> dict:
@@ -140,7 +146,8 @@ def test_unknown_cells_refused_with_the_reason_allowed_patterns_served(processes
     assert values['discover_cells'] == 'False'
 
 
-def test_oversized_and_malformed_requests_answered_others_keep_their_rate(processes, ros_probe, models):  # noqa: F811
+def test_oversized_and_malformed_requests_answered_others_keep_their_rate(processes, ros_probe, models,  # noqa: F811
+                                                                          tmp_path):
     start_executor(processes, models, max_request_mb=8.0, max_queue_per_cell=64)
     start_arbiter(processes, '/line1/cell1')
     start_arbiter(processes, '/line1/cell2')
@@ -150,8 +157,11 @@ def test_oversized_and_malformed_requests_answered_others_keep_their_rate(proces
     ready(sender)
 
     def victim_rate(seconds, misses=None):
-        """Closed loop, one request at a time: requests answered OK per second. Each is answered
-        within its 2 s deadline plus 3 s (a loaded CI machine); a miss (DEADLINE) is kept in ``misses``."""
+        """Closed loop, one request at a time: requests answered OK per second.
+
+        Each is answered within its 2 s deadline plus 3 s (a loaded CI machine); a miss (DEADLINE
+        from the executor, TIMEOUT from the arbiter) is kept in ``misses``.
+        """
         n, end = 0, time.monotonic() + seconds
         while time.monotonic() < end:
             t0 = time.monotonic()
@@ -159,7 +169,7 @@ def test_oversized_and_malformed_requests_answered_others_keep_their_rate(proces
             if r.status == Status.OK:
                 n += 1
             else:
-                assert misses is not None and r.status == Status.DEADLINE, (r.status, r.reason)
+                assert misses is not None and r.status in (Status.DEADLINE, Status.TIMEOUT), (r.status, r.reason)
                 misses.append(f'{time.monotonic() - t0:.2f} s: {r.reason}')
         return n / seconds
     before = victim_rate(2.0)
@@ -169,25 +179,27 @@ def test_oversized_and_malformed_requests_answered_others_keep_their_rate(proces
     with pytest.raises(ValueError, match='inline path carries at most'):
         make_request(request_id=1, line_id='line1', cell_id='cell1', task='t', model='affine', priority=1,
                      deadline_s=time.time() + 5, inputs=huge)
+    # a hostile process of its own sends them (in this process, its 52 MB copies would hold up the
+    # victim's client, not the line)
+    go, out = tmp_path / 'go', tmp_path / 'flood.json'
+    processes.start('flood', sys.executable, extra_args=[str(HERE / 'flood_sender.py'), '--cell', 'line1/cell1',
+                                                         '--mb', '52', '--count', '4', '--go', str(go),
+                                                         '--out', str(out)])
+    wait_for(lambda: Path(f'{out}.ready').exists(), 30, what='flood sender matched')
     rate, misses = {}, []
     t = threading.Thread(target=lambda: rate.setdefault('during', victim_rate(4.0, misses)))
     t.start()
-    waits = []
-    for i, client in enumerate((sender, direct, sender, direct)):
-        msg = make_request(request_id=500 + i, line_id='line1', cell_id='cell1', task='inspection', model='affine',
-                           priority=1, deadline_s=time.time() + 5, inputs=huge, max_bytes=1 << 30)
-        msg.header.stamp = ros_probe.node.get_clock().now().to_msg()
-        t0 = time.monotonic()
-        r = client.result(client.send_msg(msg), 10.0)
-        waits.append(time.monotonic() - t0)
-        assert r.status == Status.BAD_SIZE and 'at most' in r.reason, (r.status, r.reason)
+    go.touch()
+    flood = wait_for(lambda: out.exists() and json.loads(out.read_text()), 45, what='flood sender done')
     t.join()
-    print(f'\n50 MB answered after {", ".join(f"{w:.2f}" for w in waits)} s; victim rate before '
-          f'{before:.0f}/s, during {rate["during"]:.0f}/s; deadline misses: {misses}')
-    assert max(waits) < 3.0                       # within a second on a quiet machine; generous here
-    # not stalled behind the 50 MB messages (their copies share the 2 cores, so it slows down: 33 % of
-    # its rate was seen in a loaded run); how much it keeps is a benchmark figure, not this test's
-    assert rate['during'] >= 0.2 * before
+    print(f'\n50 MB answered after {", ".join(f"{w:.2f}" if w else "-" for _, w, _, _ in flood)} s; victim '
+          f'rate before {before:.0f}/s, during {rate["during"]:.0f}/s; deadline misses: {misses}')
+    for topic, wait, status, reason in flood:
+        assert status == Status.BAD_SIZE and 'at most' in reason, (topic, status, reason)
+        assert wait < 3.0                         # within a second on a quiet machine; generous here
+    # not stalled behind the 50 MB messages: their copies share the 2 cores, so it slows down (it kept
+    # 73-98 % of its rate with a busy loop beside the test); how much it keeps is not this test's figure
+    assert rate['during'] >= 0.4 * before
 
     # malformed: each gets its explicit status, nothing vanishes
     def req(rid, **kw):
