@@ -63,6 +63,23 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
 
 
+def realtime_cpu_seconds(pids) -> float:
+    """user + system CPU time of the SCHED_FIFO / SCHED_RR threads of these processes: what the
+    kernel's real-time throttling counts (at most 95 % of each core by default; past it, or when
+    normal tasks starve, real-time threads are held back for up to 50 ms).
+    """
+    total = 0
+    for pid in pids:
+        for stat in Path(f'/proc/{pid}/task').glob('*/stat'):
+            try:
+                fields = stat.read_text().rsplit(')', 1)[1].split()
+            except OSError:
+                continue    # the thread ended
+            if int(fields[38]) in (os.SCHED_FIFO, os.SCHED_RR):
+                total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf('SC_CLK_TCK')
+
+
 LOAD = '''
 import time, numpy as np
 a = np.random.default_rng(0).standard_normal((160, 160))

@@ -20,7 +20,8 @@ TARGETS = [
     ('phase', 'phase_p99_ms', '<=', 1.0, 'inter-cell phase error p99, 8 cells at 50 Hz, both cores loaded'),
     ('phase', 'false_lost', '==', 0, 'cells called lost that never failed'),
     ('phase_scale cells=32', 'locked', '==', 32, 'cells locked at the end, 32 cells at 50 Hz'),
-    ('phase_scale cells=32', 'false_lost', '==', 0, 'cells called lost that never failed (all locked)'),
+    ('phase_scale cells=32', 'false_lost', '==', 0, 'cells called lost that never failed (all locked; a loss '
+     'that the ticks its own cycle thread skipped explain is not false)'),
     ('phase_scale cells=32', 'phase_p99_ms', '<=', 2.0, 'inter-cell phase error p99 (staggered offsets removed)'),
     ('phase_scale cells=32', 'per_cell_growth', '<=', 1.5,
      "the coordinator's CPU per cell and second at 32 cells / at 8 (must not grow with N)"),
