@@ -67,13 +67,23 @@ def _number(text: str):
 
 
 def parse(lines) -> list[tuple[str, dict]]:
-    """(name, {key: value}) of every BENCH line; words other than name=value are comments."""
+    """(name, {key: value}) of every BENCH line (pytest's progress dots may precede it); words
+    other than name=value, and all in parentheses, are comments.
+    """
     out = []
     for line in lines:
-        words = line.split()
-        if len(words) >= 2 and words[0] == 'BENCH':
-            pairs = (w.partition('=') for w in words[2:])
-            out.append((words[1], {k: _number(v) for k, eq, v in pairs if eq and v and k.isidentifier()}))
+        words = line[line.find('BENCH '):].split() if 'BENCH ' in line else []
+        if len(words) < 2:
+            continue
+        figures, depth = {}, 0
+        for w in words[2:]:
+            depth += w.startswith('(')
+            if not depth:
+                k, eq, v = w.partition('=')
+                if eq and v and k.isidentifier():
+                    figures[k] = _number(v)
+            depth -= w.endswith(')') and depth > 0
+        out.append((words[1], figures))
     return out
 
 

@@ -5,11 +5,11 @@ import targets
 
 LOG = """\
 ...
-BENCH phase cells=8 hz=50 ratio=0.87 relock_cycles=12 (free-run window 10 s; targets ratio<=1.5)
+BENCH phase cells=8 hz=50 ratio=0.87 relock_cycles=12 (free-run window 10 s; targets ratio<=1.5 relock_cycles=10)
 BENCH executor_flood attainment_with=0.9900 attainment_without=1.0000
 BENCH phase_scale cells=8 locked=8
 BENCH phase_scale cells=32 locked=31
-BENCH newcomer x=1
+.BENCH newcomer x=1 (after a progress dot) y=2
 1 passed
 """
 
@@ -25,7 +25,8 @@ ROWS = [
 def test_every_target_is_judged_or_reported_missing():
     benches = targets.parse(LOG.splitlines())
     assert [name for name, _ in benches] == ['phase', 'executor_flood', 'phase_scale', 'phase_scale', 'newcomer']
-    assert benches[0][1] == {'cells': 8, 'hz': 50, 'ratio': 0.87, 'relock_cycles': 12}
+    assert benches[0][1] == {'cells': 8, 'hz': 50, 'ratio': 0.87, 'relock_cycles': 12}   # not the comment's
+    assert benches[-1][1] == {'x': 1, 'y': 2}
     rows = {(b, k): (v, met) for b, k, v, _, met in targets.check(benches, ROWS)}
     assert rows[('phase', 'ratio')] == (0.87, True)
     assert rows[('phase', 'relock_cycles')] == (12, False)

@@ -215,6 +215,26 @@ def test_reconfigure_takes_the_lock_and_applies(engine):
     assert eng.config.weight('c1') == 3.0 and eng.config.max_queue_per_cell == 2
 
 
+def test_the_real_time_budget_counts_all_the_worker_thread_ran(engine):
+    """The kernel throttles a SCHED_FIFO thread by all its CPU time, not only the model's."""
+    eng, got = engine
+    run = eng._run
+
+    def run_and_burn(batch):
+        end = time.thread_time() + 0.03
+        while time.thread_time() < end:
+            pass
+        return run(batch)          # reports only the model's own compute (well under 1 ms here)
+    eng._run = run_and_burn
+    eng.rt_budget = 10.0
+    eng.submit(job(1))
+    got.wait(1)
+    end = time.monotonic() + 2.0
+    while not eng._busy and time.monotonic() < end:
+        time.sleep(0.005)
+    assert sum(s for _, s in eng._busy) >= 0.03
+
+
 def test_a_real_time_worker_rests_before_the_kernel_would_freeze_it(engine):
     eng, got = engine
     eng.rt_budget = 0.05

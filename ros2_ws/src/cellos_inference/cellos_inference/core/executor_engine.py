@@ -210,6 +210,7 @@ class ExecutorEngine:
 
     def _work(self, stop: threading.Event) -> None:
         self._setup('worker')
+        cpu_mark = time.thread_time()
         while True:
             batch = None
             try:
@@ -222,7 +223,11 @@ class ExecutorEngine:
                     compute_s = self._run(batch)
                     batch = None
                     self._rest_for_power(d.batch, compute_s)
-                    self._pace(compute_s)
+                    # all this thread ran since the last batch, its own handling included: the
+                    # kernel's real-time budget counts it all (compute alone left it throttled)
+                    cpu = time.thread_time()
+                    self._pace(cpu - cpu_mark)
+                    cpu_mark = cpu
             except Exception as e:  # supervised: answer what was in hand, count, go on
                 self.worker_errors += 1
                 self.last_worker_error = f'{type(e).__name__}: {e}'
@@ -265,14 +270,15 @@ class ExecutorEngine:
         with self._cv:
             self._rest_until = max(self._rest_until, self.clock() + rest)
 
-    def _pace(self, compute_s: float) -> None:
-        """A real-time worker rests when its compute over the last second nears ``rt_budget``
-        (critical work still runs during the rest, inside the kernel's remaining margin).
+    def _pace(self, cpu_s: float) -> None:
+        """A real-time worker rests when the CPU time it used over the last second nears
+        ``rt_budget`` (critical work still runs during the rest, inside the kernel's remaining
+        margin). ``cpu_s``: this thread's CPU time since the last call.
         """
         if self.rt_budget is None:
             return
         now = self.clock()
-        self._busy.append((now, compute_s))
+        self._busy.append((now, cpu_s))
         while self._busy and self._busy[0][0] < now - 1.0:
             self._busy.popleft()
         used = sum(s for _, s in self._busy)
