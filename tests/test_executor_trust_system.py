@@ -199,10 +199,8 @@ def test_oversized_and_malformed_requests_answered_others_keep_their_rate(proces
         assert status == Status.BAD_SIZE and 'at most' in reason, (topic, status, reason)
         assert wait < 3.0                         # within a second on a quiet machine; generous here
     # every victim request was answered (above) and it is served during and after the flood. How much
-    # of its rate it keeps is not asserted: the copies share the 2 cores, and over UDP the flood
-    # overflows the executor's receive socket, so a victim request can be lost and is repaired only
-    # at its writer's next heartbeat, after its 2 s deadline (answered TIMEOUT): 25-98 % kept in 10
-    # runs (README, Known limits)
+    # of its rate it keeps is not asserted: 25-98 % in 10 runs, and in most quiet runs one victim
+    # request waits past its 2 s deadline (answered TIMEOUT), cause not found (README, Known limits)
     assert rate['during'] > 0 and after > 0
 
     # malformed: each gets its explicit status, nothing vanishes
