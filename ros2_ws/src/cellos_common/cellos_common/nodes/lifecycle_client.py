@@ -116,7 +116,11 @@ class LifecycleClient:
                 left = max(1.0, deadline - time.monotonic())
                 current = self.state(fqn, left)
                 if current is None:
-                    log(f'lifecycle: {step} {fqn} failed: no lifecycle services (node not running?)')
+                    if self._pair(fqn)[1].service_is_ready():   # there, but it never answered
+                        log(f'lifecycle: {step} {fqn} failed: its get_state went unanswered for {left:.1f} s '
+                            '(the node is not spinning, or the answers do not reach this client)')
+                    else:
+                        log(f'lifecycle: {step} {fqn} failed: no lifecycle services (node not running?)')
                     failed.append(fqn)
                     continue
                 if current == want or (want == State.PRIMARY_STATE_INACTIVE
