@@ -78,6 +78,23 @@ def recording(tmp_path_factory):
     return folder
 
 
+def test_a_load_recorded_after_the_decisions_it_explains(tmp_path):
+    """A recorder that matched the latched registry topic late records the load after the first
+    decisions: each decision still names the load of its model (by the event's own stamp).
+    """
+    folder = tmp_path / 'line1_late'
+    w = BagWriter(folder, folder.name, split_max_bytes=10**9, split_max_s=1e6, fsync=False)
+    write(w, '/line1/cell_01/arbiter/result', InferenceResult(request_id=5, model_id=MODEL, status=0), 1.0)
+    write(w, '/line1/cell_01/vision/inspection', Inspection(part_id=17, request_id=5, verdict=0), 1.01)
+    change = ModelRegistryChange(executor_id='gpu0', change=ModelRegistryChange.CHANGE_LOADED,
+                                 model=ModelInfo(id=MODEL, name='insp'), path='/models/insp.onnx', cause='model_list')
+    change.header.stamp.sec = T0 // 1_000_000_000         # loaded at the start, recorded 2 s later
+    write(w, '/gpu0/executor/registry', change, 3.0)
+    w.close()
+    [d] = lineage.by_part(lineage.load([folder]), 17)
+    assert d.model_loaded['cause'] == 'model_list' and d.model_loaded['path'] == '/models/insp.onnx'
+
+
 def test_the_chain_of_a_part(recording):
     audit = lineage.load([recording])
     [d] = lineage.by_part(audit, 17)

@@ -163,7 +163,17 @@ def load(paths: Iterable[str | Path]) -> Audit:
             results[(f'{where[0]}/{where[1]}' if where else '', int(msg.request_id))].append((r, msg))
     gates: dict[str, object] = {}
     feed = None
-    loaded: dict[str, dict] = {}
+    # the load of each model id, in a pass of its own: the event is latched, and a recorder that
+    # matched the registry late (a busy machine) records it after the first decisions it explains
+    loaded: dict[str, list] = defaultdict(list)
+    for r in records:
+        if type_short(r.type) == 'ModelRegistryChange':
+            msg = decode(r)
+            if named(r, 'CHANGE_', msg.change).lower() == 'loaded':
+                stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+                loaded[msg.model.id].append((stamp or r.log_time, {
+                    'time': iso(stamp or r.log_time), 'cause': msg.cause, 'executor': msg.executor_id,
+                    'path': msg.path}))
     for r in records:
         kind = type_short(r.type)
         if kind == 'InferenceResult':
@@ -186,9 +196,6 @@ def load(paths: Iterable[str | Path]) -> Audit:
                                 msg.model.id, msg.model.name, msg.path, msg.cause, msg.reason,
                                 getattr(msg, 'operator_name', ''), _roles(getattr(msg, 'alias', None)))
             audit.registry.append(ch)
-            if ch.change == 'loaded':
-                loaded[ch.model_id] = {'time': ch.time, 'cause': ch.cause, 'executor': ch.executor_id,
-                                       'path': ch.path}
         elif kind == 'Inspection' and where and where[2] == 'vision/shadow':
             shadows[(cell_key, int(msg.part_id))].append({
                 'time': iso(r.log_time), 'model_id': msg.model_id, 'verdict': named(r, 'VERDICT_', msg.verdict),
@@ -247,7 +254,9 @@ def _decision(r, msg, where, named, result, gate, feed, loaded) -> Decision:
         d.energy_source = getattr(res, 'energy_source', '')
         if d.energy_wh and math.isfinite(d.carbon_g_per_kwh):
             d.carbon_g = d.energy_wh / 1000.0 * d.carbon_g_per_kwh
-        d.model_loaded = dict(loaded.get(d.model_id, {}))
+        loads = sorted(loaded.get(d.model_id, []), key=lambda tl: tl[0])
+        before = [info for t, info in loads if t <= r.log_time]
+        d.model_loaded = dict(before[-1] if before else loads[0][1] if loads else {})
     return d
 
 
