@@ -169,20 +169,22 @@ def load(paths: Iterable[str | Path]) -> Audit:
     for r in records:
         if type_short(r.type) == 'ModelRegistryChange':
             msg = decode(r)
-            if named(r, 'CHANGE_', msg.change).lower() == 'loaded':
+            ch = RegistryChange(iso(r.log_time), r.log_time, msg.executor_id, named(r, 'CHANGE_', msg.change).lower(),
+                                msg.model.id, msg.model.name, msg.path, msg.cause, msg.reason,
+                                getattr(msg, 'operator_name', ''), _roles(getattr(msg, 'alias', None)))
+            audit.registry.append(ch)
+            if ch.change == 'loaded':
                 stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-                loaded[msg.model.id].append((stamp or r.log_time, {
-                    'time': iso(stamp or r.log_time), 'cause': msg.cause, 'executor': msg.executor_id,
-                    'path': msg.path}))
+                loaded[ch.model_id].append((stamp or r.log_time, {
+                    'time': iso(stamp or r.log_time), 'cause': ch.cause, 'executor': ch.executor_id,
+                    'path': ch.path}))
     for r in records:
         kind = type_short(r.type)
-        if kind == 'InferenceResult':
+        if kind in ('InferenceResult', 'ModelRegistryChange'):
             continue
         msg = decode(r)
         where = split_cell_topic(r.topic)
         cell_key = f'{where[0]}/{where[1]}' if where else ''
-        if kind == 'InferenceResult':
-            continue
         if kind == 'GateState':
             gates[cell_key] = msg
         elif kind == 'EnergySignal':
@@ -191,11 +193,6 @@ def load(paths: Iterable[str | Path]) -> Audit:
             audit.actions.append(Action(
                 iso(r.log_time), r.log_time, msg.node, msg.service, msg.action, msg.target, msg.reason, msg.request,
                 bool(msg.success), msg.message, getattr(msg, 'operator_name', ''), int(getattr(msg, 'part_id', 0))))
-        elif kind == 'ModelRegistryChange':
-            ch = RegistryChange(iso(r.log_time), r.log_time, msg.executor_id, named(r, 'CHANGE_', msg.change).lower(),
-                                msg.model.id, msg.model.name, msg.path, msg.cause, msg.reason,
-                                getattr(msg, 'operator_name', ''), _roles(getattr(msg, 'alias', None)))
-            audit.registry.append(ch)
         elif kind == 'Inspection' and where and where[2] == 'vision/shadow':
             shadows[(cell_key, int(msg.part_id))].append({
                 'time': iso(r.log_time), 'model_id': msg.model_id, 'verdict': named(r, 'VERDICT_', msg.verdict),

@@ -224,7 +224,7 @@ class ExecutorEngine:
                     batch = None
                     self._rest_for_power(d.batch, compute_s)
                     # all this thread ran since the last batch, its own handling included: the
-                    # kernel's real-time budget counts it all (compute alone left it throttled)
+                    # kernel's real-time budget counts it all (compute alone under-counts it)
                     cpu = time.thread_time()
                     self._pace(cpu - cpu_mark)
                     cpu_mark = cpu
