@@ -69,6 +69,13 @@ def breakdown(ok) -> dict:
     return {k: float(np.median(v)) for k, v in cols.items()}
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) a process has used so far."""
+    with open(f'/proc/{pid}/stat') as f:
+        fields = f.read().rsplit(')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
 def test_executor_overhead(processes, tmp_path):
     """Raw ONNX Runtime and the executor path alternate in short windows (raw, shm, raw, dds, raw,
     ...) so all see the same background load of the shared machine. Two cells send through shared
@@ -121,12 +128,18 @@ def test_executor_overhead(processes, tmp_path):
         t.join()
         raws.append(got[0])
     raw_window()
+    pids = {'executor': processes.procs['executor'].pid, 'test': os.getpid(),
+            **{c: processes.procs[c].pid for cs in cells.values() for c in cs}}
+    cpu = {name: Counter() for name in cells}
     for k in range(ROUNDS):
         for name in cells:
             go = control / f'go_{name}'
             go.touch()
             t_open = time.time()
-            time.sleep(OPEN_S)
+            time.sleep(SETTLE_S)
+            before = {k: cpu_s(p) for k, p in pids.items()}
+            time.sleep(OPEN_S - SETTLE_S)
+            cpu[name].update({k: cpu_s(p) - before[k] for k, p in pids.items()})
             go.unlink()
             windows[name].append((t_open + SETTLE_S, time.time()))
             time.sleep(DRAIN_S)
@@ -157,6 +170,10 @@ def test_executor_overhead(processes, tmp_path):
         e2e = [1e3 * (recv - sent) for sent, recv, *_ in ok]
         e2e_idle = [1e3 * (recv - sent) for sent, recv, *_ in alone] or [float('nan')]
         split = breakdown(ok)
+        own = cells[name]
+        cpu_ms = {'executor': cpu[name]['executor'], 'cells': sum(cpu[name][c] for c in own),
+                  'idle_cells': sum(cpu[name][c] for cs in cells.values() for c in cs if c not in own),
+                  'test': cpu[name]['test']}
         split_idle = breakdown(alone) if alone else {k: float('nan') for k in split}
         print(f'\nBENCH executor_overhead transport={name} ratio={executor_ips / raw_ips:.3f} raw_ips={raw_ips:.1f} '
               f'executor_ips={executor_ips:.1f} e2e_p50_ms={np.median(e2e):.2f} '
@@ -165,6 +182,7 @@ def test_executor_overhead(processes, tmp_path):
               f'idle_e2e_p99_ms={np.percentile(e2e_idle, 99):.2f} '
               f'breakdown_busy_ms={",".join(f"{k}:{v:.2f}" for k, v in split.items())} '
               f'breakdown_idle_ms={",".join(f"{k}:{v:.2f}" for k, v in split_idle.items())} '
+              f'cpu_ms_per_request={",".join(f"{k}:{1e3 * v / len(ok):.2f}" for k, v in cpu_ms.items())} '
               f'mean_batch={np.mean([r[6] for r in ok]):.2f} not_ok={len(busy) - len(ok)} '
               f'raw_batch_ms={1e3 * MAX_BATCH / raw_ips:.2f} '
               f'raw_windows={"/".join(f"{r[0]:.0f}" for r in raws)} load={os.getloadavg()[0]:.2f}')

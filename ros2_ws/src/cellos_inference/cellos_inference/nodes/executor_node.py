@@ -41,6 +41,7 @@ from cellos_common.nodes import qos
 from cellos_common.nodes.base import CellosNode, main_for
 from cellos_common.nodes.convert_time import s_to_time
 from cellos_common.nodes.diagnostics import OK, WARN, DiagReport
+from cellos_common.nodes.intake import Intake
 from cellos_common.nodes.operator_action import OperatorActions
 from cellos_energy.core.site_budget import line_part
 from cellos_energy.nodes.convert_energy import signal_from_msg
@@ -303,17 +304,18 @@ class ExecutorNode(CellosNode):
         if p.shm and not shm_ok:
             log.warning(f'shared-memory requests off: {shm_why}')
         self.counts: dict[str, int] = {}
-        # The process spins a pool of as many threads as cores (2 here). Each cell's request intake
-        # is an exclusive group of its own: one cell, however much it sends, takes one thread at
-        # most (the others' intake, the lifecycle services and the status heartbeat keep the
-        # rest). A model load (seconds; minutes for a TensorRT build) holds only its own group,
-        # never list_models or register_shm.
-        self._intake_groups: dict[str, MutuallyExclusiveCallbackGroup] = {}
+        # The cells' requests come in on a node and a thread of their own (executor_intake): the
+        # services and timers of this node cost them nothing per message, and a model load
+        # (seconds; minutes for a TensorRT build) never holds them up. Here, a model load holds
+        # only its own group, never list_models or register_shm.
+        prio = p.thread_priority
+        self.intake = Intake(self, 'executor_intake', thread_setup=lambda: _set_realtime(prio))
         self._models_group = MutuallyExclusiveCallbackGroup()
         self._service_group = MutuallyExclusiveCallbackGroup()
         self._subs, self._pubs = {}, {}
         for cell_ns in p.cells:
             self._add_cell(cell_ns)
+        self.intake.start()
         self._status_pub = self.create_publisher(ExecutorStatus, '~/status', qos.status())
         self._executor_services = [
             self.create_service(LoadModel, '~/load_model', self._on_load,
@@ -410,6 +412,8 @@ class ExecutorNode(CellosNode):
         self.rollout.destroy()
         for cell_ns in list(self._subs):
             self._remove_cell(cell_ns)
+        if not self.intake.close():
+            self.get_logger().error('the request intake thread did not stop in 2 s')
         self.destroy_publisher(self._status_pub)
         self.destroy_publisher(self._registry_pub)
         if self.params.energy_feed_topic:
@@ -431,9 +435,9 @@ class ExecutorNode(CellosNode):
             return
         self._pubs[cell_ns] = self.create_publisher(InferenceResult, result_topic(cell_ns), qos.inference())
         handler = self._on_refused if refuse else self._on_request
-        self._subs[cell_ns] = self.create_subscription(
+        self._subs[cell_ns] = self.intake.subscribe(
             InferenceRequest, request_topic(cell_ns), lambda msg, cell_ns=cell_ns: handler(cell_ns, msg),
-            qos.inference(), callback_group=self._intake_groups.setdefault(cell_ns, MutuallyExclusiveCallbackGroup()))
+            qos.inference())
         if refuse:
             self.get_logger().warning(f'{self.access.why_refused(cell_ns)}: its requests are answered REJECTED')
         else:
@@ -441,9 +445,8 @@ class ExecutorNode(CellosNode):
 
     def _remove_cell(self, cell_ns: str) -> None:
         sub, pub = self._subs.pop(cell_ns, None), self._pubs.pop(cell_ns, None)
-        self._intake_groups.pop(cell_ns, None)
         if sub is not None:
-            self.destroy_subscription(sub)
+            self.intake.unsubscribe(sub)
         if pub is not None:
             self.destroy_publisher(pub)
 
