@@ -195,6 +195,7 @@ RUNS = 5
 # SCHED_FIFO for every Python thread of the bench process (generator, inference worker, delivery):
 # whichever holds the GIL then always gets a core, never waits behind another process
 GEN_PRIO = WORKER_PRIO = 50
+CAMERA_PRIO = 60   # over DDS, the generator of a cell process: above the cells' and the executor's threads
 RT_BUDGET = 0.85     # the executor node's rt_budget(): the kernel's 95 % less 10 %
 
 
@@ -353,7 +354,8 @@ def test_executor_overload_over_dds(processes, tmp_path):
     t0 = time.monotonic() + 25.0           # cells start, discover, register their region
     outs = {}
     for c in cells:
-        plan = {'t0': t0, 'priority': GEN_PRIO, 'deadline_s': {str(int(p)): d for p, d in DEADLINE_S.items()},
+        plan = {'t0': t0, 'priority': WORKER_PRIO, 'generator_priority': CAMERA_PRIO,
+                'deadline_s': {str(int(p)): d for p, d in DEADLINE_S.items()},
                 'arrivals': [(t, p) for t, cc, p in arrivals if cc == c]}
         (tmp_path / f'{c.replace("/", "_")}.plan.json').write_text(json.dumps(plan))
         outs[c] = tmp_path / f'{c.replace("/", "_")}.rows.json'
@@ -367,8 +369,14 @@ def test_executor_overload_over_dds(processes, tmp_path):
         time.sleep(0.1)
     assert all(Path(f'{o}.ready').exists() for o in outs.values()), \
         'cells never got a result: ' + processes.log('line1/cell1')[-3000:]
+    pids = {'executor': processes.procs['executor'].pid, **{c: processes.procs[c].pid for c in cells}}
+    time.sleep(max(0.0, t0 - time.monotonic()))
+    before, t_cpu = {k: cpu_s(p) for k, p in pids.items()}, time.monotonic()
     # the FIFO baseline: the executor restarted with policy fifo in the gap before the last segment
     time.sleep(max(0.0, t0 + segments[-2][0] + DDS_RUN_S + 0.5 - time.monotonic()))
+    used = {k: cpu_s(p) - before[k] for k, p in pids.items()}
+    t_cpu = time.monotonic() - t_cpu
+    cores = {'executor': used['executor'] / t_cpu, 'cells': sum(used[c] for c in cells) / t_cpu}
     processes.stop('executor')
     processes.start('executor', 'executor_node', namespace='/gpu0', params={**executor, 'policy': 'fifo'})
     end = time.monotonic() + fifo_start + DDS_RUN_S + 40.0
@@ -408,5 +416,6 @@ def test_executor_overload_over_dds(processes, tmp_path):
           f'critical_requests={n_crit} generator_late_p99_ms={np.percentile(lates, 99):.2f} '
           f'transport_p50_ms={np.median(tin):.2f} transport_p99_ms={np.percentile(tin, 99):.2f} '
           f'capacity_ips={cap:.0f} offered_per_s={2 * cap:.0f} raw_latency_ms={raw_ms:.2f} '
+          f'cpu_cores={",".join(f"{k}:{v:.2f}" for k, v in cores.items())} '
           f'load={os.getloadavg()[0]:.2f}')
     assert unanswered == 0

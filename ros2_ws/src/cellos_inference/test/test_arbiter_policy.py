@@ -67,6 +67,23 @@ def test_executor_lost_times_out_in_flight_at_once_and_waiting_at_deadline():
     assert [x.request_id for x, _ in late] == [2] and not p.pending
 
 
+def test_next_check_is_the_next_thing_due_not_a_poll():
+    p = policy(executor_timeout_s=0.5)
+    assert p.next_check(0.0, lead_s=0.01, idle_s=0.25) == 0.25                 # nothing pending
+    submit(p, 1, deadline=0.2)
+    assert p.next_check(0.0, lead_s=0.01, idle_s=0.25) == 0.01                 # held: no executor yet
+    p.executor_seen(0.0)
+    p.to_forward(0.0, True)
+    assert abs(p.next_check(0.0, lead_s=0.01, idle_s=0.25) - 0.19) < 1e-9      # its deadline, less the lead
+    submit(p, 2, deadline=5.0)
+    p.to_forward(0.0, True)
+    assert p.expire(0.19, lead_s=0.01)                                         # 1 answered at that check
+    assert abs(p.next_check(0.19, lead_s=0.01, idle_s=0.25) - 0.44) < 1e-9     # 2: the idle check
+    p.executor_seen(0.3)
+    assert p.next_check(0.3, lead_s=0.01, idle_s=1.0) == 0.8                   # the executor's status due
+    assert p.next_check(0.9, lead_s=0.01, idle_s=1.0) == 0.91                  # never in the past
+
+
 def test_result_after_timeout_is_dropped():
     p = policy()
     p.executor_seen(0.0)

@@ -173,6 +173,20 @@ class ArbiterPolicy:
             out.append((p, why))
         return out
 
+    def next_check(self, now: float, lead_s: float, idle_s: float) -> float:
+        """When ``expire`` or ``to_forward`` may next have something to do (monotonic s), ``idle_s``
+        from now at the latest: a pending deadline (less ``lead_s``), the executor's status
+        falling due with requests in flight, or ``lead_s`` from now while requests are held.
+        """
+        at = now + idle_s
+        for p in self.pending.values():
+            if not p.forwarded:
+                return now + lead_s
+            at = min(at, p.deadline - lead_s)
+        if self.pending and self._executor_seen is not None:
+            at = min(at, self._executor_seen + self.config.executor_timeout_s)
+        return max(at, now + lead_s)
+
     def outcome(self, p: Pending, status: Status, reason: str) -> Outcome:
         self.count(status)
         return Outcome(p.request_id, self.config.cell_ns, p.task, p.model, Status(status), reason)

@@ -43,6 +43,7 @@ from cellos_interfaces.srv import RegisterShm
 # timers on the monotonic clock: a wall-clock step neither stalls nor bursts them
 STEADY = Clock(clock_type=ClockType.STEADY_TIME)
 REGISTER_RETRY_S = 30.0
+IDLE_CHECK_S = 0.25   # the tick with nothing pending: region registration, held requests
 
 
 class ArbiterNode(CellosNode):
@@ -64,7 +65,8 @@ class ArbiterNode(CellosNode):
                   read_only=True),
         ParamSpec('safety_tasks', ['inspection'], 'critical tasks that run even when the gate halts',
                   read_only=True),
-        ParamSpec('tick_s', 0.01, 'timeout / forward check period; a timeout leaves <= 1 tick early',
+        ParamSpec('tick_s', 0.01, 'timeout resolution: the arbiter wakes at each pending deadline less this (a '
+                  'timeout leaves at most this early), and this often while requests wait for the executor',
                   min=0.001, max=1.0, unit='s'),
         ParamSpec('transport', 'auto', 'to the executor: auto (shared memory where the executor is on this '
                   'host, else inline), shm (same, and say so when it cannot), inline',
@@ -125,7 +127,11 @@ class ArbiterNode(CellosNode):
         if p.use_energy_gate:
             self._subs.append(self.create_subscription(GateState, p.gate_topic, self._on_gate,
                                                        qos.latched_state()))
-        self._arbiter_timers = [self.create_timer(p.tick_s, self._tick, clock=STEADY)]
+        # no polling: the tick is armed for the next thing due (core.arbiter_policy.next_check), so a
+        # line's cells cost no CPU between requests
+        self._tick_timer = self.create_timer(IDLE_CHECK_S, self._tick, clock=STEADY)
+        self._check_at = time.monotonic() + IDLE_CHECK_S
+        self._arbiter_timers = [self._tick_timer]
         self.diagnostics.add('arbiter', self._diag)
         self.get_logger().info(f'cell {self.cell_ns}: tasks -> {self.resolve_topic_name("arbiter/request")}'
                                f', executor via {self.resolve_topic_name("inference/request")}')
@@ -181,6 +187,7 @@ class ArbiterNode(CellosNode):
         if adm.refusal is not None:
             return self._answer(adm.refusal)
         self._forward(now)
+        self._arm(now, self.policy.next_check(now, self.params.tick_s, IDLE_CHECK_S))
 
     def _check_locally(self, msg: InferenceRequest):
         """(status, reason) for what the executor would refuse, found before anything travels."""
@@ -257,6 +264,15 @@ class ArbiterNode(CellosNode):
         if alive:
             self._register_region()
         self._forward(now)
+        self._arm(now, self.policy.next_check(now, self.params.tick_s, IDLE_CHECK_S), force=True)
+
+    def _arm(self, now: float, at: float, force: bool = False) -> None:
+        """The tick next at ``at`` (monotonic s); unless ``force``, only if that is earlier than planned."""
+        if not force and at >= self._check_at:
+            return
+        self._check_at = at
+        self._tick_timer.timer_period_ns = max(1, int(1e9 * (at - now)))
+        self._tick_timer.reset()
 
     # -- executor side --------------------------------------------------------------------
     def _executor_gids(self, topic: str):
