@@ -47,6 +47,31 @@ class OpenLoopTask(Node):
         self.rows: dict[int, dict] = {}
         self.ready = threading.Event()
         self.create_timer(0.3, self.probe)
+        # the executor's own answers too (the arbiter's forward id -> ours): a request the arbiter
+        # answered TIMEOUT still gets the executor's split when its late answer comes
+        self.forwarded: dict[int, int] = {}
+        self.create_subscription(InferenceResult, 'inference/result', self.on_executor_result, qos.inference())
+
+    def watch(self, arbiter) -> None:
+        submit = arbiter.policy.submit
+
+        def watched(**kw):
+            adm = submit(**kw)
+            if adm.pending is not None:
+                with self.lock:
+                    self.forwarded[adm.pending.forward_id] = kw['request_id']
+            return adm
+        arbiter.policy.submit = watched
+
+    def on_executor_result(self, msg: InferenceResult) -> None:
+        now_w = time.time()
+        with self.lock:
+            row = self.rows.get(self.forwarded.pop(msg.request_id, -1))
+            if row is not None:
+                row['executor'] = {'status': int(msg.status), 'recv_w': now_w, 'queue_ms': msg.queue_ms,
+                                   'batch_wait_ms': msg.batch_wait_ms, 'compute_ms': msg.compute_ms,
+                                   'estimate_ms': msg.estimate_ms, 'exec_received_w': time_to_s(msg.received),
+                                   'reason': msg.reason[:120]}
 
     def send(self, rid: int, prio: int, deadline_mono: float) -> None:
         now_m, now_w = time.monotonic(), time.time()
@@ -117,6 +142,7 @@ def main():
         arbiter.get_logger().warning(refusal)
     if not arbiter.bring_up():
         raise SystemExit('arbiter did not come up')
+    task.watch(arbiter)
     try:
         spin_nodes([arbiter, task], executor='single', wake=stop)
     finally:

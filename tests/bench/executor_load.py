@@ -58,6 +58,18 @@ def realtime_thread(priority: int) -> str:
         return f'SCHED_FIFO {priority} refused: {e}'
 
 
+def steal_ms() -> float:
+    """CPU time the hypervisor has taken from this virtual machine since boot, all CPUs (ms): a
+    run's share of it is time no scheduler in the machine could use.
+    """
+    try:
+        with open('/proc/stat') as f:
+            fields = f.readline().split()
+        return 1e3 * int(fields[8]) / os.sysconf('SC_CLK_TCK')
+    except (OSError, IndexError, ValueError):
+        return float('nan')
+
+
 def sleep_until(t: float, clock=time.monotonic) -> None:
     left = t - clock()
     if left > 0:
@@ -99,6 +111,7 @@ class Row:
     estimate_ms: float = 0.0
     transport_ms: float = 0.0       # over DDS: time on the way in and out
     reason: str = ''
+    answered_late: bool = False     # over DDS: the arbiter answered TIMEOUT, the executor after it
 
     @property
     def met(self) -> bool:
@@ -112,9 +125,32 @@ def cause(r: Row) -> str:
         return 'transport'
     if r.compute_ms and r.estimate_ms and r.compute_ms > COMPUTE_SLOW * r.estimate_ms:
         return 'compute'
-    if r.status in (0, 1):   # OK but late, or DEADLINE (refused at admission or expired while queued)
+    if r.status in (0, 1) or r.answered_late:   # late, or DEADLINE (refused at admission or expired while queued)
         return 'queued'
     return 'other'
+
+
+def critical_oracle(births, deadline_s: float, batch_s, max_batch: int) -> float:
+    """Attainment of the critical requests alone (births, s) on an ideal executor: nothing but them,
+    no transport, earliest deadline first, every waiting request batched (up to ``max_batch``) as soon
+    as the model is free, each batch taking ``batch_s(n)``. No scheduler does better: a run's
+    critical attainment below this is the load's (bursts the model cannot absorb), not the executor's.
+    """
+    births = sorted(births)
+    met, free, i, waiting = 0, 0.0, 0, []
+    while i < len(births) or waiting:
+        if not waiting:
+            free = max(free, births[i])
+        while i < len(births) and births[i] <= free:
+            waiting.append(births[i])
+            i += 1
+        waiting = [b for b in waiting if free + batch_s(1) <= b + deadline_s]   # hopeless: dropped
+        batch, waiting = waiting[:max_batch], waiting[max_batch:]
+        if not batch:
+            continue
+        free += batch_s(len(batch))
+        met += sum(free <= b + deadline_s for b in batch)
+    return met / len(births) if births else float('nan')
 
 
 def misses_by_cause(rows, critical_only: bool = True) -> Counter:

@@ -138,6 +138,15 @@ def test_batches_same_model_and_shape_up_to_max_batch():
     assert sizes == [('m', 4), ('m', 2), ('m2', 1)]
 
 
+def test_a_batch_never_makes_its_most_urgent_member_late():
+    s = sched(max_batch=4)                       # 10 ms per item: a batch of 3 ends at 30 ms
+    for i, dl in enumerate((0.025, 0.028, 0.100)):
+        s.submit(job(i, 'abc'[i], Priority.CRITICAL, deadline=dl), 0.0)
+    batches = [[j.request_id for j in b.jobs] for b in run_all(s)]
+    assert batches[0] == [0, 1]                  # ends at 20 ms: both in time (all three: 30 ms)
+    assert batches[1] == [2]
+
+
 def test_partial_batch_is_held_then_released():
     s = sched(max_batch=4, max_queue_delay_s=0.005)
     s.submit(job(1, arrival=0.0), 0.0)

@@ -369,6 +369,10 @@ class FairScheduler(_SchedulerBase):
                         and items + j.items <= max_batch:
                     jobs.append(j)
                     items += j.items
+            # never a batch so large that its most urgent member ends late (run alone it may not):
+            # the rest, with later deadlines, go in the next batch
+            while len(jobs) > 1 and now + service.estimate(items) > head.deadline:
+                items -= jobs.pop().items
             if p != Priority.CRITICAL:
                 jobs, items = self._within_reserve(jobs, service, now)
             if self._held(decision, jobs, max_batch, self.queued() > len(jobs), now, service):
