@@ -325,8 +325,9 @@ def test_executor_overload(small_model):
 
 def test_executor_flood(small_model):
     """Victims offer 0.8 of their share of the capacity measured right before each run (the machine
-    is shared, its capacity drifts), less what the worker rests for the kernel's real-time budget; without / with the flood alternate, with the victims' arrivals the same
-    in both, so both see the same background load and the same requests.
+    is shared, its capacity drifts), less what the worker rests for the kernel's real-time budget;
+    without / with the flood alternate, with the victims' arrivals the same in both, so both see
+    the same background load and the same requests.
     """
     path, size = small_model
     cells = [f'line1/cell{i}' for i in range(1, 5)]
