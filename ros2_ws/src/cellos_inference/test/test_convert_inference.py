@@ -8,9 +8,9 @@ import pytest
 
 from cellos_common.nodes.convert_time import s_to_time
 from cellos_inference.core.inference_types import Priority, Status
-from cellos_inference.nodes.convert_inference import (MAX_BUDGET_S, RequestTooLarge, check_request_against,
-                                                      check_result, make_request, request_to_job,
-                                                      result_outputs)
+from cellos_inference.nodes.convert_inference import (MAX_BUDGET_S, MAX_NAME, RequestTooLarge,
+                                                      check_request_against, check_result, make_request,
+                                                      request_head, request_to_job, result_outputs)
 from cellos_interfaces.msg import InferenceResult, ModelInfo, Tensor
 
 X = {'x': np.zeros((1, 4), np.float32)}
@@ -91,3 +91,21 @@ def test_results_checked_before_use():
         result_outputs(InferenceResult(outputs=[Tensor(name='y', dtype='float32', shape=[2], data=b'1234')]))
     assert math.isclose(float(result_outputs(InferenceResult(outputs=[Tensor(
         name='y', dtype='float32', shape=[1], data=np.float32(2.5).tobytes())]))['y'][0]), 2.5)
+
+
+def test_request_head_reads_the_fields_before_the_tensors_and_nothing_else():
+    from rclpy.serialization import serialize_message
+    m = req(model='m' * 300, priority=2, request_id=2**64 - 1)
+    m.header.frame_id = 'camera'
+    m.inputs = [Tensor(name='x', dtype='float32', shape=[1, 1 << 20], data=bytes(4 << 20))]
+    data = serialize_message(m)
+    head = request_head(data)
+    assert (head.request_id, head.line_id, head.cell_id, head.task, head.priority) == \
+        (2**64 - 1, 'line1', 'cell_01', 'inspection', 2)
+    assert (head.header.stamp, head.deadline) == (m.header.stamp, m.deadline) and not head.inputs
+    assert head.model == 'm' * (MAX_NAME + 1)          # clipped: request_to_job refuses it by its length
+    job, refusal = request_to_job(head, topic_cell_ns='line1/cell_01', arrival=0.0, wall_now=1000.0,
+                                  max_request_bytes=0)
+    assert job.request_id == 2**64 - 1 and refusal is not None
+    for bad in (data[:40], b'', b'\x07\x01\x00\x00' + data[4:], data[:4] + b'\xff' * 64):
+        assert request_head(bad) is None

@@ -34,8 +34,10 @@ class Intake:
         self._closing = threading.Event()
         self._thread = owner.supervise(name, self._spin)
 
-    def subscribe(self, msg_type, topic: str, callback, qos):
-        return self.node.create_subscription(msg_type, topic, self.owner._guarded(f'topic {topic}', callback), qos)
+    def subscribe(self, msg_type, topic: str, callback, qos, raw: bool = False):
+        """``raw``: the callback gets the serialized message (bytes), to check before it is deserialized."""
+        return self.node.create_subscription(msg_type, topic, self.owner._guarded(f'topic {topic}', callback), qos,
+                                             raw=raw)
 
     def unsubscribe(self, sub) -> None:
         self.node.destroy_subscription(sub)

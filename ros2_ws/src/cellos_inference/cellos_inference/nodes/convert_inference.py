@@ -20,6 +20,7 @@ capped at MAX_BUDGET_S.
 from __future__ import annotations
 
 import math
+import struct
 from dataclasses import dataclass
 
 import numpy as np
@@ -127,6 +128,51 @@ def request_to_job(msg: InferenceRequest, *, topic_cell_ns: str, arrival: float,
     except _Bad as e:
         return job, Refusal(e.status, e.reason)
     return job, None
+
+
+ENVELOPE_BYTES = 64 << 10   # a request's serialized bytes besides its tensors, at most (names, shapes, ids)
+
+
+def request_head(data: bytes) -> InferenceRequest | None:
+    """The fields of a serialized InferenceRequest (CDR, as rmw_fastrtps and rmw_cyclonedds send it)
+    that come before its tensors: header, request_id, line_id, cell_id, task, model, priority,
+    deadline; no inputs. The executor answers an oversized request from these without deserializing
+    its tensors (0.12 s for 52 MB here, with the interpreter lock held). None: not readable.
+    """
+    if len(data) < 4 or data[0] != 0 or data[1] not in (0, 1):
+        return None
+    order = '<' if data[1] == 1 else '>'
+    body, pos = memoryview(data)[4:], 0
+
+    def take(fmt: str, size: int):
+        nonlocal pos
+        pos += (-pos) % size
+        if pos + size > len(body):
+            raise ValueError('truncated')
+        (value,) = struct.unpack_from(order + fmt, body, pos)
+        pos += size
+        return value
+
+    def text(limit: int) -> str:
+        nonlocal pos
+        n = take('I', 4)
+        if n == 0 or pos + n > len(body):
+            raise ValueError('bad string')
+        value = bytes(body[pos:pos + min(n - 1, limit + 1)]).decode('utf-8', 'replace')
+        pos += n
+        return value
+    try:
+        msg = InferenceRequest()
+        msg.header.stamp = Time(sec=take('i', 4), nanosec=take('I', 4))
+        text(0)                                                       # frame_id
+        msg.request_id = take('Q', 8)
+        msg.line_id, msg.cell_id, msg.task = text(MAX_ID), text(MAX_ID), text(MAX_ID)
+        msg.model = text(MAX_NAME)
+        msg.priority = take('B', 1)
+        msg.deadline = Time(sec=take('i', 4), nanosec=take('I', 4))
+    except (ValueError, struct.error, AssertionError):
+        return None
+    return msg
 
 
 def _budget(msg: InferenceRequest, wall_now: float) -> float:

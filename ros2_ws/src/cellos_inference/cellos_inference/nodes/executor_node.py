@@ -35,6 +35,7 @@ from pathlib import Path
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 
 from rclpy.clock import Clock, ClockType
+from rclpy.serialization import deserialize_message
 
 from cellos_common.core.params import ParameterError, ParamSpec
 from cellos_common.nodes import qos
@@ -56,8 +57,9 @@ from cellos_inference.core.model_registry import (ModelRegistry, ModelSpec, Regi
                                                   resolve_model_path)
 from cellos_inference.core.power_model import EnergyModel, PowerMeter, compute_limit, inference_energy_j
 from cellos_inference.core.shm_transport import RegionError, RegionTable, supported as shm_supported
-from cellos_inference.nodes.convert_inference import (executor_status, model_info, outcome_to_result,
-                                                      registry_change, request_to_job)
+from cellos_inference.nodes.convert_inference import (ENVELOPE_BYTES, executor_status, model_info,
+                                                      outcome_to_result, registry_change, request_head,
+                                                      request_to_job)
 from cellos_inference.nodes import executor_rollout
 from cellos_interfaces.msg import EnergySignal as EnergySignalMsg
 from cellos_interfaces.msg import ExecutorStatus, InferenceRequest, InferenceResult, ModelRegistryChange
@@ -436,8 +438,8 @@ class ExecutorNode(CellosNode):
         self._pubs[cell_ns] = self.create_publisher(InferenceResult, result_topic(cell_ns), qos.inference())
         handler = self._on_refused if refuse else self._on_request
         self._subs[cell_ns] = self.intake.subscribe(
-            InferenceRequest, request_topic(cell_ns), lambda msg, cell_ns=cell_ns: handler(cell_ns, msg),
-            qos.inference())
+            InferenceRequest, request_topic(cell_ns), lambda data, cell_ns=cell_ns: self._on_serialized(
+                cell_ns, data, handler, refuse), qos.inference(), raw=True)
         if refuse:
             self.get_logger().warning(f'{self.access.why_refused(cell_ns)}: its requests are answered REJECTED')
         else:
@@ -474,6 +476,31 @@ class ExecutorNode(CellosNode):
                                    'forgotten')
 
     # -- requests -----------------------------------------------------------------------
+    def _on_serialized(self, cell_ns: str, data: bytes, handler, refused: bool) -> None:
+        """A request as it came off the wire. Its tensors are deserialized only if they may be
+        served: an oversized request (or any from a refused cell) is answered from the fields
+        before them, so a 50 MB message holds the intake (and the status heartbeat, which needs
+        the interpreter lock) for a copy, not for a 0.1 s deserialization.
+        """
+        limit = int(self.params.max_request_mb * (1 << 20))
+        if not refused and len(data) <= limit + ENVELOPE_BYTES:
+            return handler(cell_ns, deserialize_message(data, InferenceRequest))
+        head = request_head(data)
+        if head is None:
+            self._count('requests unreadable')
+            self.reject('request (unreadable)', f'{len(data)} bytes on {request_topic(cell_ns)}: no request in them')
+            return
+        if refused:
+            return handler(cell_ns, head)
+        wall_ns = _wall_ns()
+        job, _ = request_to_job(head, topic_cell_ns=cell_ns, arrival=time.monotonic(), wall_now=wall_ns * 1e-9,
+                                max_request_bytes=0)
+        job.transport = _Reply(wall_ns)
+        why = f'{len(data)} bytes: this executor accepts at most {limit} tensor bytes per request'
+        self._count(f'requests refused ({Status.BAD_SIZE.name})')
+        self.reject(f'request ({Status.BAD_SIZE.name})', f'#{job.request_id} on {request_topic(cell_ns)}: {why}')
+        self._answer(Outcome.reject(job, Status.BAD_SIZE, why))
+
     def _on_refused(self, cell_ns: str, msg: InferenceRequest) -> None:
         self._count('requests from unknown cells')
         why = self.access.why_refused(cell_ns)
