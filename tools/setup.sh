@@ -21,6 +21,18 @@ else
   reqs=("$here/requirements.txt" "$here/requirements-py.txt")
 fi
 
+# libfaketime steps one process's clock in the clock-step and hosts tests (Debian package faketime,
+# the version pinned here where the archive has it). Installed where this user may (root with
+# apt-get); elsewhere those tests skip and say why.
+faketime_lib=/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1
+if [ ! -e "$faketime_lib" ] && [ "$(id -u)" = 0 ] && command -v apt-get > /dev/null; then
+  echo "[setup] installing libfaketime (apt-get install faketime)"
+  export DEBIAN_FRONTEND=noninteractive
+  timeout 300 apt-get install -y -q faketime=0.9.10-2.1 > /dev/null 2>&1 \
+    || timeout 300 apt-get install -y -q faketime > /dev/null 2>&1 \
+    || echo "[setup] apt-get install faketime failed: the clock-step and hosts tests will skip"
+fi
+
 stamp="$venv/.cellos-setup"
 want="$mode $(cat "${reqs[@]}" | sha256sum | cut -c1-16)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
