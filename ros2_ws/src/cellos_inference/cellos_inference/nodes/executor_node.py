@@ -436,10 +436,9 @@ class ExecutorNode(CellosNode):
         if cell_ns in self._subs:
             return
         self._pubs[cell_ns] = self.create_publisher(InferenceResult, result_topic(cell_ns), qos.inference())
-        handler = self._on_refused if refuse else self._on_request
         self._subs[cell_ns] = self.intake.subscribe(
             InferenceRequest, request_topic(cell_ns), lambda data, cell_ns=cell_ns: self._on_serialized(
-                cell_ns, data, handler, refuse), qos.inference(), raw=True)
+                cell_ns, data, refuse), qos.inference(), raw=True)
         if refuse:
             self.get_logger().warning(f'{self.access.why_refused(cell_ns)}: its requests are answered REJECTED')
         else:
@@ -476,7 +475,7 @@ class ExecutorNode(CellosNode):
                                    'forgotten')
 
     # -- requests -----------------------------------------------------------------------
-    def _on_serialized(self, cell_ns: str, data: bytes, handler, refused: bool) -> None:
+    def _on_serialized(self, cell_ns: str, data: bytes, refused: bool) -> None:
         """A request as it came off the wire. Its tensors are deserialized only if they may be
         served: an oversized request (or any from a refused cell) is answered from the fields
         before them, so a 50 MB message holds the intake (and the status heartbeat, which needs
@@ -484,22 +483,20 @@ class ExecutorNode(CellosNode):
         """
         limit = int(self.params.max_request_mb * (1 << 20))
         if not refused and len(data) <= limit + ENVELOPE_BYTES:
-            return handler(cell_ns, deserialize_message(data, InferenceRequest))
+            return self._on_request(cell_ns, deserialize_message(data, InferenceRequest))
         head = request_head(data)
         if head is None:
             self._count('requests unreadable')
             self.reject('request (unreadable)', f'{len(data)} bytes on {request_topic(cell_ns)}: no request in them')
             return
         if refused:
-            return handler(cell_ns, head)
+            return self._on_refused(cell_ns, head)
         wall_ns = _wall_ns()
         job, _ = request_to_job(head, topic_cell_ns=cell_ns, arrival=time.monotonic(), wall_now=wall_ns * 1e-9,
                                 max_request_bytes=0)
         job.transport = _Reply(wall_ns)
-        why = f'{len(data)} bytes: this executor accepts at most {limit} tensor bytes per request'
-        self._count(f'requests refused ({Status.BAD_SIZE.name})')
-        self.reject(f'request ({Status.BAD_SIZE.name})', f'#{job.request_id} on {request_topic(cell_ns)}: {why}')
-        self._answer(Outcome.reject(job, Status.BAD_SIZE, why))
+        self._refuse(cell_ns, job, Status.BAD_SIZE,
+                     f'{len(data)} bytes: this executor accepts at most {limit} tensor bytes per request')
 
     def _on_refused(self, cell_ns: str, msg: InferenceRequest) -> None:
         self._count('requests from unknown cells')
@@ -516,10 +513,7 @@ class ExecutorNode(CellosNode):
                                       regions=self.regions)
         job.transport = _Reply(wall_ns, job.transport, int(msg.shm_output_offset), int(msg.shm_output_size))
         if refusal is not None:
-            self._count(f'requests refused ({refusal.status.name})')
-            self.reject(f'request ({refusal.status.name})',
-                        f'#{job.request_id} on {request_topic(cell_ns)}: {refusal.reason}')
-            return self._answer(Outcome.reject(job, refusal.status, refusal.reason))
+            return self._refuse(cell_ns, job, refusal.status, refusal.reason)
         self._count('requests in shared memory' if job.transport.region is not None else 'requests inline')
         engine = self.engine
         if engine is None:
@@ -528,6 +522,11 @@ class ExecutorNode(CellosNode):
         if refused is not None:
             return self._answer(refused)
         engine.submit(job)
+
+    def _refuse(self, cell_ns: str, job, status: Status, reason: str) -> None:
+        self._count(f'requests refused ({status.name})')
+        self.reject(f'request ({status.name})', f'#{job.request_id} on {request_topic(cell_ns)}: {reason}')
+        self._answer(Outcome.reject(job, status, reason))
 
     def _answer(self, outcome: Outcome) -> None:
         engine = self.engine
