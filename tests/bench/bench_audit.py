@@ -26,6 +26,7 @@ from pathlib import Path
 from cellos_audit.core import lineage
 from cellos_audit.core.recording_reader import FileReport, iter_file, recording_files
 from conftest import REPO, wait_for
+from line_record import cpu_seconds
 
 RUN_S = 30
 CELLS = 4
@@ -78,12 +79,6 @@ def count_decisions(summary: dict) -> tuple[int, int, float]:
     return decisions, recorded, size / 1e6 / minutes
 
 
-def _cpu_s(pid: int) -> float:
-    """CPU time (user + system) a process has used so far."""
-    fields = Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
-
-
 def kill_loss(processes, tmp: Path, cpu: list) -> float:
     params = {'autostart': True, 'cells': [f'cell_{i + 1:02d}' for i in range(CELLS)],
               'output_dir': str(tmp / 'kill'), 'bag_name': 'line1_kill', 'discover_cells': False}
@@ -96,9 +91,9 @@ def kill_loss(processes, tmp: Path, cpu: list) -> float:
             split = tmp / 'kill' / 'line1_kill' / f'line1_kill_{i}.mcap'
             wait_for(lambda: split.exists() and any(True for _ in iter_file(split)), 30.0, what=f'{key} recording')
             if i == 0:    # the recorder's CPU share at 160 messages/s, steady state
-                c0, w0 = _cpu_s(processes.procs[key].pid), time.monotonic()
+                c0, w0 = cpu_seconds(processes.procs[key].pid), time.monotonic()
                 time.sleep(3.0)
-                cpu.append((_cpu_s(processes.procs[key].pid) - c0) / (time.monotonic() - w0))
+                cpu.append((cpu_seconds(processes.procs[key].pid) - c0) / (time.monotonic() - w0))
             time.sleep(2.0 + random.random())
             t_kill = time.time()
             processes.kill(key)

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 import testmodels
+from line_record import cpu_seconds
 from executor_load import (Generator, Row, attainment, cause, critical_oracle, format_causes, misses_by_cause,
                            realtime_thread, schedule, spread, steal_ms)
 from cellos_inference.core.backends.onnxruntime_backend import OnnxRuntimeBackend
@@ -67,13 +68,6 @@ def breakdown(ok) -> dict:
         cols['executor_other'].append(1e3 * (pub - got) - q - bw - c)
         cols['out'].append(1e3 * (recv - pub))
     return {k: float(np.median(v)) for k, v in cols.items()}
-
-
-def cpu_s(pid: int) -> float:
-    """CPU seconds (user + system, all threads) a process has used so far."""
-    with open(f'/proc/{pid}/stat') as f:
-        fields = f.read().rsplit(')', 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
 
 
 def test_executor_overhead(processes, tmp_path):
@@ -137,9 +131,9 @@ def test_executor_overhead(processes, tmp_path):
             go.touch()
             t_open = time.time()
             time.sleep(SETTLE_S)
-            before = {k: cpu_s(p) for k, p in pids.items()}
+            before = {k: cpu_seconds(p) for k, p in pids.items()}
             time.sleep(OPEN_S - SETTLE_S)
-            cpu[name].update({k: cpu_s(p) - before[k] for k, p in pids.items()})
+            cpu[name].update({k: cpu_seconds(p) - before[k] for k, p in pids.items()})
             go.unlink()
             windows[name].append((t_open + SETTLE_S, time.time()))
             time.sleep(DRAIN_S)
@@ -405,10 +399,10 @@ def test_executor_overload_over_dds(processes, tmp_path):
         'cells never got a result: ' + processes.log('line1/cell1')[-3000:]
     pids = {'executor': processes.procs['executor'].pid, **{c: processes.procs[c].pid for c in cells}}
     time.sleep(max(0.0, t0 - time.monotonic()))
-    before, t_cpu = {k: cpu_s(p) for k, p in pids.items()}, time.monotonic()
+    before, t_cpu = {k: cpu_seconds(p) for k, p in pids.items()}, time.monotonic()
     # the FIFO baseline: the executor restarted with policy fifo in the gap before the last segment
     time.sleep(max(0.0, t0 + segments[-2][0] + DDS_RUN_S + 0.5 - time.monotonic()))
-    used = {k: cpu_s(p) - before[k] for k, p in pids.items()}
+    used = {k: cpu_seconds(p) - before[k] for k, p in pids.items()}
     t_cpu = time.monotonic() - t_cpu
     cores = {'executor': used['executor'] / t_cpu, 'cells': sum(used[c] for c in cells) / t_cpu}
     processes.stop('executor')
